@@ -1,0 +1,335 @@
+"""Per-envoy rolling state and the one function that applies an event to it.
+
+`apply_event` and `sweep_envoy` are the only ways state changes; both return the new
+state and the status change, if any, so the shell only stores and publishes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Literal
+
+from projections.liveness import StaleAfter, offline_deadline_ms, stale_deadline_ms
+from projections.runs import RunSummary, classify_run, next_consecutive_changed
+from projections.status import RunOutcome, Status, derive_status
+from topics.events import Checkin, Enrollment, InputEvent, Run
+
+#: Run ids remembered for idempotence beyond the drift history.
+RECENT_RUN_IDS = 64
+#: Runs kept in the drift history shown by the API.
+HISTORY_RUNS = 20
+
+
+class Cause(StrEnum):
+    RUN = "run"
+    CHECKIN = "checkin"
+    SWEEP = "sweep"
+    ENROLLMENT = "enrollment"
+    REVOCATION = "revocation"
+
+
+Outcome = Literal["applied", "duplicate", "late", "not_enrolled", "revoked"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """The configuration the rules depend on, passed in rather than read."""
+
+    default_interval_s: int = 300
+    stale_after: StaleAfter = field(default_factory=StaleAfter)
+    strict_enrollment: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EnvoyState:
+    envoy_id: str
+    revoked: bool = False
+    labels: Mapping[str, str] = field(default_factory=dict)
+    interval_s: int = 300
+    #: Record timestamp of the (re-)enrollment; liveness counts from it until a check-in.
+    enrolled_at_ms: int = 0
+    #: Latest Kafka record timestamp of a check-in or run (never the envoy's clock).
+    last_seen_ms: int | None = None
+    #: The envoy's own `at` of that check-in or run, for display.
+    last_seen_at: str | None = None
+    last_outcome: RunOutcome | None = None
+    last_run_finished_ms: int | None = None
+    consecutive_changed: int = 0
+    offline: bool = False
+    stale: bool = False
+    #: How many times the envoy has gone stale: part of the stale alert's id.
+    stale_episodes: int = 0
+    status: Status = Status.NO_DATA
+    status_since_ms: int = 0
+    version: int = 0
+    recent_run_ids: tuple[str, ...] = ()
+    history: tuple[RunSummary, ...] = ()
+    #: Last applied offset per input topic (enrollments, check-ins, runs): a redelivered
+    #: record is recognised exactly, whatever its type.
+    offsets: tuple[int, ...] = (-1, -1, -1)
+
+    @property
+    def last_alive_ms(self) -> int:
+        return self.last_seen_ms if self.last_seen_ms is not None else self.enrolled_at_ms
+
+    @property
+    def active(self) -> bool:
+        return not self.revoked
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    envoy_id: str
+    from_status: Status | None
+    to_status: Status
+    at_ms: int
+    version: int
+    cause: Cause
+    run_id: str | None
+    consecutive_changed_runs: int
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """The result of applying one event; `state` is None only for a refused first event."""
+
+    state: EnvoyState | None
+    change: StatusChange | None
+    outcome: Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class Swept:
+    state: EnvoyState
+    change: StatusChange | None
+    #: True on the transition into stale: the `envoy.stale` alert condition.
+    became_stale: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where an event sits in its input topic: `topic_index` into (enrollments,
+    check-ins, runs), and the record offset within the envoy's partition."""
+
+    topic_index: int
+    offset: int
+
+
+def apply_event(
+    state: EnvoyState | None,
+    event: InputEvent,
+    record_ms: int,
+    rules: Rules,
+    position: Position | None = None,
+) -> Applied:
+    """Apply one input event with its Kafka record timestamp and position.
+
+    A record at or before the last applied offset of its topic is a redelivery (a replay
+    after a crash) and changes nothing.
+    """
+    redelivered = (
+        position is not None
+        and state is not None
+        and position.offset <= state.offsets[position.topic_index]
+    )
+    if redelivered:
+        return Applied(state, None, "duplicate")
+    applied = _apply(state, event, record_ms, rules)
+    if position is None or applied.state is None:
+        return applied
+    offsets = list(applied.state.offsets)
+    offsets[position.topic_index] = position.offset
+    return Applied(replace(applied.state, offsets=tuple(offsets)), applied.change, applied.outcome)
+
+
+def _apply(state: EnvoyState | None, event: InputEvent, record_ms: int, rules: Rules) -> Applied:
+    if isinstance(event, Enrollment):
+        return _apply_enrollment(state, event, record_ms, rules)
+    if state is None:
+        if rules.strict_enrollment:
+            return Applied(None, None, "not_enrolled")
+        state = EnvoyState(
+            envoy_id=event.envoy_id,
+            interval_s=rules.default_interval_s,
+            enrolled_at_ms=record_ms,
+        )
+        # An implicit enrollment publishes its first change with from: null.
+        return _apply_liveness_event(state, event, record_ms, first=True)
+    if state.revoked:
+        return Applied(state, None, "revoked")
+    return _apply_liveness_event(state, event, record_ms, first=False)
+
+
+def _apply_enrollment(
+    state: EnvoyState | None, event: Enrollment, record_ms: int, rules: Rules
+) -> Applied:
+    interval_s = event.checkin_interval_s or rules.default_interval_s
+    if event.action == "revoked":
+        if state is None:
+            # Nothing to revoke yet; remember it so later events are refused as `revoked`.
+            fresh = EnvoyState(
+                envoy_id=event.envoy_id,
+                revoked=True,
+                labels=event.labels,
+                interval_s=interval_s,
+                enrolled_at_ms=record_ms,
+                status=Status.REVOKED,
+                status_since_ms=record_ms,
+            )
+            return Applied(fresh, None, "applied")
+        if state.revoked:
+            return Applied(state, None, "duplicate")
+        revoked = replace(state, revoked=True, stale=False, offline=False)
+        return _with_status(revoked, Status.REVOKED, record_ms, Cause.REVOCATION, None, first=False)
+    if state is None:
+        fresh = EnvoyState(
+            envoy_id=event.envoy_id,
+            labels=event.labels,
+            interval_s=interval_s,
+            enrolled_at_ms=record_ms,
+        )
+        return _with_status(fresh, Status.NO_DATA, record_ms, Cause.ENROLLMENT, None, first=True)
+    if state.revoked:
+        # Re-enrollment is a fresh start: no runs, liveness counted from now. Run ids and
+        # the last finish time stay, so a replayed old run is still a duplicate or late.
+        back = replace(
+            state,
+            revoked=False,
+            labels=event.labels,
+            interval_s=interval_s,
+            enrolled_at_ms=record_ms,
+            last_seen_ms=None,
+            last_seen_at=None,
+            last_outcome=None,
+            consecutive_changed=0,
+            offline=False,
+            stale=False,
+        )
+        # An envoy revoked before it was ever enrolled has published nothing yet.
+        first = state.version == 0
+        return _with_status(back, Status.NO_DATA, record_ms, Cause.ENROLLMENT, None, first=first)
+    if state.labels == event.labels and state.interval_s == interval_s:
+        return Applied(state, None, "duplicate")
+    return Applied(replace(state, labels=event.labels, interval_s=interval_s), None, "applied")
+
+
+def _apply_liveness_event(
+    state: EnvoyState, event: Checkin | Run, record_ms: int, *, first: bool
+) -> Applied:
+    if isinstance(event, Run) and _seen_run(state, event.run_id):
+        return Applied(state, None, "duplicate")
+    alive = state
+    if state.last_seen_ms is None or record_ms >= state.last_seen_ms:
+        seen_at = event.finished_at if isinstance(event, Run) else event.at
+        alive = replace(state, last_seen_ms=record_ms, last_seen_at=seen_at)
+    alive = replace(alive, offline=False, stale=False)
+    if isinstance(event, Checkin):
+        status = _status_of(alive)
+        return _with_status(alive, status, record_ms, Cause.CHECKIN, None, first=first)
+
+    summary = classify_run(event)
+    remembered = replace(
+        alive,
+        recent_run_ids=(event.run_id, *alive.recent_run_ids)[:RECENT_RUN_IDS],
+        history=_insert_history(alive.history, summary),
+    )
+    last_finished = remembered.last_run_finished_ms
+    if last_finished is not None and event.finished_at_ms < last_finished:
+        # Late: kept in the history, but it changes neither the status nor the counts.
+        late = _with_status(
+            remembered, _status_of(remembered), record_ms, Cause.RUN, event.run_id, first=first
+        )
+        return Applied(late.state, late.change, "late")
+    applied = replace(
+        remembered,
+        last_outcome=summary.outcome,
+        last_run_finished_ms=event.finished_at_ms,
+        consecutive_changed=next_consecutive_changed(
+            remembered.consecutive_changed, summary.outcome
+        ),
+    )
+    return _with_status(
+        applied, _status_of(applied), record_ms, Cause.RUN, event.run_id, first=first
+    )
+
+
+def sweep_envoy(state: EnvoyState, now_ms: int, stale_after: StaleAfter) -> Swept:
+    """Mark the envoy offline and/or stale if its deadlines have passed at `now_ms`."""
+    if state.revoked:
+        return Swept(state, None, False)
+    swept = state
+    became_stale = False
+    if not state.stale and now_ms >= stale_deadline_ms(
+        state.last_alive_ms, state.interval_s, stale_after
+    ):
+        swept = replace(swept, stale=True, stale_episodes=swept.stale_episodes + 1)
+        became_stale = True
+    change = None
+    if not state.offline and now_ms >= offline_deadline_ms(state.last_alive_ms, state.interval_s):
+        swept = replace(swept, offline=True)
+        result = _with_status(swept, Status.OFFLINE, now_ms, Cause.SWEEP, None, first=False)
+        assert result.state is not None
+        swept, change = result.state, result.change
+    return Swept(swept, change, became_stale)
+
+
+def next_deadline_ms(state: EnvoyState, stale_after: StaleAfter) -> int | None:
+    """The next instant a sweep could change this envoy, or None if nothing is pending."""
+    if state.revoked:
+        return None
+    pending = []
+    if not state.offline:
+        pending.append(offline_deadline_ms(state.last_alive_ms, state.interval_s))
+    if not state.stale:
+        pending.append(stale_deadline_ms(state.last_alive_ms, state.interval_s, stale_after))
+    return min(pending) if pending else None
+
+
+def _status_of(state: EnvoyState) -> Status:
+    return derive_status(
+        offline=state.offline,
+        last_outcome=state.last_outcome,
+        consecutive_changed=state.consecutive_changed,
+    )
+
+
+def _with_status(
+    state: EnvoyState,
+    status: Status,
+    at_ms: int,
+    cause: Cause,
+    run_id: str | None,
+    *,
+    first: bool,
+) -> Applied:
+    """Publish a change only when the status differs (or on an envoy's very first event)."""
+    if not first and status == state.status:
+        return Applied(state, None, "applied")
+    version = state.version + 1
+    change = StatusChange(
+        envoy_id=state.envoy_id,
+        from_status=None if first else state.status,
+        to_status=status,
+        at_ms=at_ms,
+        version=version,
+        cause=cause,
+        run_id=run_id,
+        consecutive_changed_runs=state.consecutive_changed,
+        labels=state.labels,
+    )
+    return Applied(
+        replace(state, status=status, status_since_ms=at_ms, version=version), change, "applied"
+    )
+
+
+def _seen_run(state: EnvoyState, run_id: str) -> bool:
+    return run_id in state.recent_run_ids or any(r.run_id == run_id for r in state.history)
+
+
+def _insert_history(history: tuple[RunSummary, ...], summary: RunSummary) -> tuple[RunSummary, ...]:
+    """Newest first by finish time, bounded; a late run lands in its place."""
+    runs = sorted((summary, *history), key=lambda r: r.finished_at_ms, reverse=True)
+    return tuple(runs[:HISTORY_RUNS])

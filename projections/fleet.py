@@ -1,0 +1,91 @@
+"""The fleet projection: each envoy's latest status by version, and the counts over them.
+
+Idempotent by construction: a change whose version is not newer than the one kept is a
+no-op, so replays and duplicates never move the counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from projections.status import ACTIVE_STATUSES, Status
+
+_COUNTED = frozenset(ACTIVE_STATUSES)
+
+
+@dataclass(frozen=True, slots=True)
+class FleetEntry:
+    version: int
+    status: Status
+
+
+def newer_entry(kept: FleetEntry | None, version: int, status: Status) -> FleetEntry | None:
+    """The entry to keep after a change, or None when the change is stale or a replay."""
+    if kept is not None and version <= kept.version:
+        return None
+    return FleetEntry(version, status)
+
+
+@dataclass(frozen=True, slots=True)
+class FleetCounts:
+    """Envoys by status over active (non-revoked) envoys."""
+
+    by_status: Mapping[Status, int] = field(
+        default_factory=lambda: MappingProxyType(dict.fromkeys(ACTIVE_STATUSES, 0))
+    )
+
+    @property
+    def active(self) -> int:
+        return sum(self.by_status.values())
+
+    @property
+    def compliant(self) -> int:
+        return self.by_status[Status.CONVERGED]
+
+    @property
+    def percent(self) -> float | None:
+        """100 x compliant / active, rounded to 2 decimals; None for an empty fleet."""
+        return convergence_percent(self.compliant, self.active)
+
+    def moved(self, old: Status | None, new: Status | None) -> FleetCounts:
+        """The counts after one envoy moved from `old` to `new` (None: not counted)."""
+        if old == new:
+            return self
+        counts = dict(self.by_status)
+        if old in _COUNTED:
+            counts[old] -= 1
+        if new in _COUNTED:
+            counts[new] += 1
+        return FleetCounts(MappingProxyType(counts))
+
+    def as_dict(self) -> dict[str, int]:
+        return {status.value: self.by_status[status] for status in ACTIVE_STATUSES}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, int]) -> FleetCounts:
+        return cls(MappingProxyType({s: int(raw.get(s.value, 0)) for s in ACTIVE_STATUSES}))
+
+    @classmethod
+    def of_statuses(cls, statuses: Iterable[Status]) -> FleetCounts:
+        counts = dict.fromkeys(ACTIVE_STATUSES, 0)
+        for status in statuses:
+            if status in _COUNTED:
+                counts[status] += 1
+        return cls(MappingProxyType(counts))
+
+    @classmethod
+    def merged(cls, parts: Iterable[FleetCounts]) -> FleetCounts:
+        """The fleet total over per-partition counts."""
+        counts = dict.fromkeys(ACTIVE_STATUSES, 0)
+        for part in parts:
+            for status, n in part.by_status.items():
+                counts[status] += n
+        return cls(MappingProxyType(counts))
+
+
+def convergence_percent(compliant: int, active: int) -> float | None:
+    if active == 0:
+        return None
+    return round(100.0 * compliant / active, 2)

@@ -1,0 +1,195 @@
+"""Hypothesis properties of the pure rules: incremental state equals a recomputation from
+the whole history, replays and duplicates change nothing, counts add up."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from projections.envoy import EnvoyState, Position, Rules, StatusChange, apply_event
+from projections.fleet import FleetCounts, FleetEntry, newer_entry
+from projections.history import ConvergenceHistory, history_bucket_ms, record_point
+from projections.status import ACTIVE_STATUSES, Status
+from projections.threshold import ThresholdState, check_threshold
+from tests.eventgen import T0, checkin, enrolled, input_events, runs
+from topics.events import InputEvent, Run
+
+RULES = Rules(default_interval_s=60)
+TOPIC_INDEX = {"Enrollment": 0, "Checkin": 1, "Run": 2}
+
+
+def fold(
+    events: list[InputEvent], positions: bool = False
+) -> tuple[EnvoyState | None, list[StatusChange]]:
+    state: EnvoyState | None = None
+    changes: list[StatusChange] = []
+    for i, event in enumerate(events):
+        pos = Position(TOPIC_INDEX[type(event).__name__], i) if positions else None
+        applied = apply_event(state, event, T0 + i, RULES, pos)
+        state = applied.state
+        if applied.change:
+            changes.append(applied.change)
+    return state, changes
+
+
+def reference_status(history: list[Run]) -> Status:
+    """SPEC section 4 recomputed from the whole run history, independently of the
+    incremental counters: dedupe by run_id, skip late runs, read the trailing runs."""
+    seen: set[str] = set()
+    applied: list[Run] = []
+    for r in history:
+        if r.run_id in seen:
+            continue
+        seen.add(r.run_id)
+        if applied and r.finished_at_ms < applied[-1].finished_at_ms:
+            continue
+        applied.append(r)
+    if not applied:
+        return Status.NO_DATA
+
+    def outcome(r: Run) -> str:
+        modules: dict[str, bool] = {}
+        for res in r.resources:
+            modules[res.module] = modules.get(res.module, False) or res.result == "failed"
+        for err in r.module_errors:
+            modules[err.module] = True
+        if modules and all(modules.values()):
+            return "failed"
+        if any(modules.values()):
+            return "partial"
+        return "changed" if any(res.result == "changed" for res in r.resources) else "clean"
+
+    last = outcome(applied[-1])
+    if last == "failed":
+        return Status.FAILED
+    if last == "partial":
+        return Status.DEGRADED
+    trailing = 0
+    for r in reversed(applied):
+        if outcome(r) != "changed":
+            break
+        trailing += 1
+    return {0: Status.CONVERGED, 1: Status.DRIFTED, 2: Status.RELAPSED}.get(
+        trailing, Status.DIVERGED
+    )
+
+
+@given(st.lists(st.one_of(runs(), st.just(checkin())), max_size=40))
+def test_incremental_status_equals_recomputation_from_history(
+    events: list[Run | object],
+) -> None:
+    history: list[InputEvent] = [enrolled(), *events]  # type: ignore[list-item]
+    state, _ = fold(history)
+    assert state is not None
+    assert state.status == reference_status([e for e in history if isinstance(e, Run)])
+
+
+@given(st.lists(input_events(), min_size=1, max_size=40))
+def test_changes_form_a_gapless_chain(events: list[InputEvent]) -> None:
+    state, changes = fold(events)
+    for i, change in enumerate(changes):
+        assert change.version == i + 1
+        assert change.from_status != change.to_status
+        assert change.from_status == (changes[i - 1].to_status if i else None)
+    if state is not None and changes:
+        assert (state.version, state.status) == (changes[-1].version, changes[-1].to_status)
+
+
+@given(st.lists(input_events(), min_size=1, max_size=30), st.data())
+def test_replaying_any_suffix_changes_nothing(events: list[InputEvent], data: st.DataObject) -> None:
+    state, changes = fold(events, positions=True)
+    start = data.draw(st.integers(0, len(events) - 1))
+    replayed = state
+    for i in range(start, len(events)):
+        applied = apply_event(
+            replayed, events[i], T0 + i, RULES, Position(TOPIC_INDEX[type(events[i]).__name__], i)
+        )
+        assert applied.change is None
+        replayed = applied.state
+    assert replayed == state
+
+
+@given(st.lists(runs(), max_size=30))
+def test_duplicated_runs_change_nothing(history: list[Run]) -> None:
+    doubled: list[InputEvent] = [enrolled()]
+    for r in history:
+        doubled += [r, r]
+    once, once_changes = fold([enrolled(), *history])
+    twice, twice_changes = fold(doubled)
+    assert once is not None and twice is not None
+    assert (once.status, once.version, once.history) == (twice.status, twice.version, twice.history)
+    assert [(c.to_status, c.version) for c in once_changes] == [
+        (c.to_status, c.version) for c in twice_changes
+    ]
+
+
+envoy_ids = st.sampled_from([f"e{i}" for i in range(6)])
+statuses = st.sampled_from([*ACTIVE_STATUSES, Status.REVOKED])
+
+
+@given(st.lists(st.tuples(envoy_ids, statuses), max_size=60), st.data())
+def test_fleet_counts_equal_latest_status_per_envoy_despite_replays(
+    stream: list[tuple[str, Status]], data: st.DataObject
+) -> None:
+    versions: dict[str, int] = {}
+    changes = []
+    for envoy, status in stream:
+        versions[envoy] = versions.get(envoy, 0) + 1
+        changes.append((envoy, versions[envoy], status))
+    # At-least-once delivery: any change may come again, later, any number of times.
+    delivered = list(changes)
+    for change in data.draw(st.lists(st.sampled_from(changes), max_size=20)) if changes else []:
+        delivered.insert(data.draw(st.integers(delivered.index(change), len(delivered))), change)
+
+    kept: dict[str, FleetEntry] = {}
+    counts = FleetCounts()
+    for envoy, version, status in delivered:
+        entry = newer_entry(kept.get(envoy), version, status)
+        if entry is None:
+            continue
+        old = kept.get(envoy)
+        counts = counts.moved(old.status if old else None, status)
+        kept[envoy] = entry
+
+    latest = {envoy: status for envoy, _, status in changes}
+    assert counts == FleetCounts.of_statuses(latest.values())
+    assert counts.active == sum(1 for s in latest.values() if s != Status.REVOKED)
+    assert sum(counts.by_status.values()) == counts.active
+    assert counts.compliant == sum(1 for s in latest.values() if s == Status.CONVERGED)
+
+
+percents = st.one_of(st.none(), st.floats(0, 100, allow_nan=False))
+
+
+@given(st.lists(percents, max_size=50), st.floats(1, 99))
+def test_threshold_fires_exactly_once_per_downward_crossing(
+    series: list[float | None], threshold: float
+) -> None:
+    state = ThresholdState()
+    fired = 0
+    for percent in series:
+        state, fires = check_threshold(state, percent, threshold)
+        fired += fires
+    known = [p for p in series if p is not None]
+    crossings = sum(
+        1 for i, p in enumerate(known) if p < threshold and (i == 0 or known[i - 1] >= threshold)
+    )
+    assert fired == crossings == state.crossings
+
+
+@given(st.lists(st.tuples(st.integers(0, 10**6), percents), max_size=200), st.integers(1, 600))
+@settings(max_examples=50)
+def test_history_is_bounded_and_ordered(
+    samples: list[tuple[int, float | None]], interval_s: int
+) -> None:
+    history = ConvergenceHistory(history_bucket_ms(interval_s))
+    now = T0
+    for step, percent in samples:
+        now += step * 1000
+        history = record_point(history, now, percent)
+    buckets = [b for b, _ in history.points]
+    assert buckets == sorted(set(buckets))
+    assert len(history.points) <= 86_400_000 // history.bucket_ms + 1
+    assert len(history.points) <= 1441
+    if samples:
+        assert history.points[-1][1] == samples[-1][1]

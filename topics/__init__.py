@@ -1,0 +1,1 @@
+"""Every byte that crosses Kafka: topic names, event types, JSON Schemas and codecs."""

@@ -1,0 +1,49 @@
+"""Topic names, derived from the configured prefix (SPEC section 3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "vigo."
+
+
+@dataclass(frozen=True, slots=True)
+class TopicNames:
+    prefix: str = DEFAULT_PREFIX
+
+    @property
+    def enrollments(self) -> str:
+        return f"{self.prefix}envoy.enrollments"
+
+    @property
+    def checkins(self) -> str:
+        return f"{self.prefix}envoy.checkins"
+
+    @property
+    def runs(self) -> str:
+        return f"{self.prefix}envoy.runs"
+
+    @property
+    def status_changes(self) -> str:
+        return f"{self.prefix}envoy.status-changes"
+
+    @property
+    def fleet_convergence(self) -> str:
+        return f"{self.prefix}fleet.convergence"
+
+    @property
+    def fleet_partials(self) -> str:
+        """Internal: per-partition fleet counts, aggregated by the fleet owner."""
+        return f"{self.prefix}fleet.partials"
+
+    @property
+    def alerts(self) -> str:
+        return f"{self.prefix}alerts"
+
+    @property
+    def deadletter(self) -> str:
+        return f"{self.prefix}deadletter"
+
+    @property
+    def inputs(self) -> tuple[str, str, str]:
+        return (self.enrollments, self.checkins, self.runs)
