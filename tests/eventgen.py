@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from hypothesis import strategies as st
 
-from topics.events import Checkin, Enrollment, ModuleError, Resource, Run
+from topics.events import Checkin, Enrollment, ModuleError, Resource, ResourceResult, Run
 
 _run_ids = itertools.count(1)
 T0 = 1_795_000_000_000  # 2026-11-18, epoch ms
@@ -54,7 +54,7 @@ def revoked(envoy: str = "web-01") -> Enrollment:
     return Enrollment(envoy, "revoked", iso(T0), {}, None)
 
 
-results = st.sampled_from(["ok", "changed", "failed"])
+results: st.SearchStrategy[ResourceResult] = st.sampled_from(["ok", "changed", "failed"])
 modules = st.sampled_from(["files", "packages", "services", "users"])
 
 
@@ -64,9 +64,7 @@ def runs(draw: st.DrawFn, envoy: str = "web-01") -> Run:
     resources = tuple(
         Resource(id=f"r{i}", module=draw(modules), result=draw(results)) for i in range(n)
     )
-    errors = tuple(
-        ModuleError(module=m, message="x") for m in draw(st.lists(modules, max_size=2))
-    )
+    errors = tuple(ModuleError(module=m, message="x") for m in draw(st.lists(modules, max_size=2)))
     finished = T0 + draw(st.integers(0, 10_000)) * 1000
     return Run(
         envoy_id=envoy,

@@ -96,8 +96,10 @@ def test_changes_form_a_gapless_chain(events: list[InputEvent]) -> None:
 
 
 @given(st.lists(input_events(), min_size=1, max_size=30), st.data())
-def test_replaying_any_suffix_changes_nothing(events: list[InputEvent], data: st.DataObject) -> None:
-    state, changes = fold(events, positions=True)
+def test_replaying_any_suffix_changes_nothing(
+    events: list[InputEvent], data: st.DataObject
+) -> None:
+    state, _ = fold(events, positions=True)
     start = data.draw(st.integers(0, len(events) - 1))
     replayed = state
     for i in range(start, len(events)):

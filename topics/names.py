@@ -37,6 +37,12 @@ class TopicNames:
         return f"{self.prefix}fleet.partials"
 
     @property
+    def ticks(self) -> str:
+        """Internal: liveness ticks, co-partitioned with the inputs, so sweeps run inside
+        the envoy agent's stream like any record (Kafka Streams' punctuator)."""
+        return f"{self.prefix}envoy.ticks"
+
+    @property
     def alerts(self) -> str:
         return f"{self.prefix}alerts"
 

@@ -1,0 +1,572 @@
+#!/usr/bin/env python3
+"""A throwaway single-node Apache Kafka (KRaft) broker for tests and local development.
+
+Why it exists: CI has no Docker and no Kafka install, only Java and Maven, so the broker
+runs straight from the Maven Central jars listed in pom.xml next to this file. Stdlib only,
+so it works before any virtualenv exists.
+
+    python deploy/kafka/kafkabroker.py fetch             # download the jars once (cached)
+    python deploy/kafka/kafkabroker.py start [--detach]  # prints the bootstrap address
+    python deploy/kafka/kafkabroker.py stop              # stops the broker of the pid file
+
+The jar cache lives outside the source tree, in ${VIGO_CACHE_DIR:-~/.cache/vigo}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import base64
+import contextlib
+import ctypes
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from functools import cache
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+KAFKA_VERSION = "4.1.1"
+HERE = Path(__file__).resolve().parent
+POM = HERE / "pom.xml"
+JAVA_HINT = "Java 17 (apt-get install openjdk-17-jre-headless)"
+MAVEN_HINT = "Maven (apt-get install maven)"
+# Small heap, serial GC, C1 only: the CI box has 2 cores and runs the tests next to it.
+JVM_FLAGS = [
+    "-Xms128m",
+    "-Xmx512m",
+    "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",
+    "-XX:-UsePerfData",
+    "-Djava.awt.headless=true",
+]
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 15.0
+HOST = "127.0.0.1"
+
+LOG4J2_PROPERTIES = """\
+status = warn
+appender.out.type = Console
+appender.out.name = OUT
+appender.out.target = SYSTEM_OUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.out.ref = OUT
+logger.state.name = state.change.logger
+logger.state.level = WARN
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+"""
+
+
+class BrokerError(RuntimeError):
+    """The broker could not be formatted or started; the message carries the log tail."""
+
+
+# --------------------------------------------------------------------------- jars
+
+
+def cache_dir() -> Path:
+    """Root of the download cache; VIGO_CACHE_DIR lets CI point it at a cached volume."""
+    env = os.environ.get("VIGO_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "vigo"
+
+
+def _require(cmd: str, hint: str) -> str:
+    path = shutil.which(cmd)
+    if path is None:
+        raise SystemExit(f"kafkabroker: `{cmd}` not found on PATH; install {hint}")
+    return path
+
+
+@cache
+def _java() -> str:
+    """Path of a Java >= 17 (Kafka 4 brokers refuse older ones)."""
+    java = _require("java", JAVA_HINT)
+    out = subprocess.run(
+        [java, "-version"], stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
+    )
+    m = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    if m:
+        major = int(m.group(1)) if m.group(1) != "1" else int(m.group(2) or 0)
+        if major < 17:
+            raise SystemExit(
+                f"kafkabroker: found Java {major}, Kafka needs 17+; install {JAVA_HINT}"
+            )
+    return java
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Serialise fetches between concurrent processes (parallel CI jobs, xdist workers)."""
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ensure_jars() -> Path:
+    """Return the directory holding the broker's jars, downloading them with Maven once.
+
+    A marker holding pom.xml's sha256 is written after a complete download, so later runs
+    never call mvn, and editing pom.xml triggers a fresh download.
+    """
+    _java()
+    home = cache_dir() / f"kafka-{KAFKA_VERSION}"
+    libs = home / "libs"
+    marker = home / ".fetched"
+    want = hashlib.sha256(POM.read_bytes()).hexdigest()
+
+    def fresh() -> bool:
+        return marker.is_file() and marker.read_text().strip() == want and libs.is_dir()
+
+    if fresh():
+        return libs
+    mvn = _require("mvn", MAVEN_HINT)
+    home.mkdir(parents=True, exist_ok=True)
+    with _locked(home / ".lock"):
+        if fresh():
+            return libs
+        tmp = home / f"libs.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        cmd = [
+            mvn,
+            "-B",
+            "-q",
+            "-f",
+            str(POM),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={tmp}",
+            "-DincludeScope=runtime",
+        ]
+        print(f"kafkabroker: fetching Kafka {KAFKA_VERSION} jars into {libs}", file=sys.stderr)
+        proc = subprocess.run(
+            cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
+        )
+        if proc.returncode != 0 or not any(tmp.glob("kafka_2.13-*.jar")):
+            shutil.rmtree(tmp, ignore_errors=True)
+            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-30:])
+            raise SystemExit(f"kafkabroker: mvn failed (exit {proc.returncode}):\n{tail}")
+        marker.unlink(missing_ok=True)
+        shutil.rmtree(libs, ignore_errors=True)
+        tmp.rename(libs)
+        marker.write_text(want + "\n")
+    return libs
+
+
+# --------------------------------------------------------------------------- broker
+
+
+def _free_ports(n: int) -> list[int]:
+    """n distinct ports free on 127.0.0.1 (held together so they cannot collide)."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((HOST, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _cluster_id() -> str:
+    """A Kafka cluster id (url-safe base64 UUID), made here to save a JVM start."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+
+def _server_properties(port: int, controller_port: int, log_dir: Path) -> str:
+    props = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.bootstrap.servers": f"{HOST}:{controller_port}",
+        "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(log_dir),
+        "num.partitions": "1",
+        "auto.create.topics.enable": "false",
+        "offsets.topic.replication.factor": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        # Test-sized: fewer internal partitions and threads, a 16 MiB (not 128 MiB)
+        # compaction buffer so the cleaner fits the 512 MiB heap.
+        "offsets.topic.num.partitions": "8",
+        "transaction.state.log.num.partitions": "8",
+        "num.network.threads": "2",
+        "num.io.threads": "4",
+        "num.recovery.threads.per.data.dir": "1",
+        "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
+        "auto.leader.rebalance.enable": "false",
+    }
+    return "".join(f"{k}={v}\n" for k, v in props.items())
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("connection closed")
+        buf += chunk
+    return buf
+
+
+def probe(host: str, port: int, timeout: float = 2.0) -> bool:
+    """True when a Metadata v1 request is answered with at least one live broker.
+
+    A TCP connect alone is not enough: KRaft opens the listener before the broker has
+    registered, and clients then see an empty cluster.
+    """
+    client_id = b"kafkabroker"
+    # request header v1: api_key=3 (Metadata), api_version=1, correlation_id, client_id;
+    # body: topics = null (all topics).
+    msg = struct.pack(">hhih", 3, 1, 7, len(client_id)) + client_id + struct.pack(">i", -1)
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(struct.pack(">i", len(msg)) + msg)
+            (size,) = struct.unpack(">i", _recv_exact(sock, 4))
+            data = _recv_exact(sock, size)
+        correlation_id, n_brokers = struct.unpack_from(">ii", data, 0)
+    except (OSError, struct.error):
+        return False
+    return bool(correlation_id == 7 and n_brokers > 0)
+
+
+def _log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _is_kafka(pid: int, marker: str = "kafka.Kafka") -> bool:
+    """Guard against a recycled pid: only ever signal a kafka.Kafka JVM."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"kafka.Kafka" in cmdline and marker.encode() in cmdline
+
+
+def _sweep_stale_data_dirs() -> None:
+    """Remove temp data dirs of brokers whose owner was SIGKILLed (no finally ran)."""
+    for d in Path(tempfile.gettempdir()).glob("vigo-kafka-*"):
+        try:
+            pid = int((d / "broker.pid").read_text())
+        except (OSError, ValueError):
+            continue  # being set up right now, or not ours
+        if not _is_kafka(pid, str(d)):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """preexec_fn making Linux SIGTERM the broker when the starting thread dies.
+
+    Why: a pytest run killed with SIGKILL (or a timeout's os._exit) never runs its
+    finally blocks; without this the JVM would outlive it and hold the ports.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+    sigterm = int(signal.SIGTERM)
+
+    def hook() -> None:
+        prctl(pr_set_pdeathsig, sigterm, 0, 0, 0)
+
+    return hook
+
+
+def _terminate_group(pid: int, alive: Callable[[], bool], timeout: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM the process group (graceful broker shutdown), SIGKILL after `timeout`."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not alive():
+                return
+            time.sleep(0.1)
+
+
+class Broker:
+    """A running broker; `stop()` is idempotent and also runs at interpreter exit."""
+
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        port: int,
+        controller_port: int,
+        data_dir: Path,
+        owns_data_dir: bool,
+    ) -> None:
+        self._proc = proc
+        self.port = port
+        self.controller_port = controller_port
+        self.data_dir = data_dir
+        self.owns_data_dir = owns_data_dir
+        self.log_path = data_dir / "server.log"
+        _LIVE.append(self)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def running(self) -> bool:
+        return self._proc.poll() is None
+
+    def wait(self) -> int:
+        return self._proc.wait()
+
+    def detach(self) -> None:
+        """Leave the broker running after this interpreter exits (CLI --detach)."""
+        with contextlib.suppress(ValueError):
+            _LIVE.remove(self)
+
+    def stop(self) -> None:
+        if self.running():
+            _terminate_group(self.pid, self.running)
+        self._proc.wait()
+        self.detach()
+        if self.owns_data_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> Broker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"Broker(bootstrap={self.bootstrap!r}, pid={self.pid}, data_dir={self.data_dir})"
+
+
+_LIVE: list[Broker] = []
+
+
+@atexit.register
+def _stop_all() -> None:
+    for broker in list(_LIVE):
+        broker.stop()
+
+
+def start_broker(
+    port: int | None = None,
+    data_dir: Path | None = None,
+    *,
+    timeout: float = START_TIMEOUT_S,
+    die_with_parent: bool = True,
+) -> Broker:
+    """Format fresh KRaft storage and start a combined broker+controller on 127.0.0.1.
+
+    Picks free ports when `port` is None. A `data_dir` given by the caller is kept (its
+    kafka-logs/ is wiped first); a temporary one is created otherwise and removed by
+    stop(). Returns once the broker answers metadata requests.
+    """
+    libs = ensure_jars()
+    java = _java()
+    owns = data_dir is None
+    if owns:
+        _sweep_stale_data_dirs()
+    data = Path(tempfile.mkdtemp(prefix="vigo-kafka-")) if data_dir is None else data_dir
+    data = data.resolve()
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+        free = [p for p in _free_ports(2) if p != port]
+        broker_port = port if port is not None else free.pop(0)
+        controller_port = free[0]
+        log_dir = data / "kafka-logs"
+        shutil.rmtree(log_dir, ignore_errors=True)
+        props = data / "server.properties"
+        props.write_text(_server_properties(broker_port, controller_port, log_dir))
+        log4j = data / "log4j2.properties"
+        log4j.write_text(LOG4J2_PROPERTIES)
+        base = [java, *JVM_FLAGS, f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*"]
+        fmt = subprocess.run(
+            [
+                *base,
+                "kafka.tools.StorageTool",
+                "format",
+                "--standalone",
+                "--cluster-id",
+                _cluster_id(),
+                "--config",
+                str(props),
+            ],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        if fmt.returncode != 0:
+            raise BrokerError(f"kafka storage format failed:\n{fmt.stdout}{fmt.stderr}")
+        with open(data / "server.log", "ab") as log:
+            proc = subprocess.Popen(
+                [*base, "kafka.Kafka", str(props)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=data,
+                start_new_session=True,
+                preexec_fn=_die_with_parent() if die_with_parent else None,
+            )
+    except BaseException:
+        if owns:
+            shutil.rmtree(data, ignore_errors=True)
+        raise
+    broker = Broker(proc, broker_port, controller_port, data, owns)
+    deadline = time.monotonic() + timeout
+    try:
+        (data / "broker.pid").write_text(f"{proc.pid}\n")  # lets _sweep_stale_data_dirs judge
+        while not probe(HOST, broker_port):
+            if not broker.running():
+                raise BrokerError(
+                    f"kafka broker exited with {proc.returncode} while starting; "
+                    f"log {broker.log_path}:\n{_log_tail(broker.log_path)}"
+                )
+            if time.monotonic() > deadline:
+                raise BrokerError(
+                    f"kafka broker not ready after {timeout:.0f}s on {broker.bootstrap}; "
+                    f"log {broker.log_path}:\n{_log_tail(broker.log_path)}"
+                )
+            time.sleep(0.2)
+    except BaseException:
+        broker.stop()
+        raise
+    return broker
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _default_pid_file() -> Path:
+    return cache_dir() / "kafka-broker.pid"
+
+
+def _read_pid_file(path: Path) -> dict[str, Any] | None:
+    try:
+        info: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return info
+
+
+def _cmd_start(args: argparse.Namespace) -> int:
+    pid_file: Path = args.pid_file
+    old = _read_pid_file(pid_file)
+    if old and _is_kafka(int(old["pid"])):
+        print(
+            f"kafkabroker: already running (pid {old['pid']}, {old['bootstrap']}); stop it first",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        broker = start_broker(
+            args.port, args.data_dir, timeout=args.timeout, die_with_parent=not args.detach
+        )
+    except BrokerError as exc:
+        print(f"kafkabroker: {exc}", file=sys.stderr)
+        return 1
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.write_text(
+        json.dumps(
+            {
+                "pid": broker.pid,
+                "bootstrap": broker.bootstrap,
+                "data_dir": str(broker.data_dir),
+                "owns_data_dir": broker.owns_data_dir,
+            }
+        )
+        + "\n"
+    )
+    print(broker.bootstrap, flush=True)
+    print(f"kafkabroker: pid {broker.pid}, log {broker.log_path}", file=sys.stderr)
+    if args.detach:
+        broker.detach()
+        return 0
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        rc = broker.wait()
+        print(f"kafkabroker: broker exited with {rc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        broker.stop()
+        pid_file.unlink(missing_ok=True)
+    return 0
+
+
+def _cmd_stop(args: argparse.Namespace) -> int:
+    pid_file: Path = args.pid_file
+    info = _read_pid_file(pid_file)
+    if info is None:
+        print(f"kafkabroker: no pid file at {pid_file}; nothing to stop", file=sys.stderr)
+        return 0
+    pid = int(info["pid"])
+    if _is_kafka(pid):
+        _terminate_group(pid, lambda: _is_kafka(pid))
+        print(f"kafkabroker: stopped pid {pid}", file=sys.stderr)
+    if info.get("owns_data_dir"):
+        shutil.rmtree(info["data_dir"], ignore_errors=True)
+    pid_file.unlink(missing_ok=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("fetch", help="download the broker jars (once; cached)")
+    start = sub.add_parser("start", help="start a broker, print its bootstrap address")
+    start.add_argument("--port", type=int, default=None)
+    start.add_argument("--data-dir", type=Path, default=None)
+    start.add_argument("--timeout", type=float, default=START_TIMEOUT_S)
+    start.add_argument("--detach", action="store_true", help="return and leave it running")
+    stop = sub.add_parser("stop", help="stop the broker named by the pid file")
+    for p in (start, stop):
+        p.add_argument("--pid-file", type=Path, default=_default_pid_file())
+    args = parser.parse_args(argv)
+    if args.command == "fetch":
+        print(ensure_jars())
+        return 0
+    if args.command == "start":
+        return _cmd_start(args)
+    return _cmd_stop(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

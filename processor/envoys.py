@@ -1,0 +1,262 @@
+"""The envoy agent: applies input records to the per-envoy table through
+`projections.envoy`, publishes status changes, dead-letters what cannot be applied, and
+sweeps liveness deadlines on tick records.
+
+The per-record path stays lean: raw bytes and orjson, no Faust Records, no per-record
+logging; records are taken in batches and each envoy's table entry is written once per
+batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.types import EventT, TableT
+
+from processor.deadlines import Deadlines
+from processor.metrics import Metrics
+from processor.progress import CatchUp
+from projections.envoy import (
+    Applied,
+    EnvoyState,
+    Position,
+    Rules,
+    StatusChange,
+    apply_event,
+    next_deadline_ms,
+    sweep_envoy,
+)
+from projections.liveness import StaleAfter
+from topics.codec import encode_deadletter, encode_status_change
+from topics.decode import decode_input
+from topics.events import DeadLetter, RecordMeta
+from topics.names import TopicNames
+from topics.state import StoredEnvoy
+from topics.timestamps import iso_from_ms
+
+log = logging.getLogger(__name__)
+
+#: Envoys swept per tick and partition: a network partition is worked off over several
+#: ticks instead of stalling the agent.
+SWEEP_LIMIT = 20_000
+#: Ticks older than this are replays from before a restart and are ignored.
+TICK_MAX_AGE_MS = 30_000
+
+
+@dataclass(frozen=True, slots=True)
+class StaleEnvoy:
+    envoy_id: str
+    episode: int
+    last_seen_ms: int
+    labels: dict[str, str]
+
+
+StaleHandler = Callable[[int, list[StaleEnvoy], int], None]
+
+
+class EnvoyProcessor:
+    def __init__(
+        self,
+        *,
+        table: TableT[Any, Any],
+        names: TopicNames,
+        status_topic: faust.TopicT,
+        deadletter_topic: faust.TopicT,
+        rules: Rules,
+        stale_after: StaleAfter,
+        catch_up: CatchUp,
+        metrics: Metrics,
+        clock: Callable[[], float],
+        max_event_bytes: int,
+    ) -> None:
+        self.table = table
+        self.names = names
+        self.topic_index = {name: i for i, name in enumerate(names.inputs)}
+        self.status_topic = status_topic
+        self.deadletter_topic = deadletter_topic
+        self.rules = rules
+        self.stale_after = stale_after
+        self.catch_up = catch_up
+        self.metrics = metrics
+        self.clock = clock
+        self.max_event_bytes = max_event_bytes
+        self.deadlines: dict[int, Deadlines] = {}
+        self.stale_handlers: list[StaleHandler] = []
+
+    # -- input records -------------------------------------------------------------------
+
+    def process_batch(self, stream: faust.Stream[Any], events: Sequence[EventT[Any]]) -> None:
+        """Apply a batch; synchronous, so no timer or web view interleaves with it."""
+        started = time.perf_counter()
+        pending: dict[bytes, tuple[EventT[Any], StoredEnvoy]] = {}
+        applied_count = 0
+        for event in events:
+            message = event.message
+            if message.topic == self.names.ticks:
+                self._flush(stream, pending)
+                self._on_tick(stream, event)
+                continue
+            applied_count += 1
+            meta = RecordMeta(
+                message.topic, message.partition, message.offset, int(message.timestamp * 1000)
+            )
+            self.catch_up.processed(message.tp, message.offset)
+            decoded = decode_input(message.key, message.value, meta, max_bytes=self.max_event_bytes)
+            if isinstance(decoded, DeadLetter):
+                self._dead_letter(decoded)
+                continue
+            key = message.key
+            assert key is not None  # decode_input dead-letters a missing key
+            entry = pending.get(key)
+            record = entry[1] if entry is not None else self.table.get(key)
+            state = record.state if record is not None else None
+            applied = apply_event(
+                state,
+                decoded,
+                meta.timestamp_ms,
+                self.rules,
+                Position(self.topic_index[message.topic], message.offset),
+            )
+            self._count(message.topic, applied)
+            if applied.outcome in ("not_enrolled", "revoked"):
+                self._dead_letter(
+                    DeadLetter(
+                        meta, key, message.value, applied.outcome, _REFUSALS[applied.outcome]
+                    )
+                )
+            if applied.state is None or applied.state is state:
+                continue
+            pending[key] = (event, StoredEnvoy(message.partition, applied.state))
+            if applied.change is not None:
+                self._publish(key, message.partition, applied.change)
+            self._schedule(message.partition, key, applied.state)
+        self._flush(stream, pending)
+        if applied_count:
+            per_record = (time.perf_counter() - started) / applied_count
+            self.metrics.event_processing.observe(per_record)
+
+    def _flush(
+        self, stream: faust.Stream[Any], pending: dict[bytes, tuple[EventT[Any], StoredEnvoy]]
+    ) -> None:
+        """Write each touched envoy once, under the event that last touched it, so the
+        changelog record goes to that event's partition."""
+        for key, (event, record) in pending.items():
+            stream._set_current_event(event)
+            self.table[key] = record
+        pending.clear()
+
+    def _count(self, topic: str, applied: Applied) -> None:
+        outcome = applied.outcome
+        if outcome in ("applied", "late"):
+            label = "applied"
+        elif outcome == "duplicate":
+            label = "duplicate"
+        else:
+            label = "deadletter"
+        self.metrics.events.labels(topic=topic, outcome=label).inc()
+
+    def _dead_letter(self, dead: DeadLetter) -> None:
+        if dead.reason not in ("not_enrolled", "revoked"):
+            self.metrics.events.labels(topic=dead.meta.topic, outcome="deadletter").inc()
+        # The key is bounded too: the dead letter must never exceed the broker limit itself.
+        key = dead.key[:1024] if dead.key is not None else None
+        self.deadletter_topic.send_soon(key=key, value=encode_deadletter(dead))
+
+    def _publish(self, key: bytes, partition: int, change: StatusChange) -> None:
+        """Status changes go to the same partition number as their envoy, so the fleet
+        projection's table is co-partitioned with the envoy table."""
+        value = encode_status_change(
+            envoy_id=change.envoy_id,
+            from_status=change.from_status.value if change.from_status else None,
+            to_status=change.to_status.value,
+            at=iso_from_ms(change.at_ms),
+            version=change.version,
+            cause=change.cause.value,
+            run_id=change.run_id,
+            consecutive_changed_runs=change.consecutive_changed_runs,
+            labels=change.labels,
+        )
+        self.status_topic.send_soon(key=key, value=value, partition=partition)
+        self.metrics.status_transitions.labels(
+            **{"from": change.from_status.value if change.from_status else "none"},
+            to=change.to_status.value,
+        ).inc()
+
+    # -- liveness ------------------------------------------------------------------------
+
+    def _schedule(self, partition: int, key: bytes, state: EnvoyState) -> None:
+        deadlines = self.deadlines.get(partition)
+        if deadlines is not None:
+            deadlines.schedule(key, next_deadline_ms(state, self.stale_after))
+
+    def forget_partitions(self, partitions: set[int]) -> None:
+        for partition in partitions:
+            self.deadlines.pop(partition, None)
+
+    def _deadlines_for(self, partition: int) -> Deadlines:
+        """Built from the table on the first tick after the partition was assigned."""
+        deadlines = self.deadlines.get(partition)
+        if deadlines is None:
+            deadlines = Deadlines()
+            for key, record in self.table.items():
+                if record is not None and record.partition == partition:
+                    deadlines.schedule(key, next_deadline_ms(record.state, self.stale_after))
+            self.deadlines[partition] = deadlines
+        return deadlines
+
+    def _on_tick(self, stream: faust.Stream[Any], tick: EventT[Any]) -> None:
+        partition = tick.message.partition
+        now_ms = int(self.clock() * 1000)
+        if now_ms - int(tick.message.timestamp * 1000) > TICK_MAX_AGE_MS:
+            return
+        if partition not in self.catch_up.active_partitions():
+            return
+        if not self.catch_up.partition_caught_up(partition):
+            return
+        stream._set_current_event(tick)
+        deadlines = self._deadlines_for(partition)
+        stale: list[StaleEnvoy] = []
+        for key in list(deadlines.due(now_ms, SWEEP_LIMIT)):
+            record = self.table.get(key)
+            if record is None or record.partition != partition:
+                continue
+            state = record.state
+            deadline = next_deadline_ms(state, self.stale_after)
+            if deadline is None:
+                continue
+            if deadline > now_ms:
+                deadlines.schedule(key, deadline)
+                continue
+            swept = sweep_envoy(state, now_ms, self.stale_after)
+            if swept.state != state:
+                self.table[key] = StoredEnvoy(partition, swept.state)
+            if swept.change is not None:
+                self._publish(key, partition, swept.change)
+            if swept.became_stale:
+                stale.append(
+                    StaleEnvoy(
+                        envoy_id=state.envoy_id,
+                        episode=swept.state.stale_episodes,
+                        last_seen_ms=state.last_alive_ms,
+                        labels=dict(state.labels),
+                    )
+                )
+            deadlines.schedule(key, next_deadline_ms(swept.state, self.stale_after))
+        if stale:
+            for handler in self.stale_handlers:
+                handler(partition, stale, now_ms)
+
+    def lookup(self, envoy_id: str) -> EnvoyState | None:
+        record = self.table.get(envoy_id.encode("utf-8"))
+        return record.state if record is not None else None
+
+
+_REFUSALS = {
+    "not_enrolled": "envoy is not enrolled and enrollment.strict is true",
+    "revoked": "envoy is revoked; enroll it again to resume",
+}

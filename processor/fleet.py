@@ -1,0 +1,247 @@
+"""The fleet projection, in two stages (like a Kafka Streams aggregation):
+
+1. per partition, on the worker that owns it: the fleet agent keeps each envoy's latest
+   status (by version) from the status changes, and the counts of that partition;
+   a timer publishes those counts as a partial to the internal one-partition topic;
+2. fleet-wide, on the worker that owns that topic's only partition (the fleet owner):
+   the aggregator sums the partials, publishes `vigo.fleet.convergence`, keeps the
+   sparkline history and runs the threshold detector, all inside its stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.types import EventT, TableT
+
+from processor.metrics import Metrics
+from processor.progress import CatchUp
+from projections.fleet import FleetCounts, newer_entry
+from projections.history import ConvergenceHistory, history_bucket_ms, record_point
+from projections.threshold import ThresholdState, check_threshold
+from topics.codec import encode_fleet_convergence
+from topics.state import (
+    StoredFleetEntry,
+    decode_fleet_partial,
+    encode_fleet_partial,
+    read_status_change,
+)
+from topics.timestamps import iso_from_ms
+
+log = logging.getLogger(__name__)
+
+TICK_KEY = b"tick"
+#: Ticks older than this are replays from before a restart and are ignored.
+TICK_MAX_AGE_MS = 30_000
+
+
+class FleetProjection:
+    """Stage 1: per-partition latest statuses and counts."""
+
+    def __init__(
+        self,
+        *,
+        app: faust.App,
+        table: TableT[Any, Any],
+        partials_topic: faust.TopicT,
+        catch_up: CatchUp,
+        interval_s: int,
+        clock: Callable[[], float],
+    ) -> None:
+        self.app = app
+        self.table = table
+        self.partials_topic = partials_topic
+        self.catch_up = catch_up
+        self.interval_ms = interval_s * 1000
+        self.clock = clock
+        self.counts: dict[int, FleetCounts] = {}
+        self._sent: dict[int, tuple[FleetCounts, int]] = {}
+
+    def process_batch(self, stream: faust.Stream[Any], events: Sequence[EventT[Any]]) -> None:
+        for event in events:
+            message = event.message
+            self.catch_up.processed(message.tp, message.offset)
+            change = read_status_change(message.value) if message.value else None
+            if change is None or message.key is None:
+                continue
+            _envoy_id, version, status = change
+            kept = self.table.get(message.key)
+            entry = newer_entry(kept.entry if kept else None, version, status)
+            if entry is None:
+                continue  # a replay or an older change: a no-op
+            stream._set_current_event(event)
+            self.table[message.key] = StoredFleetEntry(message.partition, entry)
+            counts = self.counts.get(message.partition)
+            if counts is not None:
+                old = kept.entry.status if kept else None
+                self.counts[message.partition] = counts.moved(old, status)
+
+    def forget_partitions(self, partitions: set[int]) -> None:
+        for partition in partitions:
+            self.counts.pop(partition, None)
+            self._sent.pop(partition, None)
+
+    def _counts_for(self, partition: int) -> FleetCounts:
+        """Rebuilt from the table once per assignment, then kept incrementally."""
+        counts = self.counts.get(partition)
+        if counts is None:
+            counts = FleetCounts.of_statuses(
+                record.entry.status
+                for record in self.table.values()
+                if record is not None and record.partition == partition
+            )
+            self.counts[partition] = counts
+        return counts
+
+    async def publish_partials(self) -> None:
+        """Each owned, caught-up partition's counts: on change, and at least twice an
+        interval so a new fleet owner learns them quickly."""
+        if self.app.rebalancing or self.app.in_recovery:
+            return
+        await self.catch_up.refresh()
+        now_ms = int(self.clock() * 1000)
+        for partition in sorted(self.catch_up.active_partitions()):
+            if not self.catch_up.partition_caught_up(partition):
+                continue
+            counts = self._counts_for(partition)
+            sent = self._sent.get(partition)
+            if sent and sent[0] == counts and now_ms - sent[1] < self.interval_ms // 2:
+                continue
+            await self.partials_topic.send(
+                key=f"p{partition}".encode(),
+                value=encode_fleet_partial(partition, counts.as_dict(), now_ms),
+            )
+            self._sent[partition] = (counts, now_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSnapshot:
+    counts: FleetCounts
+    at_ms: int
+    threshold: float | None
+    below: bool
+    history: ConvergenceHistory
+
+
+ThresholdHandler = Callable[[ThresholdState, FleetCounts, float, int], None]
+
+
+class FleetAggregator:
+    """Stage 2, on the fleet owner: sum partials, publish, detect, remember."""
+
+    def __init__(
+        self,
+        *,
+        app: faust.App,
+        parts_table: TableT[Any, Any],
+        state_table: TableT[Any, Any],
+        partials_topic: faust.TopicT,
+        convergence_topic: faust.TopicT,
+        partitions: int,
+        interval_s: int,
+        threshold: float | None,
+        metrics: Metrics,
+        clock: Callable[[], float],
+    ) -> None:
+        self.app = app
+        self.parts_table = parts_table
+        self.state_table = state_table
+        self.partials_topic = partials_topic
+        self.convergence_topic = convergence_topic
+        self.partitions = partitions
+        self.interval_ms = interval_s * 1000
+        self.bucket_ms = history_bucket_ms(interval_s)
+        self.threshold = threshold
+        self.metrics = metrics
+        self.clock = clock
+        self.threshold_handlers: list[ThresholdHandler] = []
+        self.snapshot: FleetSnapshot | None = None
+        self._published: tuple[FleetCounts, int] | None = None
+        self._last_check_ms: int | None = None
+
+    def owns_fleet(self) -> bool:
+        return any(
+            tp.topic == self.partials_topic.get_topic_name()
+            for tp in self.app.assignor.assigned_actives()
+        )
+
+    async def send_tick(self) -> None:
+        if self.owns_fleet() and not (self.app.rebalancing or self.app.in_recovery):
+            await self.partials_topic.send(key=TICK_KEY, value=b"")
+
+    def process(self, stream: faust.Stream[Any], event: EventT[Any]) -> None:
+        message = event.message
+        if message.key == TICK_KEY:
+            now_ms = int(self.clock() * 1000)
+            if now_ms - int(message.timestamp * 1000) <= TICK_MAX_AGE_MS:
+                self._on_tick(stream, event, now_ms)
+            return
+        partial = decode_fleet_partial(message.value) if message.value else None
+        if partial is None:
+            return
+        partition, by_status = partial
+        if partition < self.partitions:
+            stream._set_current_event(event)
+            self.parts_table[str(partition)] = by_status
+
+    def total(self) -> FleetCounts:
+        return FleetCounts.merged(
+            FleetCounts.from_dict(self.parts_table[str(p)])
+            for p in range(self.partitions)
+            if self.parts_table.get(str(p)) is not None
+        )
+
+    def _on_tick(self, stream: faust.Stream[Any], event: EventT[Any], now_ms: int) -> None:
+        stream._set_current_event(event)
+        counts = self.total()
+        self.metrics.set_fleet(counts)
+        published = self._published
+        if published is None or published[0] != counts or now_ms - published[1] >= self.interval_ms:
+            self.convergence_topic.send_soon(
+                key=b"fleet",
+                value=encode_fleet_convergence(
+                    at=iso_from_ms(now_ms),
+                    active=counts.active,
+                    compliant=counts.compliant,
+                    percent=counts.percent,
+                    by_status=counts.as_dict(),
+                ),
+            )
+            self._published = (counts, now_ms)
+
+        history = self._history()
+        updated = record_point(history, now_ms, counts.percent)
+        if updated is not history:
+            self.state_table["history"] = [updated.bucket_ms, [list(p) for p in updated.points]]
+
+        state = self._threshold_state()
+        due = self._last_check_ms is None or now_ms - self._last_check_ms >= self.interval_ms
+        if self.threshold is not None and due:
+            self._last_check_ms = now_ms
+            new_state, fired = check_threshold(state, counts.percent, self.threshold)
+            if new_state != state:
+                self.state_table["threshold"] = [new_state.below, new_state.crossings]
+                state = new_state
+            if fired and counts.percent is not None:
+                for handler in self.threshold_handlers:
+                    handler(new_state, counts, self.threshold, now_ms)
+        self.snapshot = FleetSnapshot(counts, now_ms, self.threshold, state.below, updated)
+
+    def _threshold_state(self) -> ThresholdState:
+        raw = self.state_table.get("threshold")
+        return ThresholdState(below=raw[0], crossings=raw[1]) if raw else ThresholdState()
+
+    def _history(self) -> ConvergenceHistory:
+        raw = self.state_table.get("history")
+        if not raw or raw[0] != self.bucket_ms:
+            return ConvergenceHistory(self.bucket_ms)
+        return ConvergenceHistory(raw[0], tuple((p[0], p[1]) for p in raw[1]))
+
+
+def now_s() -> float:
+    return time.time()

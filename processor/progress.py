@@ -1,0 +1,73 @@
+"""Catch-up tracking: a worker may not judge liveness on a partition until it has
+processed everything that was already in it when the partition was assigned.
+
+Otherwise a processor that was down for an hour would, on restart, mark the whole fleet
+offline before it had read the check-ins waiting for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, cast
+
+import faust
+from faust.types import TP
+
+
+class CatchUp:
+    def __init__(self, app: faust.App, topics: Iterable[str]) -> None:
+        self.app = app
+        self.topics = frozenset(topics)
+        self._processed: dict[TP, int] = {}
+        self._targets: dict[TP, int] = {}
+        self._caught_up: set[TP] = set()
+        self._assigned: set[TP] = set()
+
+    def on_assigned(self, assigned: Iterable[TP]) -> None:
+        """A new assignment: every newly assigned partition must be caught up again."""
+        mine = {tp for tp in assigned if tp.topic in self.topics}
+        for tp in mine - self._assigned:
+            self._caught_up.discard(tp)
+            self._targets.pop(tp, None)
+            self._processed.pop(tp, None)
+        self._assigned = mine
+
+    def on_revoked(self, revoked: Iterable[TP]) -> None:
+        for tp in revoked:
+            self._assigned.discard(tp)
+            self._caught_up.discard(tp)
+            self._targets.pop(tp, None)
+            self._processed.pop(tp, None)
+
+    def processed(self, tp: TP, offset: int) -> None:
+        self._processed[tp] = offset
+
+    def partition_caught_up(self, partition: int) -> bool:
+        tps = [tp for tp in self._assigned if tp.partition == partition]
+        return bool(tps) and all(tp in self._caught_up for tp in tps)
+
+    def all_caught_up(self) -> bool:
+        return bool(self._assigned) and self._assigned <= self._caught_up
+
+    def active_partitions(self) -> set[int]:
+        actives = self.app.assignor.assigned_actives()
+        return {tp.partition for tp in actives if tp.topic in self.topics}
+
+    async def refresh(self) -> None:
+        """Fetch the end offsets once per assignment and compare with progress."""
+        actives = self.app.assignor.assigned_actives()
+        self.on_assigned(tp for tp in actives if tp.topic in self.topics)
+        pending = [tp for tp in self._assigned if tp not in self._caught_up]
+        if not pending:
+            return
+        missing = [tp for tp in pending if tp not in self._targets]
+        if missing:
+            self._targets.update(await self.app.consumer.highwaters(*missing))
+        # Faust keeps the committed offset (the next one to read) per partition; it is
+        # where consumption resumed after the assignment.
+        committed = cast(Any, self.app.consumer)._committed_offset
+        for tp in pending:
+            done = self._processed.get(tp, -1) + 1
+            resumed = committed.get(tp) or 0
+            if max(done, resumed) >= self._targets[tp]:
+                self._caught_up.add(tp)

@@ -1,0 +1,170 @@
+"""Raw Kafka input record -> typed event, or a dead letter saying exactly why not.
+
+``decode_input`` never raises, whatever the bytes: SPEC section 9 says no input may stop an
+agent. The checks run cheapest first and each failure maps to one dead-letter reason:
+too_large -> malformed_json -> unknown_schema -> schema_violation -> key_mismatch.
+The ``schema`` field, not the topic, decides the event type.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import fastjsonschema
+import orjson
+
+from topics.codec import truncate_error
+from topics.events import (
+    Checkin,
+    DeadLetter,
+    DeadLetterReason,
+    Enrollment,
+    InputEvent,
+    ModuleError,
+    RecordMeta,
+    Resource,
+    Run,
+)
+from topics.jsonschemas import (
+    CHECKIN_V1,
+    ENROLLMENT_V1,
+    INPUT_SCHEMAS,
+    RUN_V1,
+    VALIDATORS,
+    parse_timestamp_ms,
+)
+
+DEFAULT_MAX_BYTES: Final = 1_048_576
+
+_INPUT_VALIDATORS: Final = {sid: VALIDATORS[sid] for sid in INPUT_SCHEMAS}
+
+
+def decode_input(
+    key: bytes | None,
+    value: bytes | None,
+    meta: RecordMeta,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> InputEvent | DeadLetter:
+    """Decode one input record (any topic) into an Enrollment, Checkin or Run.
+
+    Returns a DeadLetter (never raises) with reason too_large, malformed_json,
+    unknown_schema, schema_violation or key_mismatch, and a short specific error.
+    """
+    try:
+        return _decode(key, value, meta, max_bytes)
+    except Exception as exc:  # the last line of defence: a decoder bug must not stop agents
+        return _dead(meta, key, value, "schema_violation", f"undecodable event ({exc!r})")
+
+
+def _dead(
+    meta: RecordMeta,
+    key: bytes | None,
+    value: bytes | None,
+    reason: DeadLetterReason,
+    error: str,
+) -> DeadLetter:
+    return DeadLetter(meta=meta, key=key, value=value, reason=reason, error=truncate_error(error))
+
+
+def _decode(
+    key: bytes | None, value: bytes | None, meta: RecordMeta, max_bytes: int
+) -> InputEvent | DeadLetter:
+    if value is None:
+        return _dead(meta, key, value, "malformed_json", "record has no value (tombstone)")
+    if len(value) > max_bytes:
+        return _dead(
+            meta, key, value, "too_large", f"value is {len(value)} bytes, limit {max_bytes}"
+        )
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return _dead(meta, key, value, "malformed_json", f"not JSON: {exc}")
+    if not isinstance(doc, dict):
+        kind = "null" if doc is None else type(doc).__name__
+        return _dead(meta, key, value, "malformed_json", f"JSON {kind} is not an object")
+
+    schema = doc.get("schema")
+    if schema is None:
+        return _dead(meta, key, value, "unknown_schema", "missing 'schema' field")
+    if not isinstance(schema, str):
+        return _dead(meta, key, value, "unknown_schema", "'schema' is not a string")
+    validator = _INPUT_VALIDATORS.get(schema)
+    if validator is None:
+        return _dead(meta, key, value, "unknown_schema", f"unknown schema {schema[:100]!r}")
+    try:
+        validator(doc)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        return _dead(meta, key, value, "schema_violation", _describe(exc))
+
+    event = _build(schema, doc)
+    if event is None:  # unreachable while the schemas check date-time; kept as a guard
+        return _dead(meta, key, value, "schema_violation", "finished_at: must be date-time")
+
+    envoy_id: str = doc["envoy_id"]
+    if key is None:
+        return _dead(meta, key, value, "key_mismatch", f"no key; envoy_id is {envoy_id!r}")
+    try:
+        key_text = key.decode("utf-8")
+    except UnicodeDecodeError:
+        return _dead(meta, key, value, "key_mismatch", "key is not UTF-8")
+    if key_text != envoy_id:
+        return _dead(
+            meta,
+            key,
+            value,
+            "key_mismatch",
+            f"key {key_text[:253]!r} differs from envoy_id {envoy_id!r}",
+        )
+    return event
+
+
+def _build(schema: str, doc: dict[str, Any]) -> InputEvent | None:
+    """The typed event of a schema-valid document (None only if a timestamp is invalid)."""
+    if schema == RUN_V1:
+        finished_at_ms = parse_timestamp_ms(doc["finished_at"])
+        if finished_at_ms is None:
+            return None
+        return Run(
+            envoy_id=doc["envoy_id"],
+            run_id=doc["run_id"],
+            started_at=doc["started_at"],
+            finished_at=doc["finished_at"],
+            finished_at_ms=finished_at_ms,
+            resources=tuple(
+                Resource(r["id"], r["module"], r["result"], r.get("message"))
+                for r in doc["resources"]
+            ),
+            module_errors=tuple(
+                ModuleError(module=m["module"], message=m["message"])
+                for m in doc.get("module_errors") or ()
+            ),
+            config_version=doc.get("config_version"),
+        )
+    if schema == CHECKIN_V1:
+        return Checkin(envoy_id=doc["envoy_id"], at=doc["at"])
+    assert schema == ENROLLMENT_V1
+    interval = doc.get("checkin_interval_s")
+    return Enrollment(
+        envoy_id=doc["envoy_id"],
+        action=doc["action"],
+        at=doc["at"],
+        labels=dict(doc.get("labels") or {}),
+        # JSON Schema "integer" admits 300.0; the event carries a real int.
+        checkin_interval_s=None if interval is None else int(interval),
+    )
+
+
+def _describe(exc: fastjsonschema.JsonSchemaValueException) -> str:
+    """'resources[2].result: must be one of ok, changed, failed' from a fastjsonschema error."""
+    name = exc.name or "data"
+    where = name.removeprefix("data").lstrip(".") or "event"
+    if exc.rule == "required" and isinstance(exc.value, dict):
+        missing = [field for field in exc.rule_definition or () if field not in exc.value]
+        return f"{where}: missing required field(s) {', '.join(map(str, missing))}"
+    if exc.rule == "enum":
+        options = ", ".join("null" if o is None else str(o) for o in exc.rule_definition or ())
+        return f"{where}: must be one of {options}"
+    message = exc.message or ""
+    detail = message[len(name) :].strip() if message.startswith(name) else message
+    return f"{where}: {detail}"
