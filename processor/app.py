@@ -27,6 +27,7 @@ from processor.envoys import EnvoyProcessor
 from processor.fleet import FleetAggregator, FleetProjection
 from processor.metrics import Metrics
 from processor.progress import CatchUp
+from processor.web import register_web
 from projections.envoy import Rules
 from topics.names import TopicNames
 
@@ -213,7 +214,9 @@ def build_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> 
         for output in (status_changes, deadletter, convergence, partials, inputs, checkins, runs):
             await output.maybe_declare()
 
-    return Vigo(app, settings, names, metrics, envoys, fleet, aggregator)
+    vigo = Vigo(app, settings, names, metrics, envoys, fleet, aggregator)
+    register_web(vigo)
+    return vigo
 
 
 def kafka_client_options(settings: Settings) -> dict[str, object]:

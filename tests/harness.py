@@ -1,0 +1,246 @@
+"""Integration-test harness: real `vigo-processor worker` subprocesses against the real
+broker, and small synchronous producer/consumer helpers built on aiokafka."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
+
+from tests.eventgen import iso
+
+REPO = Path(__file__).resolve().parent.parent
+PROCESSOR = Path(sys.executable).parent / "vigo-processor"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def worker_config(
+    bootstrap: str, prefix: str, *, partitions: int = 4, interval: str = "2s", **sections: Any
+) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "kafka": {"bootstrap_servers": bootstrap, "topic_prefix": prefix, "partitions": partitions},
+        "checkin": {"interval": interval},
+        "smtp": {"events": {}},
+    }
+    for name, values in sections.items():
+        config.setdefault(name, {}).update(values)
+    return config
+
+
+@dataclass
+class Worker:
+    """One `vigo-processor worker` subprocess with its own data dir, web port and log."""
+
+    config: dict[str, Any]
+    workdir: Path
+    name: str = "w1"
+    env: dict[str, str] = field(default_factory=dict)
+    web_port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"{self.name}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def start(self, wait: bool = True, timeout: float = 90) -> Worker:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if not self.web_port:
+            self.web_port = free_port()
+        config = dict(self.config)
+        config["web"] = {**config.get("web", {}), "port": self.web_port, "host": "127.0.0.1"}
+        config["processor"] = {
+            **config.get("processor", {}),
+            "data_dir": str(self.workdir / f"{self.name}-data"),
+        }
+        path = self.workdir / f"{self.name}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [str(PROCESSOR), "worker", "--config", str(path), "-l", "info"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=self.workdir,
+            env={**os.environ, **self.env},
+            start_new_session=True,
+        )
+        if wait:
+            self.wait_ready(timeout)
+        return self
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        """Ready = Faust says so and the web server answers."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker {self.name} exited:\n{self.log_text()[-4000:]}")
+            if "[^Worker]: Ready" in self.log_text():
+                try:
+                    urllib.request.urlopen(self.url + "/healthz", timeout=2).close()
+                    return
+                except OSError:
+                    pass
+            time.sleep(0.3)
+        raise AssertionError(f"worker {self.name} not ready:\n{self.log_text()[-4000:]}")
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def produce(bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes | None]]) -> None:
+    """Send (topic, key, value) records in order and wait until all are acknowledged."""
+
+    async def go() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        await producer.start()
+        try:
+            for topic, key, value in records:
+                await producer.send(topic, value=value, key=key)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    run(go())
+
+
+def consume(
+    bootstrap: str,
+    topic: str,
+    *,
+    until: Callable[[list[Any]], bool] | None = None,
+    timeout: float = 30,
+) -> list[Any]:
+    """Every record of `topic` from the beginning, decoded as JSON, until `until(records)`
+    holds or the timeout passes (then the records so far are returned)."""
+
+    async def go() -> list[Any]:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None
+        )
+        await consumer.start()
+        try:
+            partitions = await _partitions(consumer, topic, timeout)
+            tps = [TopicPartition(topic, p) for p in partitions]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            records: list[Any] = []
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                batch = await consumer.getmany(timeout_ms=300)
+                for messages in batch.values():
+                    records.extend(orjson.loads(m.value) for m in messages if m.value)
+                if until is not None and until(records):
+                    break
+                if until is None and not batch:
+                    break
+            return records
+        finally:
+            await consumer.stop()
+
+    return run(go())  # type: ignore[no-any-return]
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str, timeout: float) -> set[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions:
+            return set(partitions)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"topic {topic} does not exist")
+        await consumer._client.force_metadata_update()
+        await asyncio.sleep(0.2)
+
+
+# -- event builders (JSON bytes as an envoy would send them) ---------------------------------
+
+
+def enrollment(
+    envoy: str, action: str = "enrolled", interval_s: int | None = None, **labels: str
+) -> bytes:
+    doc: dict[str, Any] = {
+        "schema": "vigo.enrollment/1",
+        "envoy_id": envoy,
+        "action": action,
+        "at": iso(int(time.time() * 1000)),
+        "labels": labels,
+    }
+    if interval_s is not None:
+        doc["checkin_interval_s"] = interval_s
+    return orjson.dumps(doc)
+
+
+def checkin(envoy: str) -> bytes:
+    return orjson.dumps(
+        {"schema": "vigo.checkin/1", "envoy_id": envoy, "at": iso(int(time.time() * 1000))}
+    )
+
+
+def run_event(
+    envoy: str, *results: str, run_id: str | None = None, module_errors: Iterable[str] = ()
+) -> bytes:
+    """A run whose resources have `results`; `module:result` puts a resource in a module."""
+    now = iso(int(time.time() * 1000))
+    resources = []
+    for i, spec in enumerate(results):
+        module, _, result = spec.rpartition(":")
+        resources.append({"id": f"res[{i}]", "module": module or f"m{i}", "result": result})
+    return orjson.dumps(
+        {
+            "schema": "vigo.run/1",
+            "envoy_id": envoy,
+            "run_id": run_id or str(uuid.uuid4()),
+            "started_at": now,
+            "finished_at": now,
+            "resources": resources,
+            "module_errors": [{"module": m, "message": "boom"} for m in module_errors],
+        }
+    )
+
+
+def get_json(url: str, timeout: float = 10) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return orjson.loads(response.read())
