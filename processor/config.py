@@ -127,6 +127,8 @@ class ProcessorConfig(_Section):
     store: Literal["memory", "rocksdb"] = "memory"
     data_dir: Path = Path("vigo-data")
     standby_replicas: int = Field(0, ge=0)
+    #: How long a silent worker keeps its partitions before the group hands them over.
+    session_timeout_s: float = Field(30.0, ge=6, le=300)
     #: Input records larger than this are dead-lettered as `too_large`.
     max_event_bytes: int = Field(1_048_576, ge=1024)
 

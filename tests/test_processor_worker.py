@@ -3,6 +3,7 @@ dead letters for bad records, duplicates ignored, liveness, revocation."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,3 +78,212 @@ def test_every_status_is_reached_from_real_events(
     ]
     assert changes_of(out, "nodata") == [(None, "no_data", 1, "enrollment")]
     assert changes_of(out, "conv") == [(None, "converged", 1, "run")]
+
+
+def wait_changes(
+    bootstrap: str, prefix: str, predicate: Any, timeout: float = 40
+) -> list[dict[str, Any]]:
+    return consume(bootstrap, TopicNames(prefix).status_changes, until=predicate, timeout=timeout)
+
+
+def last_to(records: list[dict[str, Any]], envoy: str) -> str | None:
+    mine = [r["to"] for r in records if r["envoy_id"] == envoy]
+    return mine[-1] if mine else None
+
+
+def test_offline_after_two_intervals_and_back_on_checkin(
+    worker: Worker, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    t = TopicNames(topic_prefix)
+    produce(kafka_bootstrap, [(t.runs, b"live-1", run_event("live-1", "ok"))])
+    out = wait_changes(kafka_bootstrap, topic_prefix, lambda rs: last_to(rs, "live-1") == "offline")
+    assert changes_of(out, "live-1") == [
+        (None, "converged", 1, "run"),
+        ("converged", "offline", 2, "sweep"),
+    ]
+    produce(kafka_bootstrap, [(t.checkins, b"live-1", checkin("live-1"))])
+    out = wait_changes(kafka_bootstrap, topic_prefix, lambda rs: len(changes_of(rs, "live-1")) >= 3)
+    assert changes_of(out, "live-1")[2] == ("offline", "converged", 3, "checkin")
+
+
+def test_revoked_envoys_leave_the_counts(
+    worker: Worker, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    t = TopicNames(topic_prefix)
+    records = []
+    for envoy in ("keep-1", "keep-2", "gone-1"):
+        records.append((t.enrollments, envoy.encode(), enrollment(envoy, interval_s=3600)))
+        records.append((t.runs, envoy.encode(), run_event(envoy, "ok")))
+    records.append((t.runs, b"keep-2", run_event("keep-2", "changed")))
+    produce(kafka_bootstrap, records)
+    # Topics are not ordered against each other: revoke only once the runs are applied.
+    consume(
+        kafka_bootstrap,
+        t.fleet_convergence,
+        until=lambda rs: bool(rs) and rs[-1]["active"] == 3 and rs[-1]["compliant"] == 2,
+        timeout=40,
+    )
+    produce(
+        kafka_bootstrap,
+        [
+            (t.enrollments, b"gone-1", enrollment("gone-1", action="revoked")),
+            (t.enrollments, b"gone-1", enrollment("gone-1", action="revoked")),
+        ],
+    )
+    produce(kafka_bootstrap, [(t.runs, b"gone-1", run_event("gone-1", "failed"))])
+
+    def settled(rs: list[Any]) -> bool:
+        return bool(rs) and rs[-1]["active"] == 2 and rs[-1]["compliant"] == 1
+
+    fleet = consume(kafka_bootstrap, t.fleet_convergence, until=settled, timeout=40)
+    assert fleet[-1]["active"] == 2
+    assert fleet[-1]["percent"] == 50.0
+    assert fleet[-1]["by_status"]["converged"] == 1
+    assert fleet[-1]["by_status"]["drifted"] == 1
+    assert sum(fleet[-1]["by_status"].values()) == 2
+    changes = wait_changes(kafka_bootstrap, topic_prefix, lambda rs: True, timeout=5)
+    assert changes_of(changes, "gone-1")[-1] == ("converged", "revoked", 3, "revocation")
+    dead = consume(kafka_bootstrap, t.deadletter, until=lambda rs: bool(rs))
+    assert [(d["reason"], d["key"]) for d in dead] == [("revoked", "gone-1")]
+
+
+def test_duplicate_run_changes_nothing(
+    worker: Worker, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    t = TopicNames(topic_prefix)
+    same = run_event("dup-1", "changed", run_id="run-dup-1")
+    produce(
+        kafka_bootstrap,
+        [
+            (t.enrollments, b"dup-1", enrollment("dup-1", interval_s=3600)),
+            (t.runs, b"dup-1", same),
+            (t.runs, b"dup-1", same),
+            (t.runs, b"dup-1", same),
+            (t.checkins, b"marker", checkin("marker")),
+        ],
+    )
+    # Changes of one envoy arrive in order; the marker shows the batch was processed.
+    out = wait_changes(kafka_bootstrap, topic_prefix, lambda rs: last_to(rs, "marker") is not None)
+    out = wait_changes(kafka_bootstrap, topic_prefix, lambda rs: False, timeout=3)
+    assert changes_of(out, "dup-1") == [
+        (None, "no_data", 1, "enrollment"),
+        ("no_data", "drifted", 2, "run"),
+    ]
+
+
+def test_each_dead_letter_reason_while_good_records_go_on(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    t = TopicNames(topic_prefix)
+    config = worker_config(
+        kafka_bootstrap,
+        topic_prefix,
+        enrollment={"strict": True},
+        processor={"max_event_bytes": 2048},
+    )
+    w = Worker(config, tmp_path).start()
+    try:
+        # Topics are not ordered against each other: enrollments first.
+        produce(
+            kafka_bootstrap,
+            [
+                (t.enrollments, b"good-1", enrollment("good-1", interval_s=3600)),
+                (t.enrollments, b"gone", enrollment("gone", interval_s=3600)),
+                (t.enrollments, b"gone", enrollment("gone", action="revoked")),
+            ],
+        )
+        wait_changes(kafka_bootstrap, topic_prefix, lambda rs: last_to(rs, "gone") == "revoked")
+        produce(
+            kafka_bootstrap,
+            [
+                (t.runs, b"bad-1", b"{not json"),
+                (t.runs, b"good-1", run_event("good-1", "changed")),
+                (t.runs, b"bad-2", b'{"schema": "vigo.run/1", "envoy_id": "bad-2"}'),
+                (t.checkins, b"bad-3", b'{"schema": "vigo.checkin/9", "envoy_id": "bad-3"}'),
+                (t.checkins, b"stranger", checkin("stranger")),
+                (t.checkins, b"gone", checkin("gone")),
+                (t.runs, b"good-1", run_event("good-1", "x:ok", "y:" + "ok" * 0 + "ok")),
+                (t.runs, b"big", run_event("big", *["ok"] * 60)),
+                (t.checkins, b"other", checkin("good-1")),
+                (t.runs, b"good-1", run_event("good-1", "ok")),
+            ],
+        )
+        reasons = {
+            "malformed_json",
+            "schema_violation",
+            "unknown_schema",
+            "not_enrolled",
+            "revoked",
+            "too_large",
+            "key_mismatch",
+        }
+        dead = consume(
+            kafka_bootstrap,
+            t.deadletter,
+            until=lambda rs: {r["reason"] for r in rs} >= reasons,
+            timeout=40,
+        )
+        by_key = {d["key"]: d["reason"] for d in dead}
+        assert by_key == {
+            "bad-1": "malformed_json",
+            "bad-2": "schema_violation",
+            "bad-3": "unknown_schema",
+            "stranger": "not_enrolled",
+            "gone": "revoked",
+            "big": "too_large",
+            "other": "key_mismatch",
+        }
+        assert all(d["topic"].startswith(topic_prefix) and d["error"] for d in dead)
+        raw = {d["key"]: (d["value"], d["value_encoding"]) for d in dead}
+        assert raw["bad-1"] == ("{not json", "utf-8")
+        out = wait_changes(
+            kafka_bootstrap,
+            topic_prefix,
+            lambda rs: len(changes_of(rs, "good-1")) >= 3,
+        )
+        assert [c[1] for c in changes_of(out, "good-1")] == ["no_data", "drifted", "converged"]
+        assert "Traceback" not in w.log_text()
+    finally:
+        w.stop()
+
+
+def test_events_from_a_foreign_producer_kcat(
+    worker: Worker, kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """The contract is language-neutral: librdkafka's kcat, keyed with the Java-default
+    murmur2 partitioner, is processed like our own producer."""
+    t = TopicNames(topic_prefix)
+    lines = tmp_path / "kcat-input.txt"
+    lines.write_bytes(
+        b"kc-1|"
+        + enrollment("kc-1", interval_s=3600, role="db")
+        + b"\n"
+        + b"kc-1|"
+        + run_event("kc-1", "ok", "changed")
+        + b"\n"
+    )
+    for topic, index in ((t.enrollments, 0), (t.runs, 1)):
+        line = lines.read_bytes().splitlines()[index]
+        subprocess.run(
+            [
+                "kcat",
+                "-P",
+                "-b",
+                kafka_bootstrap,
+                "-t",
+                topic,
+                "-K",
+                "|",
+                "-X",
+                "topic.partitioner=murmur2_random",
+            ],
+            input=line + b"\n",
+            check=True,
+            timeout=30,
+        )
+    out = wait_changes(kafka_bootstrap, topic_prefix, lambda rs: last_to(rs, "kc-1") == "drifted")
+    assert changes_of(out, "kc-1") == [
+        (None, "no_data", 1, "enrollment"),
+        ("no_data", "drifted", 2, "run"),
+    ]
+    assert [r["labels"] for r in out if r["envoy_id"] == "kc-1"][-1] == {"role": "db"}
