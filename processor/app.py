@@ -21,7 +21,7 @@ from typing import Any
 import faust
 from faust.types import TP, TableT
 
-from processor.codecs import ENVOY_CODEC, FLEET_ENTRY_CODEC, register_codecs
+from processor.codecs import EnvoyRecordType, FleetEntryType, register_codecs
 from processor.config import Settings
 from processor.envoys import EnvoyProcessor
 from processor.fleet import FleetAggregator, FleetProjection
@@ -116,18 +116,17 @@ def build_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> 
         internal=True,
     )
 
-    def table(name: str, count: int, key: str, value: str) -> TableT[Any, Any]:
+    def table(name: str, count: int, key_type: Any, value_type: Any) -> TableT[Any, Any]:
+        # Faust picks the changelog codecs from the types: bytes is raw, our value types
+        # name their codec, anything else is JSON.
         return app.Table(
-            name,
-            default=None,
-            partitions=count,
-            schema=faust.Schema(key_serializer=key, value_serializer=value),
+            name, default=None, partitions=count, key_type=key_type, value_type=value_type
         )
 
-    envoy_table = table("envoys", partitions, "raw", ENVOY_CODEC)
-    fleet_table = table("fleet", partitions, "raw", FLEET_ENTRY_CODEC)
-    parts_table = table("fleet-parts", 1, "json", "json")
-    fleet_state_table = table("fleet-state", 1, "json", "json")
+    envoy_table = table("envoys", partitions, bytes, EnvoyRecordType)
+    fleet_table = table("fleet", partitions, bytes, FleetEntryType)
+    parts_table = table("fleet-parts", 1, str, None)
+    fleet_state_table = table("fleet-state", 1, str, None)
 
     input_catch_up = CatchUp(app, names.inputs)
     status_catch_up = CatchUp(app, [names.status_changes])

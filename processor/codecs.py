@@ -36,3 +36,24 @@ class _FleetEntryCodec(codecs.Codec):
 def register_codecs() -> None:
     codecs.register(ENVOY_CODEC, _EnvoyCodec())
     codecs.register(FLEET_ENTRY_CODEC, _FleetEntryCodec())
+
+
+class _ValueType:
+    """Faust derives a table's changelog codec from its value type (`_options.serializer`)
+    and rebuilds values through `from_data`; our codecs already return the objects."""
+
+    serializer: str
+
+    @classmethod
+    def from_data(cls, data: Any, preferred_type: Any = None) -> Any:
+        return data
+
+
+class EnvoyRecordType(_ValueType):
+    class _options:
+        serializer = ENVOY_CODEC
+
+
+class FleetEntryType(_ValueType):
+    class _options:
+        serializer = FLEET_ENTRY_CODEC

@@ -154,7 +154,8 @@ def consume(
     timeout: float = 30,
 ) -> list[Any]:
     """Every record of `topic` from the beginning, decoded as JSON, until `until(records)`
-    holds or the timeout passes (then the records so far are returned)."""
+    holds or the timeout passes (then the records so far are returned). Without `until`:
+    everything up to the end offsets as of the call."""
 
     async def go() -> list[Any]:
         consumer = AIOKafkaConsumer(
@@ -167,6 +168,7 @@ def consume(
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             records: list[Any] = []
+            end = await consumer.end_offsets(tps) if until is None else {}
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 batch = await consumer.getmany(timeout_ms=300)
@@ -174,9 +176,39 @@ def consume(
                     records.extend(orjson.loads(m.value) for m in messages if m.value)
                 if until is not None and until(records):
                     break
-                if until is None and not batch:
-                    break
+                if until is None:
+                    positions = [await consumer.position(tp) for tp in tps]
+                    if all(pos >= end[tp] for pos, tp in zip(positions, tps, strict=True)):
+                        break
             return records
+        finally:
+            await consumer.stop()
+
+    return run(go())  # type: ignore[no-any-return]
+
+
+def read_raw(bootstrap: str, topic: str, timeout: float = 30) -> list[Any]:
+    """Every record of `topic` up to its end offsets, raw (aiokafka ConsumerRecords),
+    ordered by partition and offset."""
+
+    async def go() -> list[Any]:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None
+        )
+        await consumer.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in await _partitions(consumer, topic, timeout)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            end = await consumer.end_offsets(tps)
+            records: list[Any] = []
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                for messages in (await consumer.getmany(timeout_ms=300)).values():
+                    records.extend(messages)
+                if all([await consumer.position(tp) >= end[tp] for tp in tps]):
+                    break
+            return sorted(records, key=lambda r: (r.partition, r.offset))
         finally:
             await consumer.stop()
 

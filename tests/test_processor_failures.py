@@ -1,0 +1,157 @@
+"""Failure tests: a restart after downtime does not turn the fleet offline, and a worker
+killed with SIGKILL mid-stream loses nothing and counts nothing twice."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from projections.envoy import EnvoyState, Rules, apply_event
+from projections.fleet import FleetCounts
+from tests.harness import (
+    Worker,
+    checkin,
+    consume,
+    enrollment,
+    produce,
+    read_raw,
+    run_event,
+    worker_config,
+)
+from topics.decode import decode_input
+from topics.events import DeadLetter, RecordMeta
+from topics.names import TopicNames
+
+
+class Heartbeat(threading.Thread):
+    """Envoys that keep checking in every second, as a real fleet would."""
+
+    def __init__(self, bootstrap: str, topic: str, envoys: list[str]) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap, self.topic, self.envoys = bootstrap, topic, envoys
+        self.halt = threading.Event()
+        self.rounds = 0
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            produce(self.bootstrap, [(self.topic, e.encode(), checkin(e)) for e in self.envoys])
+            self.rounds += 1
+            self.halt.wait(1.0)
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(30)
+
+
+def test_restart_after_downtime_marks_nobody_offline_who_checked_in(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    t = TopicNames(topic_prefix)
+    fleet = [f"bk-{i:03d}" for i in range(150)]
+    worker = Worker(worker_config(kafka_bootstrap, topic_prefix, interval="2s"), tmp_path)
+    worker.start()
+    heartbeat = Heartbeat(kafka_bootstrap, t.checkins, [*fleet, "ctl-1"])
+    try:
+        heartbeat.start()
+        consume(
+            kafka_bootstrap,
+            t.status_changes,
+            until=lambda rs: {r["envoy_id"] for r in rs} >= {*fleet, "ctl-1"},
+            timeout=60,
+        )
+        heartbeat.envoys = fleet  # the control envoy falls silent with the worker
+        worker.stop()
+        # Down for 4 check-in intervals: a backlog of check-ins piles up meanwhile.
+        time.sleep(8)
+        worker.start()
+        # The control envoy never checks in again: it must go offline once caught up.
+        out = consume(
+            kafka_bootstrap,
+            t.status_changes,
+            until=lambda rs: any(r["envoy_id"] == "ctl-1" and r["to"] == "offline" for r in rs),
+            timeout=60,
+        )
+        time.sleep(4)  # a few more sweeps after the catch-up
+        out = consume(kafka_bootstrap, t.status_changes, timeout=10)
+    finally:
+        heartbeat.stop()
+        worker.stop()
+    offline = sorted({r["envoy_id"] for r in out if r["to"] == "offline"})
+    assert offline == ["ctl-1"], f"envoys that checked in were marked offline: {offline}"
+    assert heartbeat.rounds >= 10
+
+
+def recompute_fleet(bootstrap: str, names: TopicNames) -> tuple[FleetCounts, dict[str, Any]]:
+    """The fleet numbers from the input topics alone, through the pure rules."""
+    rules = Rules(default_interval_s=2)
+    states: dict[str, EnvoyState | None] = defaultdict(lambda: None)
+    for topic in (names.enrollments, names.runs):  # every enrollment precedes every run here
+        for record in read_raw(bootstrap, topic):
+            ts = record.timestamp
+            meta = RecordMeta(topic, record.partition, record.offset, ts)
+            event = decode_input(record.key, record.value, meta)
+            if isinstance(event, DeadLetter):
+                continue
+            states[event.envoy_id] = apply_event(states[event.envoy_id], event, ts, rules).state
+    final = {envoy: s.status for envoy, s in states.items() if s is not None}
+    return FleetCounts.of_statuses(final.values()), final
+
+
+def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    t = TopicNames(topic_prefix)
+    config = worker_config(kafka_bootstrap, topic_prefix, processor={"session_timeout_s": 6})
+    first = Worker(config, tmp_path, name="w1").start()
+    second = Worker(config, tmp_path, name="w2").start()
+    rng = random.Random(7)
+    fleet = [f"k-{i:03d}" for i in range(120)]
+    try:
+        produce(
+            kafka_bootstrap,
+            [(t.enrollments, e.encode(), enrollment(e, interval_s=3600)) for e in fleet],
+        )
+        sent_runs: list[tuple[str, bytes]] = []
+        for round_no in range(16):
+            batch = []
+            for envoy in fleet:
+                results = rng.choice([("ok",), ("changed",), ("a:ok", "b:failed"), ("ok", "ok")])
+                value = run_event(envoy, *results, run_id=str(uuid.uuid4()))
+                batch.append((t.runs, envoy.encode(), value))
+                sent_runs.append((envoy, value))
+            # At-least-once producers resend: replay a few earlier runs verbatim.
+            for envoy, value in rng.sample(sent_runs, 10):
+                batch.append((t.runs, envoy.encode(), value))
+            produce(kafka_bootstrap, batch)
+            if round_no == 6:
+                first.kill()
+            time.sleep(0.3)
+
+        expected, final = recompute_fleet(kafka_bootstrap, t)
+
+        def matches(rs: list[Any]) -> bool:
+            return bool(rs) and rs[-1]["by_status"] == expected.as_dict()
+
+        published = consume(kafka_bootstrap, t.fleet_convergence, until=matches, timeout=120)
+        assert published[-1]["by_status"] == expected.as_dict()
+        assert published[-1]["active"] == expected.active == len(fleet)
+        assert published[-1]["compliant"] == expected.compliant
+    finally:
+        first.kill()
+        second.stop()
+
+    changes = consume(kafka_bootstrap, t.status_changes, timeout=15)
+    by_version: dict[tuple[str, int], dict[str, Any]] = {}
+    for change in changes:
+        key = (change["envoy_id"], change["version"])
+        # A replayed change is the same change, never a different one with the same version.
+        assert by_version.setdefault(key, change) == change
+    for envoy in fleet:
+        versions = sorted(v for e, v in by_version if e == envoy)
+        assert versions == list(range(1, len(versions) + 1)), envoy
+        assert by_version[(envoy, versions[-1])]["to"] == final[envoy]
