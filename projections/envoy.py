@@ -17,9 +17,9 @@ from projections.status import RunOutcome, Status, derive_status
 from topics.events import Checkin, Enrollment, InputEvent, Run
 
 #: Run ids remembered for idempotence beyond the drift history.
-RECENT_RUN_IDS = 64
+RECENT_RUN_IDS = 8
 #: Runs kept in the drift history shown by the API.
-HISTORY_RUNS = 20
+HISTORY_RUNS = 10
 
 
 class Cause(StrEnum):
