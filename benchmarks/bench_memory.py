@@ -14,6 +14,8 @@ import gc
 import random
 import sys
 import tracemalloc
+from collections.abc import Callable
+from typing import Any, TypeVar
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -22,6 +24,7 @@ from projections.envoy import EnvoyState, Rules, apply_event
 from topics.events import Enrollment, ModuleError, Resource, Run
 from topics.state import StoredEnvoy, encode_stored_envoy
 
+T = TypeVar("T")
 RESULTS = ("ok",) * 90 + ("changed",) * 8 + ("failed",) * 2
 T0 = 1_795_000_000_000
 
@@ -62,7 +65,7 @@ def build(envoys: int, runs: int, seed: int = 3) -> dict[bytes, StoredEnvoy]:
     return table
 
 
-def measure(factory, *args):  # type: ignore[no-untyped-def]
+def measure(factory: Callable[..., T], *args: Any) -> tuple[T, int]:
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
