@@ -40,7 +40,9 @@ from topics.decode import decode_input  # noqa: E402
 from topics.events import DeadLetter, RecordMeta  # noqa: E402
 from topics.names import TopicNames  # noqa: E402
 
-RESULTS = ("ok",) * 90 + ("changed",) * 8 + ("failed",) * 2
+#: Per resource: most runs of a healthy fleet are clean; about 1 in 5 changes something and
+#: 1 in 50 has a failure.
+RESULTS = ("ok",) * 987 + ("changed",) * 12 + ("failed",) * 1
 
 
 def iso(t: float) -> str:

@@ -79,6 +79,11 @@ def build_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> 
         autodiscover=False,
         producer_max_request_size=2 * settings.processor.max_event_bytes,
         stream_buffer_maxsize=4 * BATCH_MAX,
+        # Fewer, larger produce requests: the changelog and status-change writes of a
+        # batch leave together (measured: +18% events/s, benchmarks/bench_worker.py).
+        producer_linger_ms=20,
+        producer_max_batch_size=512_000,
+        broker_max_poll_records=2000,
     )
 
     def topic(name: str, count: int, **options: Any) -> faust.TopicT:
