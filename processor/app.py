@@ -12,6 +12,7 @@ ticks ───────┘     (changelog)                                (c
 
 from __future__ import annotations
 
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from typing import Any
 import faust
 from faust.types import TP, TableT
 
+from alerts.wiring import register_alerts
 from processor.codecs import EnvoyRecordType, FleetEntryType, register_codecs
 from processor.config import Settings
 from processor.envoys import EnvoyProcessor
@@ -75,6 +77,7 @@ def build_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> 
         consumer_auto_offset_reset="earliest",
         web_host=settings.web.host,
         web_port=settings.web.port,
+        canonical_url=_advertised_url(settings),
         web_in_thread=False,
         autodiscover=False,
         producer_max_request_size=2 * settings.processor.max_event_bytes,
@@ -122,8 +125,8 @@ def build_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> 
     )
 
     def table(name: str, count: int, key_type: Any, value_type: Any) -> TableT[Any, Any]:
-        # Faust picks the changelog codecs from the types: bytes is raw, our value types
-        # name their codec, anything else is JSON.
+        # Faust derives the changelog codecs from the types, for writing and for recovery
+        # alike: bytes is raw, our value types name their codec, anything else is JSON.
         return app.Table(
             name, default=None, partitions=count, key_type=key_type, value_type=value_type
         )
@@ -222,6 +225,7 @@ def build_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> 
 
     vigo = Vigo(app, settings, names, metrics, envoys, fleet, aggregator)
     register_web(vigo)
+    register_alerts(vigo)
     return vigo
 
 
@@ -241,6 +245,16 @@ def kafka_client_options(settings: Settings) -> dict[str, object]:
         if kafka.sasl_password_file is not None:
             options["sasl_plain_password"] = kafka.sasl_password_file.read_text().strip()
     return options
+
+
+def _advertised_url(settings: Settings) -> str:
+    """How the other workers reach this one's web server (requests are forwarded to the
+    owner of the data): a wildcard address is no address, so advertise the host name,
+    as Faust does by default. Faust's NODE_CANONICAL_URL environment variable overrides."""
+    host = settings.web.host
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.gethostname()
+    return f"http://{host}:{settings.web.port}"
 
 
 def _credentials(settings: Settings) -> Any:

@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from projections.liveness import StaleAfter, parse_duration_ms
@@ -90,6 +97,9 @@ class SmtpConfig(_Section):
     from_: str = Field("vigo@localhost", alias="from")
     to: list[str] = Field(default_factory=lambda: ["ops@localhost"])
     timeout_s: float = Field(30.0, gt=0)
+    #: PEM file of the CA(s) to trust for STARTTLS / implicit TLS, e.g. a private CA;
+    #: absent: the system's trust store. Server certificates are always verified.
+    ca_file: Path | None = None
     #: Absent: both events with their defaults, as in the documented config. Present: only
     #: the events listed send mail.
     events: SmtpEvents = Field(
@@ -110,6 +120,15 @@ class SmtpConfig(_Section):
             # `envoy.stale: {}` and `envoy.stale:` (null) both mean "enabled, defaults".
             return {k: ({} if v is None else v) for k, v in value.items()}
         return value
+
+    @model_validator(mode="after")
+    def _one_tls_mode(self) -> SmtpConfig:
+        if self.starttls and self.tls:
+            raise ValueError(
+                "starttls and tls exclude each other: tls is implicit TLS (port 465), "
+                "starttls upgrades a plain connection (port 587)"
+            )
+        return self
 
     @property
     def password(self) -> str | None:
@@ -194,6 +213,8 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         raise ConfigError(_one_line(exc)) from None
     # Secrets are read now so a missing file fails at start, not at the first mail.
     _ = settings.smtp.password
+    if settings.smtp.ca_file is not None:
+        _read_secret(settings.smtp.ca_file, "smtp.ca_file")
     _read_secret(settings.kafka.sasl_password_file, "kafka.sasl_password_file")
     return settings
 

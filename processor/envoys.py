@@ -221,6 +221,7 @@ class EnvoyProcessor:
         stream._set_current_event(tick)
         deadlines = self._deadlines_for(partition)
         stale: list[StaleEnvoy] = []
+        swept_records: list[tuple[bytes, StoredEnvoy, StatusChange | None]] = []
         for key in list(deadlines.due(now_ms, SWEEP_LIMIT)):
             record = self.table.get(key)
             if record is None or record.partition != partition:
@@ -234,9 +235,7 @@ class EnvoyProcessor:
                 continue
             swept = sweep_envoy(state, now_ms, self.stale_after)
             if swept.state != state:
-                self.table[key] = StoredEnvoy(partition, swept.state)
-            if swept.change is not None:
-                self._publish(key, partition, swept.change)
+                swept_records.append((key, StoredEnvoy(partition, swept.state), swept.change))
             if swept.became_stale:
                 stale.append(
                     StaleEnvoy(
@@ -247,13 +246,40 @@ class EnvoyProcessor:
                     )
                 )
             deadlines.schedule(key, next_deadline_ms(swept.state, self.stale_after))
+        # Alerts are enqueued before the state that records them: a crash in between
+        # repeats an alert (same id, recognised by the sender) instead of losing it.
         if stale:
             for handler in self.stale_handlers:
                 handler(partition, stale, now_ms)
+        for key, stored, change in swept_records:
+            self.table[key] = stored
+            if change is not None:
+                self._publish(key, partition, change)
 
     def lookup(self, envoy_id: str) -> EnvoyState | None:
         record = self.table.get(envoy_id.encode("utf-8"))
         return record.state if record is not None else None
+
+    # -- queries of the web layer ---------------------------------------------------------
+
+    def owned(self, envoy_id: str) -> EnvoyState | None:
+        """The envoy if this worker actively owns its partition: the local table may still
+        hold entries of partitions that moved away, or standby copies."""
+        record = self.table.get(envoy_id.encode("utf-8"))
+        if record is None or record.partition not in self.catch_up.active_partitions():
+            return None
+        state: EnvoyState = record.state
+        return state
+
+    def owned_envoys(self) -> list[EnvoyState]:
+        """Every envoy of the partitions this worker actively owns, read in one pass (no
+        await), so a batch never interleaves with the read."""
+        owned = self.catch_up.active_partitions()
+        return [
+            record.state
+            for record in self.table.values()
+            if record is not None and record.partition in owned
+        ]
 
 
 _REFUSALS = {

@@ -224,13 +224,26 @@ class FleetAggregator:
         if self.threshold is not None and due:
             self._last_check_ms = now_ms
             new_state, fired = check_threshold(state, counts.percent, self.threshold)
-            if new_state != state:
-                self.state_table["threshold"] = [new_state.below, new_state.crossings]
-                state = new_state
+            # The alert is enqueued before the state that records it: a crash in between
+            # repeats it (same id, recognised by the sender) instead of losing it.
             if fired and counts.percent is not None:
                 for handler in self.threshold_handlers:
                     handler(new_state, counts, self.threshold, now_ms)
+            if new_state != state:
+                self.state_table["threshold"] = [new_state.below, new_state.crossings]
+                state = new_state
         self.snapshot = FleetSnapshot(counts, now_ms, self.threshold, state.below, updated)
+
+    def current(self) -> FleetSnapshot | None:
+        """The fleet numbers for the API: only on the fleet owner once its tables are
+        recovered; before its first tick they are read from the tables directly."""
+        if not self.owns_fleet() or self.app.in_recovery:
+            return None
+        if self.snapshot is not None:
+            return self.snapshot
+        state = self._threshold_state()
+        now_ms = int(self.clock() * 1000)
+        return FleetSnapshot(self.total(), now_ms, self.threshold, state.below, self._history())
 
     def _threshold_state(self) -> ThresholdState:
         raw = self.state_table.get("threshold")

@@ -10,14 +10,16 @@ import base64
 from collections.abc import Mapping
 from typing import Any, Final, Literal
 
+import fastjsonschema
 import orjson
 
-from topics.events import DeadLetter
+from topics.events import Alert, DeadLetter
 from topics.jsonschemas import (
     ALERT_V1,
     DEADLETTER_V1,
     FLEET_CONVERGENCE_V1,
     STATUS_CHANGE_V1,
+    VALIDATORS,
 )
 
 #: Every status of SPEC section 4, in the order dashboards show them.
@@ -128,6 +130,29 @@ def encode_alert(
             "subject": subject,
             "details": dict(details),
         }
+    )
+
+
+def decode_alert(data: bytes | bytearray | memoryview | str) -> Alert:
+    """Parse and validate a ``vigo.alert/1`` value (the inverse of :func:`encode_alert`).
+
+    Raises ValueError, with a short reason, on anything that is not one: the outbox is a
+    topic like any other, and its sender must be able to skip what it cannot read.
+    """
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"alert is not JSON: {exc}") from None
+    try:
+        VALIDATORS[ALERT_V1](doc)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        raise ValueError(f"not a {ALERT_V1} alert: {exc.message}") from None
+    return Alert(
+        alert_id=doc["alert_id"],
+        event=doc["event"],
+        at=doc["at"],
+        subject=doc["subject"],
+        details=doc["details"],
     )
 
 

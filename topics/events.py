@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 EnrollmentAction = Literal["enrolled", "revoked"]
 ResourceResult = Literal["ok", "changed", "failed"]
@@ -87,3 +87,18 @@ class DeadLetter:
     value: bytes | None
     reason: DeadLetterReason
     error: str
+
+
+AlertEvent = Literal["convergence.threshold", "envoy.stale"]
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One ``vigo.alert/1`` outbox record. ``alert_id`` is deterministic and becomes the
+    mail's Message-ID, so a resend after a crash is recognisable as a duplicate."""
+
+    alert_id: str
+    event: AlertEvent
+    at: str
+    subject: str
+    details: Mapping[str, Any] = field(default_factory=dict)

@@ -1,0 +1,54 @@
+"""The outbox writer: the detectors' handlers, writing `vigo.alert/1` records.
+
+The handlers are called synchronously from inside the envoy agent's and the fleet
+aggregator's streams, right after the detector's state was written to its table. They
+only buffer the record (`send_soon`); Faust flushes the producer before it commits the
+stream's offsets, so an alert is in the outbox before the event that caused it counts as
+processed (at-least-once), and the deterministic id makes a replayed alert a duplicate
+the sender skips.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from alerts.rules import StaleLike, stale_alerts, threshold_alert
+from processor.metrics import Metrics
+from projections.fleet import FleetCounts
+from projections.threshold import ThresholdState
+from topics.codec import encode_alert
+from topics.events import Alert
+
+log = logging.getLogger(__name__)
+
+
+class Outbox:
+    def __init__(self, *, topic: Any, metrics: Metrics, digest_over: int | None) -> None:
+        """`topic` is the Faust topic of `vigo.alerts` (one partition); `digest_over` is
+        None when `envoy.stale` is not configured."""
+        self.topic = topic
+        self.metrics = metrics
+        self.digest_over = digest_over
+
+    def write(self, alert: Alert) -> None:
+        self.topic.send_soon(
+            key=alert.alert_id.encode("utf-8"),
+            value=encode_alert(alert.alert_id, alert.event, alert.at, alert.subject, alert.details),
+        )
+        self.metrics.alerts.labels(event=alert.event, outcome="queued").inc()
+        log.info("alert queued: %s", alert.alert_id)
+
+    def on_threshold(
+        self, state: ThresholdState, counts: FleetCounts, threshold: float, now_ms: int
+    ) -> None:
+        """A `FleetAggregator` threshold handler: once per downward crossing."""
+        self.write(threshold_alert(state.crossings, counts, threshold, now_ms))
+
+    def on_stale(self, partition: int, envoys: Sequence[StaleLike], now_ms: int) -> None:
+        """An `EnvoyProcessor` stale handler: the envoys one sweep found newly stale."""
+        if self.digest_over is None:
+            return
+        for alert in stale_alerts(partition, envoys, now_ms, self.digest_over):
+            self.write(alert)

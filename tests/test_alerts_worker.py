@@ -1,0 +1,414 @@
+"""Alerts end to end: a real worker subprocess on the real broker, mailing a real aiosmtpd
+server on loopback. Check-in interval 2 s (the threshold checker runs every 2 s) and
+`stale_after` 3 s keep the scenarios short."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import threading
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
+
+from alerts.mail import message_id, message_id_domain
+from alerts.rules import digest_alert_id, stale_alert_id, threshold_alert_id
+from tests.harness import (
+    Worker,
+    checkin,
+    consume,
+    enrollment,
+    free_port,
+    produce,
+    run_event,
+    worker_config,
+)
+from tests.smtpserver import Received, SmtpServer, login_authenticator, make_certs
+from topics.names import TopicNames
+from topics.timestamps import iso_from_ms
+
+FROM = "vigo@example.org"
+TO = ["ops@example.org", "oncall@example.org"]
+
+
+def alert_config(
+    bootstrap: str, prefix: str, smtp_port: int, events: dict[str, Any], **options: Any
+) -> dict[str, Any]:
+    smtp = {
+        "host": "127.0.0.1",
+        "port": smtp_port,
+        "from": FROM,
+        "to": TO,
+        "timeout_s": 5,
+        "events": events,
+        **options.pop("smtp", {}),
+    }
+    return worker_config(bootstrap, prefix, smtp=smtp, **options)
+
+
+def produce_at(
+    bootstrap: str, records: Iterable[tuple[str, bytes, bytes]], timestamp_ms: int
+) -> None:
+    """Records with one explicit Kafka timestamp (liveness runs on record timestamps):
+    envoys that fall silent together go stale in the same sweep."""
+
+    async def go() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        await producer.start()
+        try:
+            for topic, key, value in records:
+                await producer.send(topic, value=value, key=key, timestamp_ms=timestamp_ms)
+            await producer.flush()
+        finally:
+            await producer.stop()
+
+    asyncio.run(go())
+
+
+def metrics(worker: Worker) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(worker.url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def alerts_total(worker: Worker, event: str, outcome: str) -> float:
+    key = ("vigo_alerts_total", (("event", event), ("outcome", outcome)))
+    return metrics(worker).get(key, 0.0)
+
+
+def wait_until(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def ids(messages: list[Received]) -> list[str]:
+    return [m.message_id for m in messages]
+
+
+def assert_clean_headers(mail: Received) -> None:
+    """Exactly the headers the renderer writes; the envelope is the configured one."""
+    assert mail.mail_from == FROM
+    assert mail.rcpt_tos == tuple(TO)
+    assert mail.message["Bcc"] is None and mail.message["X-Evil"] is None
+    assert {k.lower() for k in mail.message} == {
+        "from", "to", "subject", "date", "message-id", "auto-submitted", "x-vigo-event",
+        "content-type", "content-transfer-encoding", "mime-version",
+    }  # fmt: skip
+
+
+class Heartbeat(threading.Thread):
+    """Envoys checking in every second, so that nobody goes offline (2 x 2 s) while the
+    test moves the fleet with runs."""
+
+    def __init__(self, bootstrap: str, topic: str, envoys: list[str]) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap, self.topic, self.envoys = bootstrap, topic, envoys
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            produce(self.bootstrap, [(self.topic, e.encode(), checkin(e)) for e in self.envoys])
+            self.halt.wait(1.0)
+
+    def stop(self) -> None:
+        self.halt.set()
+        if self.is_alive():
+            self.join(30)
+
+
+def test_threshold_mails_once_per_fall_below(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    t = TopicNames(topic_prefix)
+    domain = message_id_domain(topic_prefix)
+    fleet = [f"web-{i:02d}" for i in range(10)]
+    drifting = fleet[:5]
+
+    def percent_is(value: float) -> Any:
+        return lambda rs: bool(rs) and rs[-1]["active"] == 10 and rs[-1]["percent"] == value
+
+    def runs(envoys: list[str], result: str) -> None:
+        produce(kafka_bootstrap, [(t.runs, e.encode(), run_event(e, result)) for e in envoys])
+
+    with SmtpServer() as smtp:
+        config = alert_config(
+            kafka_bootstrap,
+            topic_prefix,
+            smtp.port,
+            {"convergence.threshold": {"threshold": 60}},
+        )
+        worker = Worker(config, tmp_path).start()  # creates the topics
+        heartbeat = Heartbeat(kafka_bootstrap, t.checkins, fleet)
+        try:
+            heartbeat.start()
+            runs(fleet, "ok")
+            consume(kafka_bootstrap, t.fleet_convergence, until=percent_is(100), timeout=60)
+            runs(drifting, "changed")  # 50 % < 60 %: the first fall
+            (first,) = smtp.wait_for(1)
+            assert first.message_id == message_id(threshold_alert_id(1), domain)
+            assert first.subject == "[Vigo] Fleet convergence 50% is below the 60% threshold"
+            assert re.search(r"drifted\s+5", first.message.get_content())
+
+            runs(fleet[5:6], "changed")  # lower still, 40 %: still the same fall
+            consume(kafka_bootstrap, t.fleet_convergence, until=percent_is(40), timeout=60)
+            time.sleep(5)  # two more checks
+            assert len(smtp.messages) == 1
+
+            runs([*drifting, fleet[5]], "ok")  # recovered: no mail for that
+            consume(kafka_bootstrap, t.fleet_convergence, until=percent_is(100), timeout=60)
+            time.sleep(3)  # at least one check sees it at or above
+            runs(drifting, "changed")  # the second fall
+            messages = smtp.wait_for(2)
+            assert ids(messages) == [message_id(threshold_alert_id(n), domain) for n in (1, 2)]
+
+            worker.stop()  # a restart while below fires nothing new
+            restarted = _iso(time.time() * 1000)
+            worker.start()
+            after = consume(
+                kafka_bootstrap,
+                t.fleet_convergence,
+                until=lambda rs: any(r["at"] >= restarted and r["percent"] == 50 for r in rs),
+                timeout=60,
+            )
+            assert any(r["at"] >= restarted and r["percent"] == 50 for r in after), "not live"
+            # An at-least-once producer may write an alert twice: the copy of one sent
+            # before the restart is recognised (the sent ids are a changelog-backed table).
+            first_record = consume(kafka_bootstrap, t.alerts, timeout=10)[0]
+            assert first_record["alert_id"] == threshold_alert_id(1)
+            produce(
+                kafka_bootstrap,
+                [(t.alerts, first_record["alert_id"].encode(), orjson.dumps(first_record))],
+            )
+            wait_until(
+                lambda: alerts_total(worker, "convergence.threshold", "duplicate") == 1,
+                30,
+                "the copy to be skipped",
+            )
+            time.sleep(3)  # one more check while below
+            assert len(smtp.messages) == 2
+            assert alerts_total(worker, "convergence.threshold", "queued") == 0
+        finally:
+            heartbeat.stop()
+            worker.stop()
+
+
+def test_stale_envoys_mail_once_per_episode_and_storms_as_a_digest(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """Also the header-injection attempt that can reach a real worker: the JSON Schema
+    forbids C0 controls (CR, LF) in envoy_id, so the id carries NEL and U+2028 instead (the
+    schema lets them through, and `str.splitlines` breaks on them), and a label carries
+    CR LF (labels are free text)."""
+    t = TopicNames(topic_prefix)
+    domain = message_id_domain(topic_prefix)
+    odd = "odd\u0085Bcc: evil@x\u2028X-Evil: 1"
+    storm = [f"db-{i}" for i in range(8)]
+
+    def silent(envoys: list[str], labels: dict[str, str] | None = None) -> None:
+        now_ms = int(time.time() * 1000)
+        records = [
+            (t.enrollments, e.encode(), enrollment(e, "enrolled", None, **(labels or {})))
+            for e in envoys
+        ]
+        records += [(t.checkins, e.encode(), checkin(e)) for e in envoys]
+        produce_at(kafka_bootstrap, records, now_ms)
+
+    with SmtpServer() as smtp:
+        config = alert_config(
+            kafka_bootstrap,
+            topic_prefix,
+            smtp.port,
+            {"envoy.stale": {"digest_over": 3}},
+            partitions=1,  # one sweep sees every envoy
+            checkin={"interval": "2s", "stale_after": "3s"},
+        )
+        worker = Worker(config, tmp_path).start()
+        try:
+            silent(["lonely", odd], {"team": "ops\r\nBcc: evil@x"})
+            messages = smtp.wait_for(2)
+            assert sorted(ids(messages)) == sorted(
+                message_id(stale_alert_id(e, 1), domain) for e in ("lonely", odd)
+            )
+            for mail in messages:
+                assert_clean_headers(mail)
+            by_id = {m.message_id: m for m in messages}
+            lonely = by_id[message_id(stale_alert_id("lonely", 1), domain)]
+            assert lonely.subject == "[Vigo] Envoy lonely is stale (team=ops Bcc: evil@x)"
+            odd_mail = by_id[message_id(stale_alert_id(odd, 1), domain)]
+            assert odd_mail.subject.startswith("[Vigo] Envoy odd Bcc: evil@x X-Evil: 1 is stale")
+
+            time.sleep(4)  # still stale: no new mail
+            assert len(smtp.messages) == 2
+
+            silent(["lonely"])  # a check-in ends the episode; silence starts the next one
+            messages = smtp.wait_for(3)
+            assert messages[2].message_id == message_id(stale_alert_id("lonely", 2), domain)
+
+            silent(storm)  # more than digest_over at once: one digest
+            messages = smtp.wait_for(4)
+            digest = messages[3]
+            members = [_Stale(e, 1) for e in storm]
+            assert digest.message_id == message_id(digest_alert_id(0, members), domain)
+            assert digest.subject == "[Vigo] 8 envoys went stale"
+            assert all(e in digest.message.get_content() for e in storm)
+            time.sleep(3)
+            assert len(smtp.messages) == 4
+            assert alerts_total(worker, "envoy.stale", "sent") == 4
+        finally:
+            worker.stop()
+
+
+def test_smtp_down_then_up_loses_nothing_starttls_with_login(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """The server is down while the alerts are written, while the worker shuts down (it
+    must not hang on the mail it is retrying: that record goes back to the outbox) and
+    while it starts again; then it comes up and every alert arrives, once.
+
+    The worker talks STARTTLS with a login (password from a file) to a server whose
+    certificate comes from a test CA (`smtp.ca_file`)."""
+    t = TopicNames(topic_prefix)
+    domain = message_id_domain(topic_prefix)
+    certs = make_certs(tmp_path / "certs")
+    password_file = tmp_path / "smtp-password"
+    password_file.write_text("s3cret\n")
+    port = free_port()
+    config = alert_config(
+        kafka_bootstrap,
+        topic_prefix,
+        port,
+        # The three envoys only check in: no_data, 0 % converged, one threshold alert.
+        {"envoy.stale": {"digest_over": 10}, "convergence.threshold": {"threshold": 60}},
+        checkin={"interval": "2s", "stale_after": "3s"},
+        smtp={
+            "starttls": True,
+            "username": "vigo",
+            "password_file": str(password_file),
+            "ca_file": str(certs.ca),
+        },
+    )
+    envoys = ["edge-1", "edge-2", "edge-3"]
+    expected = sorted(
+        [
+            message_id(threshold_alert_id(1), domain),
+            *(message_id(stale_alert_id(e, 1), domain) for e in envoys),
+        ]
+    )
+    server = SmtpServer(
+        port,
+        tls_context=certs.server_context(),
+        require_starttls=True,
+        authenticator=login_authenticator("vigo", "s3cret"),
+        auth_require_tls=True,
+        auth_required=True,
+    )
+
+    def retried() -> float:
+        return sum(
+            alerts_total(worker, event, "retried")
+            for event in ("envoy.stale", "convergence.threshold")
+        )
+
+    def pending() -> float | None:
+        return metrics(worker).get(("vigo_alert_outbox_pending", ()))
+
+    worker = Worker(config, tmp_path).start()
+    try:
+        now_ms = int(time.time() * 1000)
+        produce_at(kafka_bootstrap, [(t.checkins, e.encode(), checkin(e)) for e in envoys], now_ms)
+        wait_until(lambda: pending() == 4, 30, "four alerts pending")
+        wait_until(lambda: retried() >= 3, 30, "failed attempts while the server is down")
+
+        worker.stop()
+        assert worker.proc is not None and worker.proc.returncode != -signal.SIGKILL
+        assert "requeued" in worker.log_text()
+        worker.start()
+        wait_until(lambda: pending() == 4, 30, "the same four alerts pending")
+        wait_until(lambda: retried() >= 2, 30, "failed attempts after the restart")
+
+        server.start()
+        messages = server.wait_for(4, timeout=60)
+        assert sorted(ids(messages)) == expected
+        assert all(m.tls and m.login == "vigo" for m in messages)
+        wait_until(lambda: pending() == 0, 30, "the outbox to drain")
+        sent = sum(
+            alerts_total(worker, e, "sent") for e in ("envoy.stale", "convergence.threshold")
+        )
+        assert sent == 4
+        time.sleep(2)
+    finally:
+        worker.stop()
+        server.stop()
+    assert sorted(ids(server.messages)) == expected
+
+
+def test_sigkill_while_a_mail_is_in_flight_resends_it_with_the_same_message_id(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    t = TopicNames(topic_prefix)
+    domain = message_id_domain(topic_prefix)
+    envoys = ["app-1", "app-2", "app-3"]
+    expected = {message_id(stale_alert_id(e, 1), domain) for e in envoys}
+    with SmtpServer() as smtp:
+        smtp.recorder.hold_s = 30  # the first mail arrives, its "250 OK" does not
+        smtp.recorder.hold_count = 1
+        config = alert_config(
+            kafka_bootstrap,
+            topic_prefix,
+            smtp.port,
+            {"envoy.stale": {"digest_over": 10}},
+            checkin={"interval": "2s", "stale_after": "3s"},
+            processor={"session_timeout_s": 6},
+            smtp={"timeout_s": 60},
+        )
+        worker = Worker(config, tmp_path).start()
+        try:
+            produce_at(
+                kafka_bootstrap,
+                [(t.checkins, e.encode(), checkin(e)) for e in envoys],
+                int(time.time() * 1000),
+            )
+            assert smtp.recorder.holding.wait(60), "no mail arrived"
+            worker.kill()
+            (in_flight,) = smtp.messages
+            worker.start()
+            messages = smtp.wait_for(4, timeout=90)
+            time.sleep(3)
+            messages = smtp.messages
+        finally:
+            worker.stop()
+    counts = Counter(ids(messages))
+    assert set(counts) == expected  # nothing lost
+    assert counts[in_flight.message_id] == 2  # the unconfirmed one is resent ...
+    assert sum(counts.values()) == 4  # ... and nothing else
+    resent = [m for m in messages if m.message_id == in_flight.message_id]
+    assert resent[0].message.as_bytes() == resent[1].message.as_bytes()  # the very same mail
+
+
+@dataclass(frozen=True)
+class _Stale:
+    envoy_id: str
+    episode: int
+    last_seen_ms: int = 0
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def _iso(epoch_ms: float) -> str:
+    return iso_from_ms(int(epoch_ms))
