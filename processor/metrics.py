@@ -3,7 +3,11 @@ name, counters ending in `_total`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from projections.fleet import FleetCounts
 from projections.status import ACTIVE_STATUSES
@@ -13,14 +17,23 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        #: Only the fleet owner's numbers are current; elsewhere the fleet gauges are left
+        #: out of the exposition (see `_FleetGauges`). Set by the web layer.
+        self.fleet_owner: Callable[[], bool] = lambda: True
         self.fleet_convergence_ratio = Gauge(
             "vigo_fleet_convergence_ratio",
-            "Compliant envoys over active envoys (0..1); NaN when no envoy is active.",
-            registry=r,
+            "Compliant envoys over active envoys (0..1); NaN when no envoy is active. "
+            "Exported only by the worker that owns the fleet projection.",
+            registry=None,
         )
         self.fleet_envoys = Gauge(
-            "vigo_fleet_envoys", "Active envoys by convergence status.", ["status"], registry=r
+            "vigo_fleet_envoys",
+            "Active envoys by convergence status. "
+            "Exported only by the worker that owns the fleet projection.",
+            ["status"],
+            registry=None,
         )
+        r.register(_FleetGauges(self))
         self.events = Counter(
             "vigo_events",
             "Input records by topic and outcome (applied, duplicate, deadletter).",
@@ -59,3 +72,68 @@ class Metrics:
             self.fleet_envoys.labels(status=status.value).set(n)
         percent = counts.percent
         self.fleet_convergence_ratio.set(float("nan") if percent is None else percent / 100)
+
+    def watch_worker(self, app: Any, fleet_owner: Callable[[], bool]) -> None:
+        """Export fleet gauges only where `fleet_owner()` holds, and add a few of Faust's
+        own numbers (consumer lag, rebalances, fleet ownership) read at scrape time."""
+        self.fleet_owner = fleet_owner
+        self.registry.register(_WorkerCollector(app, fleet_owner))
+
+
+class _FleetGauges:
+    """The fleet gauges, left out on workers that do not own the fleet projection: a
+    non-owner's values would be stale, and `sum`/`max` over workers must not mix them in."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self.metrics.fleet_convergence_ratio.describe()
+        yield from self.metrics.fleet_envoys.describe()
+
+    def collect(self) -> Iterator[Metric]:
+        if not self.metrics.fleet_owner():
+            return
+        yield from self.metrics.fleet_convergence_ratio.collect()
+        yield from self.metrics.fleet_envoys.collect()
+
+
+class _WorkerCollector:
+    """Faust's consumer position and rebalances, read from its monitor when scraped."""
+
+    def __init__(self, app: Any, fleet_owner: Callable[[], bool]) -> None:
+        self.app = app
+        self.fleet_owner = fleet_owner
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families()
+
+    def collect(self) -> Iterator[Metric]:
+        lag, rebalances, owner = self._families()
+        monitor = self.app.monitor
+        read: dict[Any, int] = dict(monitor.tp_read_offsets)
+        for tp, end in sorted(dict(monitor.tp_end_offsets).items()):
+            if tp in read and end is not None:
+                lag.add_metric([tp.topic, str(tp.partition)], max(0, end - read[tp] - 1))
+        rebalances.add_metric([], self.app.rebalancing_count)
+        owner.add_metric([], 1.0 if self.fleet_owner() else 0.0)
+        yield lag
+        yield rebalances
+        yield owner
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, CounterMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "vigo_consumer_lag_records",
+                "Records not yet processed per consumed partition (since the last rebalance).",
+                labels=["topic", "partition"],
+            ),
+            CounterMetricFamily(
+                "vigo_rebalances", "Consumer group rebalances seen by this worker."
+            ),
+            GaugeMetricFamily(
+                "vigo_fleet_owner",
+                "1 on the worker that owns the fleet projection (and exports the fleet gauges).",
+            ),
+        )

@@ -1,18 +1,280 @@
-"""HTTP surfaces on every worker: health, readiness, metrics, the JSON API, the dashboard."""
+"""HTTP surfaces on every worker (SPEC section 7): health, readiness, metrics, the JSON
+API and the dashboard.
+
+Each worker holds only its own partitions of the envoy table, and only the fleet owner
+has the fleet numbers, so a request reaching a worker that does not own the data is
+answered from the owner:
+
+- `/api/compliance` is forwarded to the fleet owner (the member assigned the one
+  partition of the fleet-partials topic);
+- `/api/envoys/{id}` is answered locally when the envoy's partition is owned here, else
+  forwarded to the owner of the key's partition as Kafka's default (murmur2) partitioner
+  places it; should the producers partition differently, the other workers are asked;
+- `/api/envoys` is a scatter-gather over every member's `/api/local/envoys`.
+
+A forwarded request carries `X-Vigo-Forwarded` and is never forwarded again, so a stale
+view of the assignment during a rebalance cannot make requests loop.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
+import heapq
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from importlib import resources
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
+import aiohttp
+import orjson
+from aiokafka.partitioner import DefaultPartitioner
 from faust.web import Request, Response, View
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from yarl import URL
+
+from projections.envoy import EnvoyState
+from projections.status import ACTIVE_STATUSES, Status, parse_status_filter
+from topics.timestamps import iso_from_ms
 
 if TYPE_CHECKING:
     from processor.app import Vigo
+    from processor.fleet import FleetSnapshot
+
+#: Marks a request forwarded by another worker; its value is the sender's URL.
+FORWARDED = "X-Vigo-Forwarded"
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+PEER_TIMEOUT_S = 5.0
+#: What the list endpoint returns without `?status=`: every active envoy.
+DEFAULT_STATUSES = frozenset(ACTIVE_STATUSES)
+
+
+# -- documents (pure) --------------------------------------------------------------------
+
+
+def compliance_doc(snapshot: FleetSnapshot) -> dict[str, Any]:
+    """The `vigo.fleet.convergence` numbers plus threshold, breach and sparkline history."""
+    counts = snapshot.counts
+    percent = counts.percent
+    threshold = snapshot.threshold
+    return {
+        "at": iso_from_ms(snapshot.at_ms),
+        "active": counts.active,
+        "compliant": counts.compliant,
+        "percent": percent,
+        "by_status": counts.as_dict(),
+        "threshold": threshold,
+        "breached": percent is not None and threshold is not None and percent < threshold,
+        "history": [
+            {"at": iso_from_ms(at_ms), "percent": value} for at_ms, value in snapshot.history.points
+        ],
+    }
+
+
+def envoy_summary(state: EnvoyState) -> dict[str, Any]:
+    """One row of the envoy list."""
+    return {
+        "envoy_id": state.envoy_id,
+        "status": state.status.value,
+        "since": iso_from_ms(state.status_since_ms),
+        "last_seen": iso_from_ms(state.last_seen_ms) if state.last_seen_ms is not None else None,
+        "labels": dict(state.labels),
+    }
+
+
+def envoy_detail(state: EnvoyState) -> dict[str, Any]:
+    """One envoy with its drift history, newest run first.
+
+    `last_seen` is the Kafka record time that liveness uses; `last_reported_at` is the
+    envoy's own `at` of that check-in or run, kept for display (SPEC section 3)."""
+    return {
+        **envoy_summary(state),
+        "last_reported_at": state.last_seen_at,
+        "interval_s": state.interval_s,
+        "consecutive_changed_runs": state.consecutive_changed,
+        "stale": state.stale,
+        "history": [
+            {
+                "run_id": run.run_id,
+                "finished_at": run.finished_at,
+                "outcome": run.outcome.value,
+                "changed": list(run.changed),
+                "failed": list(run.failed),
+                "errored_modules": list(run.errored_modules),
+            }
+            for run in state.history
+        ],
+    }
+
+
+class BadQuery(ValueError):
+    """A query parameter the API cannot accept: answered with 400 and this message."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    statuses: frozenset[Status]
+    after: str | None
+    limit: int
+
+    def local_params(self) -> dict[str, str]:
+        """The same query in normalized form, for the other workers' local endpoint."""
+        params = {
+            "status": ",".join(sorted(s.value for s in self.statuses)),
+            "limit": str(self.limit),
+        }
+        if self.after is not None:
+            params["cursor"] = encode_cursor(self.after)
+        return params
+
+
+def parse_list_query(query: Mapping[str, str]) -> ListQuery:
+    try:
+        statuses = parse_status_filter(query.get("status", ""))
+    except ValueError as exc:
+        raise BadQuery(str(exc)) from None
+    raw_limit = query.get("limit", str(DEFAULT_LIMIT))
+    try:
+        limit = int(raw_limit)
+    except ValueError:
+        raise BadQuery(f"limit must be a whole number from 1 to {MAX_LIMIT}") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadQuery(f"limit must be a whole number from 1 to {MAX_LIMIT}")
+    cursor = query.get("cursor") or None
+    return ListQuery(statuses or DEFAULT_STATUSES, decode_cursor(cursor) if cursor else None, limit)
+
+
+def encode_cursor(envoy_id: str) -> str:
+    """Opaque to clients: the last envoy id of the page, URL-safe."""
+    return base64.urlsafe_b64encode(envoy_id.encode("utf-8")).decode("ascii").rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        raw = base64.b64decode(padded.encode("ascii"), altchars=b"-_", validate=True)
+        return raw.decode("utf-8")
+    except (binascii.Error, UnicodeError, ValueError):
+        raise BadQuery("cursor is not one this API returned") from None
+
+
+def select_envoys(
+    states: Iterable[EnvoyState], query: ListQuery
+) -> tuple[list[dict[str, Any]], bool]:
+    """The first `limit` matches after the cursor in envoy id order, and whether more
+    follow."""
+    after = query.after
+    matches = (
+        s for s in states if s.status in query.statuses and (after is None or s.envoy_id > after)
+    )
+    first = heapq.nsmallest(query.limit + 1, matches, key=lambda s: s.envoy_id)
+    return [envoy_summary(s) for s in first[: query.limit]], len(first) > query.limit
+
+
+def merge_pages(pages: Iterable[tuple[list[dict[str, Any]], bool]], limit: int) -> dict[str, Any]:
+    """Each worker's first `limit` matches hold the fleet's first `limit`; the page ends
+    the listing only when no worker had more and nothing was cut here."""
+    by_id: dict[str, dict[str, Any]] = {}
+    more = False
+    for items, has_more in pages:
+        more = more or has_more
+        for item in items:
+            by_id.setdefault(item["envoy_id"], item)
+    ordered = [by_id[k] for k in sorted(by_id)]
+    page = ordered[:limit]
+    more = more or len(ordered) > limit
+    next_cursor = encode_cursor(page[-1]["envoy_id"]) if more and page else None
+    return {"envoys": page, "next_cursor": next_cursor}
+
+
+def envoy_partition(envoy_id: str, partitions: int) -> int:
+    """Where Kafka's default partitioner (murmur2, Java client and aiokafka) puts the key."""
+    ids = list(range(partitions))
+    return int(DefaultPartitioner()(envoy_id.encode("utf-8"), ids, ids))
+
+
+# -- cluster view ------------------------------------------------------------------------
+
+
+class PeerError(Exception):
+    """Another worker could not be asked."""
+
+
+class Cluster:
+    """Who owns what, from the assignment metadata every member receives, and a client
+    to ask the others."""
+
+    def __init__(self, vigo: Vigo) -> None:
+        self.vigo = vigo
+        self.app = vigo.app
+
+    @property
+    def self_url(self) -> str:
+        return str(self.app.conf.canonical_url)
+
+    def _distribution(self) -> Mapping[str, Mapping[str, list[int]]]:
+        """Member URL -> its active partitions of every non-changelog topic."""
+        metadata: Mapping[str, Mapping[str, list[int]]] = self.app.router.external_topics_metadata()
+        return metadata
+
+    def members(self) -> list[str]:
+        return sorted(self._distribution())
+
+    def owner_of(self, topic: str, partition: int) -> str | None:
+        for url, topics in self._distribution().items():
+            if partition in topics.get(topic, ()):
+                return url
+        return None
+
+    def fleet_owner(self) -> str | None:
+        return self.owner_of(self.vigo.names.fleet_partials, 0)
+
+    def envoy_owner(self, envoy_id: str) -> str | None:
+        partition = envoy_partition(envoy_id, self.vigo.settings.kafka.partitions)
+        return self.owner_of(self.vigo.names.enrollments, partition)
+
+    async def get(self, base_url: str, path_qs: str) -> tuple[int, bytes]:
+        """GET from another worker, marked as forwarded."""
+        url = URL(base_url.rstrip("/") + path_qs, encoded=True)
+        try:
+            async with self.app.http_client.get(
+                url,
+                headers={FORWARDED: self.self_url},
+                timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT_S),
+            ) as response:
+                return response.status, await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            reason = str(exc) or type(exc).__name__
+            raise PeerError(f"worker {base_url} did not answer: {reason}") from exc
+
+
+# -- views -------------------------------------------------------------------------------
+
+
+def _dashboard_file(name: str) -> str:
+    return resources.files("processor").joinpath("dashboard", name).read_text(encoding="utf-8")
+
+
+def dashboard_page(name: str) -> str:
+    """A page with the shared stylesheet and script inlined: one request, no CDN."""
+    page = _dashboard_file(name)
+    return page.replace("/*vigo:css*/", _dashboard_file("vigo.css")).replace(
+        "/*vigo:js*/", _dashboard_file("vigo.js")
+    )
 
 
 def register_web(vigo: Vigo) -> None:
     app = vigo.app
+    cluster = Cluster(vigo)
+    vigo.metrics.watch_worker(app, vigo.aggregator.owns_fleet)
+    pages = {name: dashboard_page(name) for name in ("compliance.html", "envoy.html")}
+
+    def relay(view: View, status: int, body: bytes) -> Response:
+        return view.bytes(body, content_type="application/json", status=status)
 
     @app.page("/healthz")
     class Health(View):
@@ -33,12 +295,118 @@ def register_web(vigo: Vigo) -> None:
                 "rebalancing": app.rebalancing,
                 "recovering": app.in_recovery,
                 "caught_up": caught_up,
+                "workers": len(cluster.members()),
+                "fleet_owner": vigo.aggregator.owns_fleet(),
             }
             return self.json(body, status=200 if body["ready"] else 503)
 
     @app.page("/metrics")
     class Metrics(View):
+        """Prometheus text format. aiohttp refuses a content type that names a charset
+        next to text, so the header is given as bytes with its full value."""
+
         async def get(self, request: Request) -> Response:
             return self.bytes(
-                generate_latest(vigo.metrics.registry), content_type=CONTENT_TYPE_LATEST
+                generate_latest(vigo.metrics.registry),
+                headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4},
             )
+
+    @app.page("/api/compliance")
+    class Compliance(View):
+        """Fleet numbers, answered by the fleet owner."""
+
+        async def get(self, request: Request) -> Response:
+            snapshot = vigo.aggregator.current()
+            if snapshot is not None:
+                return self.json(compliance_doc(snapshot))
+            if FORWARDED in request.headers:
+                return self.error(503, "the fleet projection is moving between workers; retry")
+            owner = cluster.fleet_owner()
+            if owner is None or owner == cluster.self_url:
+                return self.error(503, "the fleet projection is not ready yet; retry")
+            try:
+                status, body = await cluster.get(owner, request.rel_url.raw_path_qs)
+            except PeerError as exc:
+                return self.error(503, str(exc))
+            return relay(self, status, body)
+
+    @app.page("/api/local/envoys")
+    class LocalEnvoys(View):
+        """Internal: this worker's own matches for a scatter-gather listing."""
+
+        async def get(self, request: Request) -> Response:
+            try:
+                query = parse_list_query(request.query)
+            except BadQuery as exc:
+                return self.error(400, str(exc))
+            items, more = select_envoys(vigo.envoys.owned_envoys(), query)
+            return self.json({"envoys": items, "more": more})
+
+    @app.page("/api/envoys")
+    class Envoys(View):
+        """Envoys by status, from every worker, in envoy id order, paginated."""
+
+        async def get(self, request: Request) -> Response:
+            try:
+                query = parse_list_query(request.query)
+            except BadQuery as exc:
+                return self.error(400, str(exc))
+            pages = [select_envoys(vigo.envoys.owned_envoys(), query)]
+            peers = [url for url in cluster.members() if url != cluster.self_url]
+            path_qs = "/api/local/envoys?" + urlencode(query.local_params())
+            answers = await asyncio.gather(
+                *(cluster.get(url, path_qs) for url in peers), return_exceptions=True
+            )
+            for url, answer in zip(peers, answers, strict=True):
+                if isinstance(answer, BaseException):
+                    return self.error(503, str(answer))
+                status, body = answer
+                if status != 200:
+                    return self.error(503, f"worker {url} answered {status}")
+                doc = orjson.loads(body)
+                pages.append((doc["envoys"], bool(doc["more"])))
+            return self.json(merge_pages(pages, query.limit))
+
+    @app.page("/api/envoys/{envoy_id:.+}")
+    class Envoy(View):
+        """One envoy, answered by the worker that owns its partition."""
+
+        async def get(self, request: Request, envoy_id: str) -> Response:
+            state = vigo.envoys.owned(envoy_id)
+            if state is not None:
+                return self.json(envoy_detail(state))
+            unknown = self.error(404, f"unknown envoy {envoy_id!r}", envoy_id=envoy_id)
+            if FORWARDED in request.headers:
+                return unknown
+            owner = cluster.envoy_owner(envoy_id)
+            others = [u for u in cluster.members() if u not in (owner, cluster.self_url)]
+            # The owner by the default partitioner first; the rest only if it says no.
+            asked = [owner] if owner is not None and owner != cluster.self_url else []
+            for group in (asked, others):
+                answers = await asyncio.gather(
+                    *(cluster.get(url, request.rel_url.raw_path_qs) for url in group),
+                    return_exceptions=True,
+                )
+                for answer in answers:
+                    if not isinstance(answer, BaseException) and answer[0] == 200:
+                        return relay(self, *answer)
+                failed = [a for a in answers if isinstance(a, BaseException) or a[0] != 404]
+                if failed:
+                    first = failed[0]
+                    reason = str(first) if isinstance(first, BaseException) else first[0]
+                    return self.error(503, f"not every worker could be asked: {reason}")
+            return unknown
+
+    @app.page("/compliance")
+    class CompliancePage(View):
+        """The dashboard: gauge, breakdown by status, sparkline, envoys needing care."""
+
+        async def get(self, request: Request) -> Response:
+            return self.html(pages["compliance.html"])
+
+    @app.page("/envoys/{envoy_id:.+}")
+    class EnvoyPage(View):
+        """One envoy's status and drift-history timeline."""
+
+        async def get(self, request: Request, envoy_id: str) -> Response:
+            return self.html(pages["envoy.html"])

@@ -1,0 +1,279 @@
+"""`vigocli`: the compliance API from a terminal (SPEC section 8).
+
+Talks HTTP to any worker (`--url`, or `VIGO_URL`); the worker answers from the owner of
+the data. Exit statuses: `doctor` 0 at or above the threshold, 1 below it; `envoys show`
+1 for an unknown envoy; 2 when the processor cannot be reached or answers with an error,
+and for usage errors such as an unknown status. Failures are one line, no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from typing import IO, Any, NoReturn
+from urllib.parse import quote, urlencode
+
+import click
+
+from projections.status import ACTIVE_STATUSES, parse_status_filter
+
+DEFAULT_URL = "http://localhost:6066"
+#: Envoys fetched per request when listing everything.
+PAGE_SIZE = 500
+EXIT_BELOW = 1
+EXIT_NOT_FOUND = 1
+EXIT_UNREACHABLE = 2
+
+
+class CliError(click.ClickException):
+    """One line on stderr, prefixed with the program name, and an exit status."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_UNREACHABLE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"vigocli: {self.format_message()}", err=True, file=file)
+
+
+class Api:
+    """A minimal JSON client on the standard library: nothing to install on a jump host."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def get(self, path: str, query: Mapping[str, str] | None = None) -> tuple[int, Any]:
+        """(status, JSON body) for 200 and 404; anything else is a `CliError`."""
+        url = self.url + path + (f"?{urlencode(query)}" if query else "")
+        request = urllib.request.Request(url, headers={"Accept": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return response.status, _json(response.read(), url)
+        except urllib.error.HTTPError as exc:
+            body = _json(exc.read(), url, strict=False)
+            reason = body.get("error") if isinstance(body, dict) else None
+            if exc.code == 404 and isinstance(body, dict) and "error" in body:
+                return 404, body
+            raise CliError(
+                f"the processor at {self.url} answered {exc.code}: {reason or exc.reason}"
+            ) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise CliError(f"cannot reach the processor at {self.url}: {reason}") from None
+
+
+def _json(raw: bytes, url: str, *, strict: bool = True) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        if not strict:
+            return None
+        raise CliError(f"{url} did not answer with JSON; is --url a Vigo processor?") from None
+
+
+def _statuses(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Checked here too, so a typo fails before any request, with the valid names."""
+    if value is None:
+        return None
+    try:
+        parse_status_filter(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return ",".join(w.strip() for w in value.split(",") if w.strip())
+
+
+def _when(iso: str | None) -> str:
+    """`2026-11-27T12:05:00.123Z` as `2026-11-27 12:05:00Z`: readable, still UTC."""
+    if not iso:
+        return "never"
+    return iso.replace("T", " ").split(".")[0].rstrip("Z") + "Z"
+
+
+def _labels(labels: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "-"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
+    lines = [
+        "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True))
+        for row in (header, *rows)
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}%"
+
+
+def _threshold_text(value: float) -> str:
+    return f"{value:g}%"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--url",
+    envvar="VIGO_URL",
+    default=DEFAULT_URL,
+    show_default=True,
+    help="Any processor worker's web address (env VIGO_URL).",
+)
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for an answer.")
+@click.pass_context
+def cli(ctx: click.Context, url: str, timeout: float) -> None:
+    """Fleet compliance from the Vigo compliance processor."""
+    ctx.obj = Api(url, timeout)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON document.")
+@click.pass_obj
+def doctor(api: Api, as_json: bool) -> None:
+    """Fleet convergence against the threshold: exit 0 at or above it, 1 below, 2 when the
+    processor cannot be reached."""
+    _, doc = api.get("/api/compliance")
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        click.echo(render_doctor(doc))
+    if doc.get("breached"):
+        click.get_current_context().exit(EXIT_BELOW)
+
+
+def render_doctor(doc: Mapping[str, Any]) -> str:
+    percent = doc.get("percent")
+    threshold = doc.get("threshold")
+    active, compliant = doc.get("active", 0), doc.get("compliant", 0)
+    if percent is None:
+        summary = "n/a: no active envoys"
+    else:
+        summary = f"{_percent(percent)}  ({compliant} of {active} active envoys compliant)"
+    if threshold is None:
+        verdict = "none configured"
+    elif percent is None:
+        verdict = f"{_threshold_text(threshold)}  not judged: no active envoys"
+    elif doc.get("breached"):
+        verdict = f"{_threshold_text(threshold)}  BREACHED: convergence is below the threshold"
+    else:
+        verdict = f"{_threshold_text(threshold)}  ok: at or above the threshold"
+    by_status: Mapping[str, int] = doc.get("by_status", {})
+    width = max(len(s.value) for s in ACTIVE_STATUSES)
+    digits = max(len(str(n)) for n in [*by_status.values(), 0])
+    lines = [
+        f"Fleet convergence  {summary}",
+        f"Threshold          {verdict}",
+        f"As of              {_when(doc.get('at'))}",
+        "",
+        "By status",
+    ]
+    for status in ACTIVE_STATUSES:
+        count = by_status.get(status.value, 0)
+        share = f"  {100 * count / active:5.1f}%" if active else ""
+        lines.append(f"  {status.value.ljust(width)}  {str(count).rjust(digits)}{share}")
+    return "\n".join(lines)
+
+
+@cli.group()
+def envoys() -> None:
+    """List envoys by status, or show one envoy and its drift history."""
+
+
+@envoys.command("list")
+@click.option(
+    "--status",
+    callback=_statuses,
+    help="A status, `errors` (failed and degraded), or a comma list; default: every active.",
+)
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many envoys.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--page-size", type=click.IntRange(1, 1000), default=PAGE_SIZE, hidden=True)
+@click.pass_obj
+def list_envoys(
+    api: Api, status: str | None, limit: int | None, as_json: bool, page_size: int
+) -> None:
+    """Envoys with the given statuses, in envoy id order (follows every page)."""
+    found: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while limit is None or len(found) < limit:
+        query = {"limit": str(min(page_size, limit - len(found)) if limit else page_size)}
+        if status:
+            query["status"] = status
+        if cursor:
+            query["cursor"] = cursor
+        _, page = api.get("/api/envoys", query)
+        found.extend(page["envoys"])
+        cursor = page.get("next_cursor")
+        if not cursor:
+            break
+    if as_json:
+        click.echo(json.dumps({"envoys": found}, indent=2))
+        return
+    if not found:
+        click.echo(f"no envoys with status {status}" if status else "no active envoys")
+        return
+    rows = [
+        (e["envoy_id"], e["status"], _when(e["since"]), _when(e["last_seen"]), _labels(e["labels"]))
+        for e in found
+    ]
+    click.echo(_table(("ENVOY", "STATUS", "SINCE", "LAST SEEN", "LABELS"), rows))
+
+
+@envoys.command("show")
+@click.argument("envoy_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON document.")
+@click.pass_obj
+def show_envoy(api: Api, envoy_id: str, as_json: bool) -> None:
+    """One envoy: status and since when, last check-in, labels, drift history."""
+    status, doc = api.get(f"/api/envoys/{quote(envoy_id, safe='')}")
+    if status == 404:
+        raise CliError(f"no envoy {envoy_id!r}", EXIT_NOT_FOUND)
+    click.echo(json.dumps(doc, indent=2) if as_json else render_envoy(doc))
+
+
+def render_envoy(doc: Mapping[str, Any]) -> str:
+    reported = doc.get("last_reported_at")
+    seen = _when(doc.get("last_seen"))
+    if doc.get("last_seen") and reported:
+        seen += f"  (envoy clock {_when(reported)})"
+    labels = doc.get("labels") or {}
+    lines = [
+        f"Envoy              {doc['envoy_id']}",
+        f"Status             {doc['status']} since {_when(doc['since'])}",
+        f"Last seen          {seen}",
+        f"Check-in interval  {doc['interval_s']} s",
+        f"Changed runs       {doc['consecutive_changed_runs']} consecutive",
+        f"Stale              {'yes' if doc.get('stale') else 'no'}",
+        f"Labels             {_labels(labels) if labels else 'none'}",
+        "",
+    ]
+    history = doc.get("history") or []
+    if not history:
+        lines.append("Drift history: no runs recorded")
+        return "\n".join(lines)
+    lines.append("Drift history (newest first)")
+    rows = []
+    for run in history:
+        details = []
+        if run["changed"]:
+            details.append("changed: " + ", ".join(run["changed"]))
+        if run["failed"]:
+            details.append("failed: " + ", ".join(run["failed"]))
+        if run.get("errored_modules"):
+            details.append("errored modules: " + ", ".join(run["errored_modules"]))
+        rows.append((_when(run["finished_at"]), run["outcome"], run["run_id"], "; ".join(details)))
+    table = _table(("FINISHED", "OUTCOME", "RUN", "RESOURCES"), rows)
+    lines.extend("  " + line for line in table.splitlines())
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    cli.main(args=list(argv) if argv is not None else None, prog_name="vigocli")
+    sys.exit(0)  # pragma: no cover - click exits itself
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""The dashboard rendered by a real headless browser: the DOM after its scripts ran shows
+the API's numbers (gauge percent, breakdown by status, drift history)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from urllib.parse import quote
+
+import pytest
+
+from tests.harness import Worker, produce
+from tests.webharness import (
+    counts_of,
+    http_get,
+    poll,
+    prefix_of,
+    running_workers,
+    status_fleet,
+    threshold_config,
+)
+from topics.names import TopicNames
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="chromium is not installed (Debian package chromium; scripts/test adds it)",
+)
+
+
+class Dom(HTMLParser):
+    """Just enough of the rendered DOM: text by element id, breakdown counts by status,
+    and the drift-history items."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.text_by_id: dict[str, str] = {}
+        self.counts: dict[str, int] = {}
+        self.runs: list[tuple[str, str]] = []
+        self._open: list[tuple[str, str | None]] = []
+        self._row_status: str | None = None
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "tr":
+            self._row_status = a.get("data-status")
+        if tag == "td" and a.get("class") == "count" and self._row_status:
+            self.counts[self._row_status] = int(a["data-count"] or 0)
+        if tag == "li" and a.get("data-run"):
+            self.runs.append((a["data-run"] or "", a.get("data-outcome") or ""))
+        element_id = a.get("id")
+        if element_id:
+            self.text_by_id.setdefault(element_id, "")
+        self._open.append((tag, element_id))
+
+    def handle_endtag(self, tag: str) -> None:
+        while self._open:
+            if self._open.pop()[0] == tag:
+                break
+
+    def handle_data(self, data: str) -> None:
+        for _, element_id in self._open:
+            if element_id:
+                self.text_by_id[element_id] += data
+
+
+def rendered(url: str) -> Dom:
+    """The DOM once the page's fetches completed (virtual time runs them to the end)."""
+    assert CHROMIUM is not None
+    with tempfile.TemporaryDirectory(prefix="vigo-chromium-") as profile:
+        done = subprocess.run(
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                f"--user-data-dir={profile}",
+                "--virtual-time-budget=8000",
+                "--dump-dom",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return Dom(done.stdout)
+
+
+@pytest.fixture(scope="module")
+def dashboard(kafka_bootstrap: str) -> Iterator[tuple[Worker, dict[str, str]]]:
+    with running_workers(kafka_bootstrap, smtp=threshold_config(50)) as (worker,):
+        records, expected = status_fleet(TopicNames(prefix_of(worker)))
+        produce(kafka_bootstrap, records)
+        want = counts_of(expected)
+        reply = poll(
+            lambda: http_get(worker.url + "/api/compliance"),
+            lambda r: r.status == 200 and r.json()["by_status"] == want,
+        )
+        assert reply.json()["by_status"] == want
+        yield worker, expected
+
+
+def test_compliance_page_shows_the_api_numbers(
+    dashboard: tuple[Worker, dict[str, str]],
+) -> None:
+    worker, _ = dashboard
+    api = http_get(worker.url + "/api/compliance").json()
+    dom = rendered(worker.url + "/compliance")
+    assert dom.text_by_id["gauge-percent"].strip() == f"{api['percent']:.2f}%"
+    assert (
+        f"{api['compliant']} of {api['active']} active envoys compliant"
+        in (dom.text_by_id["gauge-detail"])
+    )
+    assert dom.counts == {**api["by_status"], "active": api["active"]}
+    assert "below the 50% threshold" in dom.text_by_id["verdict"]
+    # Needs attention: the failed, degraded, diverged, relapsed and offline envoys.
+    attention = dom.text_by_id["attention"]
+    for envoy in ("fail-1", "degrade-1", "diverge-1", "relapse-1", "offline-1"):
+        assert envoy in attention
+    assert "conv-1" not in attention
+
+
+def test_envoy_page_shows_the_drift_history(dashboard: tuple[Worker, dict[str, str]]) -> None:
+    worker, _ = dashboard
+    for envoy in ("diverge-1", "rack 7/db-é"):
+        path = "/envoys/" + quote(envoy, safe="")
+        api = http_get(worker.url + "/api" + path).json()
+        dom = rendered(worker.url + path)
+        assert dom.text_by_id["envoy-id"] == envoy
+        assert api["status"] in dom.text_by_id["envoy-status"]
+        assert dom.runs == [(r["run_id"], r["outcome"]) for r in api["history"]]
+        assert dom.text_by_id["consecutive"] == str(api["consecutive_changed_runs"])
+    missing = rendered(worker.url + "/envoys/no-such-envoy")
+    assert "No envoy named" in missing.text_by_id["facts"]
