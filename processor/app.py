@@ -25,6 +25,7 @@ from faust.types import TP, TableT
 from alerts.wiring import register_alerts
 from processor.codecs import EnvoyRecordType, FleetEntryType, register_codecs
 from processor.config import Settings
+from processor.endoffsets import EndOffsets
 from processor.envoys import EnvoyProcessor
 from processor.fleet import FleetAggregator, FleetProjection
 from processor.metrics import Metrics
@@ -136,8 +137,12 @@ def build_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> 
     parts_table = table("fleet-parts", 1, str, None)
     fleet_state_table = table("fleet-state", 1, str, None)
 
-    input_catch_up = CatchUp(app, names.inputs)
-    status_catch_up = CatchUp(app, [names.status_changes])
+    # End offsets come from a client of our own, off Faust's consumer thread.
+    end_offsets = EndOffsets(settings.kafka.bootstrap_servers, kafka_client_options(settings))
+    input_catch_up = CatchUp(app, names.inputs, end_offsets)
+    status_catch_up = CatchUp(app, [names.status_changes], end_offsets)
+    # Only for its stall guard: the fleet owner keeps this partition through rebalances.
+    partials_catch_up = CatchUp(app, [names.fleet_partials], end_offsets)
     envoys = EnvoyProcessor(
         table=envoy_table,
         names=names,
@@ -188,6 +193,7 @@ def build_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> 
     @app.agent(partials, name="aggregator")
     async def aggregator_agent(stream: Any) -> None:
         async for event in stream.events():
+            partials_catch_up.processed(event.message.tp, event.message.offset)
             aggregator.process(stream, event)
 
     @app.timer(interval=TICK_INTERVAL_S)
@@ -201,12 +207,13 @@ def build_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> 
             if input_catch_up.partition_caught_up(partition):
                 await ticks.send(key=b"tick", value=b"", partition=partition)
         await fleet.publish_partials()
+        await partials_catch_up.refresh()
         await aggregator.send_tick()
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
-        input_catch_up.on_revoked(revoked)
-        status_catch_up.on_revoked(revoked)
+        for catch_up in (input_catch_up, status_catch_up, partials_catch_up):
+            catch_up.on_revoked(revoked)
         envoys.forget_partitions({tp.partition for tp in revoked if tp.topic in names.inputs})
         fleet.forget_partitions(
             {tp.partition for tp in revoked if tp.topic == names.status_changes}

@@ -155,3 +155,31 @@ def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(
         versions = sorted(v for e, v in by_version if e == envoy)
         assert versions == list(range(1, len(versions) + 1)), envoy
         assert by_version[(envoy, versions[-1])]["to"] == final[envoy]
+
+
+def test_two_workers_starting_together_consume_every_partition(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """Two workers joining at once rebalance twice; faust-streaming can leave a partition
+    it kept through the second rebalance unfetched. The stall guard must fetch it again,
+    so every record is processed."""
+    t = TopicNames(topic_prefix)
+    config = worker_config(kafka_bootstrap, topic_prefix)
+    workers = [Worker(config, tmp_path, name=f"w{i}") for i in (1, 2)]
+    try:
+        for worker in workers:
+            worker.start(wait=False)
+        for worker in workers:
+            worker.wait_ready()
+        fleet = [f"tw-{i:02d}" for i in range(40)]
+        produce(kafka_bootstrap, [(t.runs, e.encode(), run_event(e, "ok")) for e in fleet])
+        out = consume(
+            kafka_bootstrap,
+            t.status_changes,
+            until=lambda rs: {r["envoy_id"] for r in rs} >= set(fleet),
+            timeout=90,
+        )
+    finally:
+        for worker in workers:
+            worker.stop()
+    assert {r["envoy_id"] for r in out} >= set(fleet)
