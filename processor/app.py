@@ -66,7 +66,7 @@ def build_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> 
         f"{settings.kafka.topic_prefix}compliance",
         broker=[f"kafka://{host.strip()}" for host in settings.kafka.bootstrap_servers.split(",")],
         broker_credentials=_credentials(settings),
-        store="rocksdict://" if settings.processor.store == "rocksdb" else "memory://",
+        store="rocksdb://" if settings.processor.store == "rocksdb" else "memory://",
         datadir=str(settings.processor.data_dir),
         topic_partitions=partitions,
         topic_replication_factor=settings.kafka.replication_factor,
