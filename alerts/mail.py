@@ -26,22 +26,14 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from alerts.rules import CONVERGENCE_THRESHOLD
+from topics.codec import FLEET_STATUSES
 from topics.events import Alert
 from topics.jsonschemas import parse_timestamp_ms
 
 SUBJECT_MAX: Final = 200
 #: The `Message-ID` right-hand side for the default topic prefix.
 DEFAULT_DOMAIN: Final = "vigo"
-STATUS_ORDER: Final = (
-    "converged",
-    "drifted",
-    "relapsed",
-    "diverged",
-    "degraded",
-    "failed",
-    "offline",
-    "no_data",
-)
+STATUS_ORDER: Final = FLEET_STATUSES
 
 _ATEXT: Final = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _DOT_ATOM: Final = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*")

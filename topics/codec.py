@@ -13,6 +13,7 @@ from typing import Any, Final, Literal
 import fastjsonschema
 import orjson
 
+from projections.status import ACTIVE_STATUSES
 from topics.events import Alert, DeadLetter
 from topics.jsonschemas import (
     ALERT_V1,
@@ -23,16 +24,7 @@ from topics.jsonschemas import (
 )
 
 #: Every status of SPEC section 4, in the order dashboards show them.
-FLEET_STATUSES: Final = (
-    "converged",
-    "drifted",
-    "relapsed",
-    "diverged",
-    "degraded",
-    "failed",
-    "offline",
-    "no_data",
-)
+FLEET_STATUSES: Final = tuple(status.value for status in ACTIVE_STATUSES)
 
 ERROR_MAX_CHARS: Final = 500
 #: Kafka's default message limit is ~1 MiB: a cut value (<= 4/3 of this once base64'd)
