@@ -291,3 +291,28 @@ def test_events_from_a_foreign_producer_kcat(
         ("no_data", "drifted", 2, "run"),
     ]
     assert [r["labels"] for r in out if r["envoy_id"] == "kc-1"][-1] == {"role": "db"}
+
+
+def test_worker_creates_its_topics_co_partitioned(
+    worker: Worker, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """The worker declares every topic of the contract before it subscribes, inputs with
+    `kafka.partitions` partitions (the fixture's 4), the fleet topics with one."""
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def describe() -> dict[str, int]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            names = [n for n in await admin.list_topics() if n.startswith(topic_prefix)]
+            return {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics(names)}
+        finally:
+            await admin.close()
+
+    t = TopicNames(topic_prefix)
+    partitions = asyncio.run(describe())
+    expected = {name: 4 for name in (*t.inputs, t.status_changes, t.deadletter, t.ticks)}
+    expected |= {t.fleet_convergence: 1, t.fleet_partials: 1, t.alerts: 1}
+    assert {name: partitions.get(name) for name in expected} == expected
