@@ -38,8 +38,6 @@ from topics.names import TopicNames
 BATCH_MAX = 1000
 BATCH_WITHIN_S = 0.05
 TICK_INTERVAL_S = 1.0
-#: Ticks are useless after a minute; keep the internal topic small.
-TICK_RETENTION_S = 3600.0
 
 
 @dataclass
@@ -90,7 +88,7 @@ def build_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> 
         broker_max_poll_records=2000,
     )
 
-    def topic(name: str, count: int, **options: Any) -> faust.TopicT:
+    def topic(name: str, count: int) -> faust.TopicT:
         return app.topic(
             name,
             partitions=count,
@@ -99,13 +97,10 @@ def build_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> 
             key_serializer="raw",
             value_serializer="raw",
             internal=True,  # declared (created) by the worker with this partition count
-            **options,
         )
 
-    inputs = topic(names.enrollments, partitions)
-    checkins = topic(names.checkins, partitions)
-    runs = topic(names.runs, partitions)
-    ticks = topic(names.ticks, partitions, retention=TICK_RETENTION_S)
+    # Every topic is created, with its settings, by `topics_admin` before the worker starts.
+    ticks = topic(names.ticks, partitions)
     status_changes = topic(names.status_changes, partitions)
     deadletter = topic(names.deadletter, partitions)
     partials = topic(names.fleet_partials, 1)
@@ -224,11 +219,6 @@ def build_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> 
         # Whatever was cached for a partition may be stale after it was away.
         envoys.forget_partitions({tp.partition for tp in assigned})
         fleet.forget_partitions({tp.partition for tp in assigned})
-
-    @app.task
-    async def declare_outputs() -> None:
-        for output in (status_changes, deadletter, convergence, partials, inputs, checkins, runs):
-            await output.maybe_declare()
 
     vigo = Vigo(app, settings, names, metrics, envoys, fleet, aggregator)
     register_web(vigo)

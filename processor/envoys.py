@@ -256,10 +256,6 @@ class EnvoyProcessor:
             if change is not None:
                 self._publish(key, partition, change)
 
-    def lookup(self, envoy_id: str) -> EnvoyState | None:
-        record = self.table.get(envoy_id.encode("utf-8"))
-        return record.state if record is not None else None
-
     # -- queries of the web layer ---------------------------------------------------------
 
     def owned(self, envoy_id: str) -> EnvoyState | None:

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -254,7 +253,3 @@ class FleetAggregator:
         if not raw or raw[0] != self.bucket_ms:
             return ConvergenceHistory(self.bucket_ms)
         return ConvergenceHistory(raw[0], tuple((p[0], p[1]) for p in raw[1]))
-
-
-def now_s() -> float:
-    return time.time()

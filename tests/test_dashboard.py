@@ -12,17 +12,13 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.harness import Worker, produce
+from tests.harness import Worker
 from tests.webharness import (
-    counts_of,
     http_get,
-    poll,
-    prefix_of,
+    publish_status_fleet,
     running_workers,
-    status_fleet,
     threshold_config,
 )
-from topics.names import TopicNames
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -95,15 +91,7 @@ def rendered(url: str) -> Dom:
 @pytest.fixture(scope="module")
 def dashboard(kafka_bootstrap: str) -> Iterator[tuple[Worker, dict[str, str]]]:
     with running_workers(kafka_bootstrap, smtp=threshold_config(50)) as (worker,):
-        records, expected = status_fleet(TopicNames(prefix_of(worker)))
-        produce(kafka_bootstrap, records)
-        want = counts_of(expected)
-        reply = poll(
-            lambda: http_get(worker.url + "/api/compliance"),
-            lambda r: r.status == 200 and r.json()["by_status"] == want,
-        )
-        assert reply.json()["by_status"] == want
-        yield worker, expected
+        yield worker, publish_status_fleet(kafka_bootstrap, [worker])
 
 
 def test_compliance_page_shows_the_api_numbers(

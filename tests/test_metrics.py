@@ -16,12 +16,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness import Worker, checkin, enrollment, produce, run_event
 from tests.webharness import (
-    counts_of,
     http_get,
     poll,
     prefix_of,
+    publish_status_fleet,
     running_workers,
-    status_fleet,
     threshold_config,
 )
 from topics.names import TopicNames
@@ -33,14 +32,7 @@ FLEET_METRICS = ("vigo_fleet_envoys", "vigo_fleet_convergence_ratio")
 @pytest.fixture(scope="module")
 def workers(kafka_bootstrap: str) -> Iterator[list[Worker]]:
     with running_workers(kafka_bootstrap, count=2, smtp=threshold_config(50)) as group:
-        records, expected = status_fleet(TopicNames(prefix_of(group[0])), tag="base-")
-        produce(kafka_bootstrap, records)
-        want = counts_of(expected)
-        reply = poll(
-            lambda: http_get(group[0].url + "/api/compliance"),
-            lambda r: r.status == 200 and r.json()["by_status"] == want,
-        )
-        assert reply.json()["by_status"] == want
+        publish_status_fleet(kafka_bootstrap, group, tag="base-")
         yield group
 
 

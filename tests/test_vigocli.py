@@ -13,12 +13,10 @@ from projections.status import ACTIVE_STATUSES, Status
 from tests.harness import Worker, enrollment, free_port, produce, run_event
 from tests.webharness import (
     VIGOCLI,
-    counts_of,
-    http_get,
     poll,
     prefix_of,
+    publish_status_fleet,
     running_workers,
-    status_fleet,
     threshold_config,
 )
 from topics.names import TopicNames
@@ -44,15 +42,7 @@ def one_line(text: str) -> str:
 def listed(kafka_bootstrap: str) -> Iterator[tuple[Worker, dict[str, str]]]:
     """A worker whose fleet has every status."""
     with running_workers(kafka_bootstrap, smtp=threshold_config(50)) as (worker,):
-        records, expected = status_fleet(TopicNames(prefix_of(worker)))
-        produce(kafka_bootstrap, records)
-        want = counts_of(expected)
-        reply = poll(
-            lambda: http_get(worker.url + "/api/compliance"),
-            lambda r: r.status == 200 and r.json()["by_status"] == want,
-        )
-        assert reply.json()["by_status"] == want
-        yield worker, expected
+        yield worker, publish_status_fleet(kafka_bootstrap, [worker])
 
 
 def table_ids(output: str) -> list[str]:

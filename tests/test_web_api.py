@@ -10,17 +10,14 @@ from urllib.parse import quote, urlencode
 import pytest
 
 from projections.status import ACTIVE_STATUSES, Status
-from tests.harness import Worker, produce
+from tests.harness import Worker
 from tests.webharness import (
     counts_of,
     http_get,
-    poll,
-    prefix_of,
+    publish_status_fleet,
     running_workers,
-    status_fleet,
     threshold_config,
 )
-from topics.names import TopicNames
 
 THRESHOLD = 50.0
 
@@ -28,17 +25,7 @@ THRESHOLD = 50.0
 @pytest.fixture(scope="module")
 def fleet(kafka_bootstrap: str) -> Iterator[tuple[list[Worker], dict[str, str]]]:
     with running_workers(kafka_bootstrap, count=2, smtp=threshold_config(THRESHOLD)) as workers:
-        records, expected = status_fleet(TopicNames(prefix_of(workers[0])))
-        produce(kafka_bootstrap, records)
-        want = counts_of(expected)
-        for worker in workers:
-            url = worker.url + "/api/compliance"
-            doc = poll(
-                lambda: http_get(url),  # noqa: B023 - used before the loop moves on
-                lambda r: r.status == 200 and r.json()["by_status"] == want,
-            )
-            assert doc.status == 200 and doc.json()["by_status"] == want, doc.body
-        yield workers, expected
+        yield workers, publish_status_fleet(kafka_bootstrap, workers)
 
 
 def get(worker: Worker, path: str, **query: Any) -> Any:

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import orjson
 
 from projections.status import ACTIVE_STATUSES
-from tests.harness import Worker, enrollment, run_event, worker_config
+from tests.harness import Worker, enrollment, produce, run_event, worker_config
 from topics.names import TopicNames
 
 VIGOCLI = Path(sys.executable).parent / "vigocli"
@@ -167,3 +167,21 @@ def counts_of(expected: dict[str, str]) -> dict[str, int]:
         if status in counts:
             counts[status] += 1
     return counts
+
+
+def publish_status_fleet(
+    bootstrap: str, workers: Sequence[Worker], tag: str = ""
+) -> dict[str, str]:
+    """Publish `status_fleet` to the workers' topics and wait until every worker's
+    `/api/compliance` shows its counts; returns envoy id -> expected status."""
+    records, expected = status_fleet(TopicNames(prefix_of(workers[0])), tag=tag)
+    produce(bootstrap, records)
+    want = counts_of(expected)
+    for worker in workers:
+        url = worker.url + "/api/compliance"
+        reply = poll(
+            lambda: http_get(url),  # noqa: B023 - used before the loop moves on
+            lambda r: r.status == 200 and r.json()["by_status"] == want,
+        )
+        assert reply.status == 200 and reply.json()["by_status"] == want, reply.body
+    return expected
