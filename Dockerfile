@@ -2,10 +2,7 @@
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY processor processor
-COPY topics topics
-COPY projections projections
-COPY alerts alerts
+COPY vigo vigo
 RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[rocksdb]"
 
 FROM python:3.11-slim

@@ -20,8 +20,8 @@ from typing import Any
 
 import orjson
 
-from topics.decode import decode_input
-from topics.events import DeadLetter, RecordMeta
+from vigo.topics.decode import decode_input
+from vigo.topics.events import DeadLetter, RecordMeta
 
 MODULES = ("files", "packages", "services", "users", "cron", "sysctl")
 RESULTS = ("ok",) * 90 + ("changed",) * 8 + ("failed",) * 2

@@ -34,11 +34,11 @@ sys.path[:0] = [str(REPO), str(REPO / "deploy" / "kafka")]
 
 import kafkabroker  # noqa: E402
 
-from projections.envoy import EnvoyState, Position, Rules, apply_event  # noqa: E402
 from tests.harness import Worker, worker_config  # noqa: E402
-from topics.decode import decode_input  # noqa: E402
-from topics.events import DeadLetter, RecordMeta  # noqa: E402
-from topics.names import TopicNames  # noqa: E402
+from vigo.projections.envoy import EnvoyState, Position, Rules, apply_event  # noqa: E402
+from vigo.topics.decode import decode_input  # noqa: E402
+from vigo.topics.events import DeadLetter, RecordMeta  # noqa: E402
+from vigo.topics.names import TopicNames  # noqa: E402
 
 #: Per resource: most runs of a healthy fleet are clean; about 1 in 5 changes something and
 #: 1 in 50 has a failure.

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alerts.mail import (
+from vigo.alerts.mail import (
     MailSettings,
     body_text,
     dashboard_base,
@@ -23,7 +23,7 @@ from alerts.mail import (
     message_id_domain,
     render,
 )
-from alerts.rules import (
+from vigo.alerts.rules import (
     DIGEST_LIST_MAX,
     LABELS_TOTAL_MAX,
     bounded_labels,
@@ -35,10 +35,10 @@ from alerts.rules import (
     threshold_alert,
     threshold_alert_id,
 )
-from alerts.sender import backoff_s
-from projections.fleet import FleetCounts
-from topics.codec import decode_alert, encode_alert
-from topics.jsonschemas import validate
+from vigo.alerts.sender import backoff_s
+from vigo.projections.fleet import FleetCounts
+from vigo.topics.codec import decode_alert, encode_alert
+from vigo.topics.jsonschemas import validate
 
 T0 = 1_795_781_104_000
 MAIL = MailSettings(

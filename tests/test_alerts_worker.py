@@ -20,8 +20,6 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from alerts.mail import message_id, message_id_domain
-from alerts.rules import digest_alert_id, stale_alert_id, threshold_alert_id
 from tests.harness import (
     Worker,
     checkin,
@@ -33,8 +31,10 @@ from tests.harness import (
     worker_config,
 )
 from tests.smtpserver import Received, SmtpServer, login_authenticator, make_certs
-from topics.names import TopicNames
-from topics.timestamps import iso_from_ms
+from vigo.alerts.mail import message_id, message_id_domain
+from vigo.alerts.rules import digest_alert_id, stale_alert_id, threshold_alert_id
+from vigo.topics.names import TopicNames
+from vigo.topics.timestamps import iso_from_ms
 
 FROM = "vigo@example.org"
 TO = ["ops@example.org", "oncall@example.org"]

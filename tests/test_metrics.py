@@ -23,7 +23,7 @@ from tests.webharness import (
     running_workers,
     threshold_config,
 )
-from topics.names import TopicNames
+from vigo.topics.names import TopicNames
 
 Sample = tuple[str, frozenset[tuple[str, str]]]
 FLEET_METRICS = ("vigo_fleet_envoys", "vigo_fleet_convergence_ratio")

@@ -11,8 +11,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from projections.envoy import EnvoyState, Rules, apply_event
-from projections.fleet import FleetCounts
 from tests.harness import (
     Worker,
     checkin,
@@ -23,9 +21,11 @@ from tests.harness import (
     run_event,
     worker_config,
 )
-from topics.decode import decode_input
-from topics.events import DeadLetter, RecordMeta
-from topics.names import TopicNames
+from vigo.projections.envoy import EnvoyState, Rules, apply_event
+from vigo.projections.fleet import FleetCounts
+from vigo.topics.decode import decode_input
+from vigo.topics.events import DeadLetter, RecordMeta
+from vigo.topics.names import TopicNames
 
 
 class Heartbeat(threading.Thread):

@@ -19,7 +19,7 @@ from tests.harness import (
     run_event,
     worker_config,
 )
-from topics.names import TopicNames
+from vigo.topics.names import TopicNames
 
 
 @pytest.fixture

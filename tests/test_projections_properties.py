@@ -6,13 +6,13 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from projections.envoy import EnvoyState, Position, Rules, StatusChange, apply_event
-from projections.fleet import FleetCounts, FleetEntry, newer_entry
-from projections.history import ConvergenceHistory, history_bucket_ms, record_point
-from projections.status import ACTIVE_STATUSES, Status
-from projections.threshold import ThresholdState, check_threshold
 from tests.eventgen import T0, checkin, enrolled, input_events, runs
-from topics.events import InputEvent, Run
+from vigo.projections.envoy import EnvoyState, Position, Rules, StatusChange, apply_event
+from vigo.projections.fleet import FleetCounts, FleetEntry, newer_entry
+from vigo.projections.history import ConvergenceHistory, history_bucket_ms, record_point
+from vigo.projections.status import ACTIVE_STATUSES, Status
+from vigo.projections.threshold import ThresholdState, check_threshold
+from vigo.topics.events import InputEvent, Run
 
 RULES = Rules(default_interval_s=60)
 TOPIC_INDEX = {"Enrollment": 0, "Checkin": 1, "Run": 2}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from projections.envoy import (
+from tests.eventgen import T0, checkin, enrolled, revoked, run
+from vigo.projections.envoy import (
     Cause,
     EnvoyState,
     Position,
@@ -14,11 +15,10 @@ from projections.envoy import (
     next_deadline_ms,
     sweep_envoy,
 )
-from projections.liveness import StaleAfter
-from projections.runs import classify_run
-from projections.status import RunOutcome, Status, parse_status_filter
-from tests.eventgen import T0, checkin, enrolled, revoked, run
-from topics.events import InputEvent
+from vigo.projections.liveness import StaleAfter
+from vigo.projections.runs import classify_run
+from vigo.projections.status import RunOutcome, Status, parse_status_filter
+from vigo.topics.events import InputEvent
 
 RULES = Rules(default_interval_s=60)
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from projections.envoy import EnvoyState, Position, Rules, apply_event, sweep_envoy
-from projections.fleet import FleetEntry
-from projections.liveness import StaleAfter
-from projections.status import Status
 from tests.eventgen import T0, input_events
-from topics.events import InputEvent
-from topics.state import (
+from vigo.projections.envoy import EnvoyState, Position, Rules, apply_event, sweep_envoy
+from vigo.projections.fleet import FleetEntry
+from vigo.projections.liveness import StaleAfter
+from vigo.projections.status import Status
+from vigo.topics.events import InputEvent
+from vigo.topics.state import (
     StoredEnvoy,
     StoredFleetEntry,
     decode_fleet_entry,

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from topics.decode import decode_input
-from topics.events import (
+from vigo.topics.decode import decode_input
+from vigo.topics.events import (
     Checkin,
     DeadLetter,
     Enrollment,
@@ -22,7 +22,7 @@ from topics.events import (
     Resource,
     Run,
 )
-from topics.jsonschemas import parse_timestamp_ms
+from vigo.topics.jsonschemas import parse_timestamp_ms
 
 META = RecordMeta(topic="vigo.envoy.runs", partition=3, offset=42, timestamp_ms=1_795_781_104_000)
 

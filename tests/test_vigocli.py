@@ -9,7 +9,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from projections.status import ACTIVE_STATUSES, Status
 from tests.harness import Worker, enrollment, free_port, produce, run_event
 from tests.webharness import (
     VIGOCLI,
@@ -19,7 +18,8 @@ from tests.webharness import (
     running_workers,
     threshold_config,
 )
-from topics.names import TopicNames
+from vigo.projections.status import ACTIVE_STATUSES, Status
+from vigo.topics.names import TopicNames
 
 
 def vigocli(*args: str, url: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,6 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
-from projections.status import ACTIVE_STATUSES, Status
 from tests.harness import Worker
 from tests.webharness import (
     counts_of,
@@ -18,6 +17,7 @@ from tests.webharness import (
     running_workers,
     threshold_config,
 )
+from vigo.projections.status import ACTIVE_STATUSES, Status
 
 THRESHOLD = 50.0
 

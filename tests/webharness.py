@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 
 import orjson
 
-from projections.status import ACTIVE_STATUSES
 from tests.harness import Worker, enrollment, produce, run_event, worker_config
-from topics.names import TopicNames
+from vigo.projections.status import ACTIVE_STATUSES
+from vigo.topics.names import TopicNames
 
 VIGOCLI = Path(sys.executable).parent / "vigocli"
 T = TypeVar("T")

@@ -20,8 +20,8 @@ import click
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from topics.names import TopicNames
-from topics.timestamps import iso_from_ms
+from vigo.topics.names import TopicNames
+from vigo.topics.timestamps import iso_from_ms
 
 
 @dataclass

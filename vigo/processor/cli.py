@@ -7,7 +7,7 @@ import asyncio
 import os
 import sys
 
-from processor.config import ConfigError, load_settings
+from vigo.processor.config import ConfigError, load_settings
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         sys.exit(f"vigo-processor: {exc}")
 
-    from processor.app import build_app, kafka_client_options
-    from processor.topics_admin import TopicSetupError, ensure_topics
+    from vigo.processor.app import build_app, kafka_client_options
+    from vigo.processor.topics_admin import TopicSetupError, ensure_topics
 
     if rest[:1] == ["worker"]:
         try:

@@ -17,9 +17,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Protocol
 
-from projections.fleet import FleetCounts
-from topics.events import Alert
-from topics.timestamps import iso_from_ms
+from vigo.projections.fleet import FleetCounts
+from vigo.topics.events import Alert
+from vigo.topics.timestamps import iso_from_ms
 
 CONVERGENCE_THRESHOLD: Final = "convergence.threshold"
 ENVOY_STALE: Final = "envoy.stale"

@@ -18,10 +18,10 @@ from typing import Any
 import faust
 from faust.types import EventT, TableT
 
-from processor.deadlines import Deadlines
-from processor.metrics import Metrics
-from processor.progress import CatchUp
-from projections.envoy import (
+from vigo.processor.deadlines import Deadlines
+from vigo.processor.metrics import Metrics
+from vigo.processor.progress import CatchUp
+from vigo.projections.envoy import (
     Applied,
     EnvoyState,
     Position,
@@ -31,13 +31,13 @@ from projections.envoy import (
     next_deadline_ms,
     sweep_envoy,
 )
-from projections.liveness import StaleAfter
-from topics.codec import encode_deadletter, encode_status_change
-from topics.decode import decode_input
-from topics.events import DeadLetter, RecordMeta
-from topics.names import TopicNames
-from topics.state import StoredEnvoy
-from topics.timestamps import iso_from_ms
+from vigo.projections.liveness import StaleAfter
+from vigo.topics.codec import encode_deadletter, encode_status_change
+from vigo.topics.decode import decode_input
+from vigo.topics.events import DeadLetter, RecordMeta
+from vigo.topics.names import TopicNames
+from vigo.topics.state import StoredEnvoy
+from vigo.topics.timestamps import iso_from_ms
 
 log = logging.getLogger(__name__)
 

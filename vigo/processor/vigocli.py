@@ -18,7 +18,7 @@ from urllib.parse import quote, urlencode
 
 import click
 
-from projections.status import ACTIVE_STATUSES, parse_status_filter
+from vigo.projections.status import ACTIVE_STATUSES, parse_status_filter
 
 DEFAULT_URL = "http://localhost:6066"
 #: Envoys fetched per request when listing everything.

@@ -11,10 +11,10 @@ from typing import Any
 
 import orjson
 
-from projections.envoy import EnvoyState
-from projections.fleet import FleetEntry
-from projections.runs import RunSummary
-from projections.status import RunOutcome, Status
+from vigo.projections.envoy import EnvoyState
+from vigo.projections.fleet import FleetEntry
+from vigo.projections.runs import RunSummary
+from vigo.projections.status import RunOutcome, Status
 
 FORMAT = 1
 

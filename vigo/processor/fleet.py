@@ -18,19 +18,19 @@ from typing import Any
 import faust
 from faust.types import EventT, TableT
 
-from processor.metrics import Metrics
-from processor.progress import CatchUp
-from projections.fleet import FleetCounts, newer_entry
-from projections.history import ConvergenceHistory, history_bucket_ms, record_point
-from projections.threshold import ThresholdState, check_threshold
-from topics.codec import encode_fleet_convergence
-from topics.state import (
+from vigo.processor.metrics import Metrics
+from vigo.processor.progress import CatchUp
+from vigo.projections.fleet import FleetCounts, newer_entry
+from vigo.projections.history import ConvergenceHistory, history_bucket_ms, record_point
+from vigo.projections.threshold import ThresholdState, check_threshold
+from vigo.topics.codec import encode_fleet_convergence
+from vigo.topics.state import (
     StoredFleetEntry,
     decode_fleet_partial,
     encode_fleet_partial,
     read_status_change,
 )
-from topics.timestamps import iso_from_ms
+from vigo.topics.timestamps import iso_from_ms
 
 log = logging.getLogger(__name__)
 

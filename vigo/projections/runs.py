@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from projections.status import RunOutcome
-from topics.events import Run
+from vigo.projections.status import RunOutcome
+from vigo.topics.events import Run
 
 
 @dataclass(frozen=True, slots=True)

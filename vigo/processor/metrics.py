@@ -9,8 +9,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from projections.fleet import FleetCounts
-from projections.status import ACTIVE_STATUSES
+from vigo.projections.fleet import FleetCounts
+from vigo.projections.status import ACTIVE_STATUSES
 
 
 class Metrics:

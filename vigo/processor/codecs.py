@@ -6,7 +6,7 @@ from typing import Any
 
 from faust.serializers import codecs
 
-from topics.state import (
+from vigo.topics.state import (
     decode_fleet_entry,
     decode_stored_envoy,
     encode_fleet_entry,

@@ -9,12 +9,12 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING, Any
 
-from alerts.mail import MailSettings, dashboard_base, message_id_domain
-from alerts.outbox import Outbox
-from alerts.sender import AlertSender
+from vigo.alerts.mail import MailSettings, dashboard_base, message_id_domain
+from vigo.alerts.outbox import Outbox
+from vigo.alerts.sender import AlertSender
 
 if TYPE_CHECKING:
-    from processor.app import Vigo
+    from vigo.processor.app import Vigo
 
 #: How often the sender's progress is checked (and the pending gauge refreshed).
 WATCH_INTERVAL_S = 5.0

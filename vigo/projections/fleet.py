@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from projections.status import ACTIVE_STATUSES, Status
+from vigo.projections.status import ACTIVE_STATUSES, Status
 
 _COUNTED = frozenset(ACTIVE_STATUSES)
 

@@ -22,17 +22,17 @@ from typing import Any
 import faust
 from faust.types import TP, TableT
 
-from alerts.wiring import register_alerts
-from processor.codecs import EnvoyRecordType, FleetEntryType, register_codecs
-from processor.config import Settings
-from processor.endoffsets import EndOffsets
-from processor.envoys import EnvoyProcessor
-from processor.fleet import FleetAggregator, FleetProjection
-from processor.metrics import Metrics
-from processor.progress import CatchUp
-from processor.web import register_web
-from projections.envoy import Rules
-from topics.names import TopicNames
+from vigo.alerts.wiring import register_alerts
+from vigo.processor.codecs import EnvoyRecordType, FleetEntryType, register_codecs
+from vigo.processor.config import Settings
+from vigo.processor.endoffsets import EndOffsets
+from vigo.processor.envoys import EnvoyProcessor
+from vigo.processor.fleet import FleetAggregator, FleetProjection
+from vigo.processor.metrics import Metrics
+from vigo.processor.progress import CatchUp
+from vigo.processor.web import register_web
+from vigo.projections.envoy import Rules
+from vigo.topics.names import TopicNames
 
 #: Records taken per batch; `BATCH_WITHIN_S` bounds the wait for a full batch.
 BATCH_MAX = 1000

@@ -36,13 +36,13 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from yarl import URL
 
-from projections.envoy import EnvoyState
-from projections.status import ACTIVE_STATUSES, Status, parse_status_filter
-from topics.timestamps import iso_from_ms
+from vigo.projections.envoy import EnvoyState
+from vigo.projections.status import ACTIVE_STATUSES, Status, parse_status_filter
+from vigo.topics.timestamps import iso_from_ms
 
 if TYPE_CHECKING:
-    from processor.app import Vigo
-    from processor.fleet import FleetSnapshot
+    from vigo.processor.app import Vigo
+    from vigo.processor.fleet import FleetSnapshot
 
 #: Marks a request forwarded by another worker; its value is the sender's URL.
 FORWARDED = "X-Vigo-Forwarded"
@@ -256,7 +256,7 @@ class Cluster:
 
 
 def _dashboard_file(name: str) -> str:
-    return resources.files("processor").joinpath("dashboard", name).read_text(encoding="utf-8")
+    return resources.files("vigo.processor").joinpath("dashboard", name).read_text(encoding="utf-8")
 
 
 def dashboard_page(name: str) -> str:

@@ -13,9 +13,9 @@ from typing import Any, Final, Literal
 import fastjsonschema
 import orjson
 
-from projections.status import ACTIVE_STATUSES
-from topics.events import Alert, DeadLetter
-from topics.jsonschemas import (
+from vigo.projections.status import ACTIVE_STATUSES
+from vigo.topics.events import Alert, DeadLetter
+from vigo.topics.jsonschemas import (
     ALERT_V1,
     DEADLETTER_V1,
     FLEET_CONVERGENCE_V1,

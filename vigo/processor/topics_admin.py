@@ -13,8 +13,8 @@ import contextlib
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from processor.config import Settings
-from topics.names import TopicNames
+from vigo.processor.config import Settings
+from vigo.topics.names import TopicNames
 
 #: The internal ticks topic is worthless after a minute.
 TICKS_RETENTION_MS = 3_600_000

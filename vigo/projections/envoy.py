@@ -11,10 +11,10 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Literal
 
-from projections.liveness import StaleAfter, offline_deadline_ms, stale_deadline_ms
-from projections.runs import RunSummary, classify_run, next_consecutive_changed
-from projections.status import RunOutcome, Status, derive_status
-from topics.events import Checkin, Enrollment, InputEvent, Run
+from vigo.projections.liveness import StaleAfter, offline_deadline_ms, stale_deadline_ms
+from vigo.projections.runs import RunSummary, classify_run, next_consecutive_changed
+from vigo.projections.status import RunOutcome, Status, derive_status
+from vigo.topics.events import Checkin, Enrollment, InputEvent, Run
 
 #: Run ids remembered for idempotence beyond the drift history.
 RECENT_RUN_IDS = 8

@@ -19,7 +19,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from projections.liveness import StaleAfter, parse_duration_ms
+from vigo.projections.liveness import StaleAfter, parse_duration_ms
 
 KNOWN_ALERT_EVENTS = ("convergence.threshold", "envoy.stale")
 

@@ -27,11 +27,11 @@ import aiosmtplib
 import orjson
 from faust.types import TP
 
-from alerts.mail import MailSettings, header_text, message_id, render
-from processor.config import SmtpConfig
-from processor.metrics import Metrics
-from topics.codec import decode_alert
-from topics.events import Alert
+from vigo.alerts.mail import MailSettings, header_text, message_id, render
+from vigo.processor.config import SmtpConfig
+from vigo.processor.metrics import Metrics
+from vigo.topics.codec import decode_alert
+from vigo.topics.events import Alert
 
 log = logging.getLogger(__name__)
 

@@ -14,12 +14,12 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from alerts.rules import StaleLike, stale_alerts, threshold_alert
-from processor.metrics import Metrics
-from projections.fleet import FleetCounts
-from projections.threshold import ThresholdState
-from topics.codec import encode_alert
-from topics.events import Alert
+from vigo.alerts.rules import StaleLike, stale_alerts, threshold_alert
+from vigo.processor.metrics import Metrics
+from vigo.projections.fleet import FleetCounts
+from vigo.projections.threshold import ThresholdState
+from vigo.topics.codec import encode_alert
+from vigo.topics.events import Alert
 
 log = logging.getLogger(__name__)
 

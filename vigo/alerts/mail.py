@@ -25,10 +25,10 @@ from email.utils import format_datetime
 from typing import Any, Final
 from urllib.parse import quote
 
-from alerts.rules import CONVERGENCE_THRESHOLD
-from topics.codec import FLEET_STATUSES
-from topics.events import Alert
-from topics.jsonschemas import parse_timestamp_ms
+from vigo.alerts.rules import CONVERGENCE_THRESHOLD
+from vigo.topics.codec import FLEET_STATUSES
+from vigo.topics.events import Alert
+from vigo.topics.jsonschemas import parse_timestamp_ms
 
 SUBJECT_MAX: Final = 200
 #: The `Message-ID` right-hand side for the default topic prefix.

@@ -13,8 +13,8 @@ from typing import Any, Final
 import fastjsonschema
 import orjson
 
-from topics.codec import truncate_error
-from topics.events import (
+from vigo.topics.codec import truncate_error
+from vigo.topics.events import (
     Checkin,
     DeadLetter,
     DeadLetterReason,
@@ -25,7 +25,7 @@ from topics.events import (
     Resource,
     Run,
 )
-from topics.jsonschemas import (
+from vigo.topics.jsonschemas import (
     CHECKIN_V1,
     ENROLLMENT_V1,
     INPUT_SCHEMAS,

@@ -1,0 +1,1 @@
+"""Vigo compliance engine: one root package so nothing generic lands in site-packages."""
