@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from vigo.processor.records import StoredEnvoy, encode_stored_envoy
 from vigo.projections.envoy import EnvoyState, Rules, apply_event
 from vigo.topics.events import Enrollment, ModuleError, Resource, Run
-from vigo.topics.state import StoredEnvoy, encode_stored_envoy
 
 T = TypeVar("T")
 RESULTS = ("ok",) * 90 + ("changed",) * 8 + ("failed",) * 2

@@ -16,8 +16,8 @@ from tests.harness import free_port
 from tests.smtpserver import Certs, SmtpServer, login_authenticator, make_certs
 from vigo.alerts.mail import MailSettings, render
 from vigo.alerts.rules import threshold_alert
-from vigo.alerts.sender import deliver, is_permanent, tls_context
 from vigo.processor.config import SmtpConfig
+from vigo.processor.sender import deliver, is_permanent, tls_context
 from vigo.projections.fleet import FleetCounts
 
 T0 = 1_795_781_104_000

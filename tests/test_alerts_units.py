@@ -35,7 +35,7 @@ from vigo.alerts.rules import (
     threshold_alert,
     threshold_alert_id,
 )
-from vigo.alerts.sender import backoff_s
+from vigo.processor.sender import backoff_s
 from vigo.projections.fleet import FleetCounts
 from vigo.topics.codec import decode_alert, encode_alert
 from vigo.topics.jsonschemas import validate

@@ -10,9 +10,9 @@ from tests.eventgen import T0, checkin, enrolled, input_events, runs
 from vigo.projections.envoy import EnvoyState, Position, Rules, StatusChange, apply_event
 from vigo.projections.fleet import FleetCounts, FleetEntry, newer_entry
 from vigo.projections.history import ConvergenceHistory, history_bucket_ms, record_point
-from vigo.projections.status import ACTIVE_STATUSES, Status
 from vigo.projections.threshold import ThresholdState, check_threshold
 from vigo.topics.events import InputEvent, Run
+from vigo.topics.statuses import ACTIVE_STATUSES, Status
 
 RULES = Rules(default_interval_s=60)
 TOPIC_INDEX = {"Enrollment": 0, "Checkin": 1, "Run": 2}

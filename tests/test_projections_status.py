@@ -17,8 +17,9 @@ from vigo.projections.envoy import (
 )
 from vigo.projections.liveness import StaleAfter
 from vigo.projections.runs import classify_run
-from vigo.projections.status import RunOutcome, Status, parse_status_filter
+from vigo.projections.status import parse_status_filter
 from vigo.topics.events import InputEvent
+from vigo.topics.statuses import RunOutcome, Status
 
 RULES = Rules(default_interval_s=60)
 

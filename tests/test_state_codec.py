@@ -3,23 +3,40 @@ so a worker restored from the changelog continues exactly where the old one stop
 
 from __future__ import annotations
 
+import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.eventgen import T0, input_events
-from vigo.projections.envoy import EnvoyState, Position, Rules, apply_event, sweep_envoy
-from vigo.projections.fleet import FleetEntry
-from vigo.projections.liveness import StaleAfter
-from vigo.projections.status import Status
-from vigo.topics.events import InputEvent
-from vigo.topics.state import (
+from vigo.processor.records import (
+    ALERT_SENT_FORMAT,
+    ENVOY_FORMAT,
+    FLEET_ENTRY_FORMAT,
+    FLEET_PARTS_FORMAT,
+    FLEET_STATE_FORMAT,
     StoredEnvoy,
     StoredFleetEntry,
+    decode_alert_sent,
     decode_fleet_entry,
+    decode_fleet_partial,
+    decode_fleet_parts,
+    decode_fleet_state,
     decode_stored_envoy,
+    encode_alert_sent,
     encode_fleet_entry,
+    encode_fleet_partial,
+    encode_fleet_parts,
+    encode_fleet_state,
     encode_stored_envoy,
 )
+from vigo.projections.envoy import EnvoyState, Position, Rules, apply_event, sweep_envoy
+from vigo.projections.fleet import FleetCounts, FleetEntry
+from vigo.projections.history import ConvergenceHistory
+from vigo.projections.liveness import StaleAfter
+from vigo.projections.threshold import ThresholdState
+from vigo.topics.codec import FLEET_STATUSES
+from vigo.topics.events import Enrollment, InputEvent
+from vigo.topics.statuses import Status
 
 RULES = Rules(default_interval_s=60)
 
@@ -55,3 +72,58 @@ def test_envoy_record_round_trips_and_restored_state_continues_identically(
 def test_fleet_entry_round_trips(partition: int, version: int, status: Status) -> None:
     record = StoredFleetEntry(partition, FleetEntry(version, status))
     assert decode_fleet_entry(encode_fleet_entry(record)) == record
+
+
+@given(st.lists(st.integers(0, 10**6), min_size=8, max_size=8))
+def test_fleet_parts_round_trip_and_read_the_first_release(numbers: list[int]) -> None:
+    counts = FleetCounts.from_dict(dict(zip(FLEET_STATUSES, numbers, strict=True)))
+    assert decode_fleet_parts(encode_fleet_parts(counts)) == counts
+    assert orjson.loads(encode_fleet_parts(counts))["f"] == FLEET_PARTS_FORMAT
+    # The first release stored the bare map; a restored changelog still reads.
+    assert decode_fleet_parts(orjson.dumps(counts.as_dict())) == counts
+
+
+@given(st.booleans(), st.integers(0, 10**6))
+def test_threshold_state_round_trips(below: bool, crossings: int) -> None:
+    state = ThresholdState(below=below, crossings=crossings)
+    assert decode_fleet_state(encode_fleet_state(state)) == state
+    assert decode_fleet_state(orjson.dumps([below, crossings])) == state
+
+
+@given(
+    st.integers(1, 10**9),
+    st.lists(
+        st.tuples(st.integers(0, 2**53), st.none() | st.floats(0, 100, allow_nan=False)),
+        max_size=20,
+    ),
+)
+def test_history_round_trips(bucket_ms: int, points: list[tuple[int, float | None]]) -> None:
+    history = ConvergenceHistory(bucket_ms, tuple(points))
+    assert decode_fleet_state(encode_fleet_state(history)) == history
+    legacy = orjson.dumps([bucket_ms, [list(p) for p in points]])
+    assert decode_fleet_state(legacy) == history
+
+
+@given(st.integers(0, 2**62))
+def test_alert_sent_round_trips(record_ms: int) -> None:
+    assert decode_alert_sent(encode_alert_sent(record_ms)) == record_ms
+    assert decode_alert_sent(orjson.dumps(record_ms)) == record_ms
+
+
+def test_fleet_partial_round_trips_and_refuses_what_is_not_one() -> None:
+    counts = FleetCounts.from_dict({"converged": 3, "offline": 1})
+    assert decode_fleet_partial(encode_fleet_partial(5, counts, 1)) == (5, counts)
+    for junk in (b"", b"{", b"[]", b'{"schema": "x"}', b'{"schema": "vigo.fleet-partial/1"}'):
+        assert decode_fleet_partial(junk) is None
+
+
+def test_every_record_kind_has_a_format_number() -> None:
+    state = apply_event(
+        None, Enrollment("web-01", "enrolled", "2026-11-27T12:00:00Z"), T0, RULES, Position(0, 0)
+    ).state
+    assert state is not None
+    entry = orjson.loads(encode_fleet_entry(StoredFleetEntry(0, FleetEntry(1, Status.CONVERGED))))
+    assert entry[0] == FLEET_ENTRY_FORMAT
+    assert orjson.loads(encode_alert_sent(1))[0] == ALERT_SENT_FORMAT
+    assert orjson.loads(encode_fleet_state(ThresholdState()))["f"] == FLEET_STATE_FORMAT
+    assert orjson.loads(encode_stored_envoy(StoredEnvoy(0, state)))["f"] == ENVOY_FORMAT

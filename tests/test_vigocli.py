@@ -18,8 +18,8 @@ from tests.webharness import (
     running_workers,
     threshold_config,
 )
-from vigo.projections.status import ACTIVE_STATUSES, Status
 from vigo.topics.names import TopicNames
+from vigo.topics.statuses import ACTIVE_STATUSES, Status
 
 
 def vigocli(*args: str, url: str | None = None) -> subprocess.CompletedProcess[str]:

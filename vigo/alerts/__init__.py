@@ -1,6 +1,3 @@
-"""Alerts (SPEC section 6): rules that turn detector output into outbox records with
-deterministic ids (`rules`), the outbox writer (`outbox`), mail rendering (`mail`), and the
-SMTP sender agent (`sender`); `wiring.register_alerts` plugs them into the app.
-
-`rules` and `mail` are pure (no Faust, no I/O) so they can be tested in isolation.
-"""
+"""The pure half of alerting (SPEC section 6): `rules` turns detector output into
+`vigo.alert/1` records with deterministic ids, `mail` renders them as messages. No Faust,
+no I/O: the outbox writer and the SMTP sender live in the shell (`vigo.processor`)."""

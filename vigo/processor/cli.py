@@ -33,8 +33,9 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         sys.exit(f"vigo-processor: {exc}")
 
-    from vigo.processor.app import build_app, kafka_client_options
+    from vigo.processor.app import kafka_client_options
     from vigo.processor.topics_admin import TopicSetupError, ensure_topics
+    from vigo.processor.topology import build_app
 
     if rest[:1] == ["worker"]:
         try:

@@ -9,18 +9,19 @@ batch.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
 from faust.types import EventT, TableT
 
 from vigo.processor.deadlines import Deadlines
+from vigo.processor.faust_compat import DeliveryGuard, write_under
 from vigo.processor.metrics import Metrics
 from vigo.processor.progress import CatchUp
+from vigo.processor.records import TICK_MAX_AGE_MS, StoredEnvoy
 from vigo.projections.envoy import (
     Applied,
     EnvoyState,
@@ -36,16 +37,11 @@ from vigo.topics.codec import encode_deadletter, encode_status_change
 from vigo.topics.decode import decode_input
 from vigo.topics.events import DeadLetter, RecordMeta
 from vigo.topics.names import TopicNames
-from vigo.topics.state import StoredEnvoy
 from vigo.topics.timestamps import iso_from_ms
-
-log = logging.getLogger(__name__)
 
 #: Envoys swept per tick and partition: a network partition is worked off over several
 #: ticks instead of stalling the agent.
 SWEEP_LIMIT = 20_000
-#: Ticks older than this are replays from before a restart and are ignored.
-TICK_MAX_AGE_MS = 30_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,34 +55,24 @@ class StaleEnvoy:
 StaleHandler = Callable[[int, list[StaleEnvoy], int], None]
 
 
+@dataclass
 class EnvoyProcessor:
-    def __init__(
-        self,
-        *,
-        table: TableT[Any, Any],
-        names: TopicNames,
-        status_topic: faust.TopicT,
-        deadletter_topic: faust.TopicT,
-        rules: Rules,
-        stale_after: StaleAfter,
-        catch_up: CatchUp,
-        metrics: Metrics,
-        clock: Callable[[], float],
-        max_event_bytes: int,
-    ) -> None:
-        self.table = table
-        self.names = names
-        self.topic_index = {name: i for i, name in enumerate(names.inputs)}
-        self.status_topic = status_topic
-        self.deadletter_topic = deadletter_topic
-        self.rules = rules
-        self.stale_after = stale_after
-        self.catch_up = catch_up
-        self.metrics = metrics
-        self.clock = clock
-        self.max_event_bytes = max_event_bytes
-        self.deadlines: dict[int, Deadlines] = {}
-        self.stale_handlers: list[StaleHandler] = []
+    table: TableT[Any, Any]
+    names: TopicNames
+    status_topic: faust.TopicT
+    deadletter_topic: faust.TopicT
+    rules: Rules
+    stale_after: StaleAfter
+    guard: DeliveryGuard
+    catch_up: CatchUp
+    metrics: Metrics
+    clock: Callable[[], float]
+    max_event_bytes: int
+    stale_handlers: list[StaleHandler] = field(default_factory=list)
+    deadlines: dict[int, Deadlines] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.topic_index = {name: i for i, name in enumerate(self.names.inputs)}
 
     # -- input records -------------------------------------------------------------------
 
@@ -97,48 +83,49 @@ class EnvoyProcessor:
         applied_count = 0
         for event in events:
             message = event.message
+            if not self.guard.accept(message.tp, message.offset):
+                continue
             if message.topic == self.names.ticks:
                 self._flush(stream, pending)
                 self._on_tick(stream, event)
                 continue
             applied_count += 1
-            meta = RecordMeta(
-                message.topic, message.partition, message.offset, int(message.timestamp * 1000)
-            )
-            self.catch_up.processed(message.tp, message.offset)
-            decoded = decode_input(message.key, message.value, meta, max_bytes=self.max_event_bytes)
-            if isinstance(decoded, DeadLetter):
-                self._dead_letter(decoded)
-                continue
-            key = message.key
-            assert key is not None  # decode_input dead-letters a missing key
-            entry = pending.get(key)
-            record = entry[1] if entry is not None else self.table.get(key)
-            state = record.state if record is not None else None
-            applied = apply_event(
-                state,
-                decoded,
-                meta.timestamp_ms,
-                self.rules,
-                Position(self.topic_index[message.topic], message.offset),
-            )
-            self._count(message.topic, applied)
-            if applied.outcome in ("not_enrolled", "revoked"):
-                self._dead_letter(
-                    DeadLetter(
-                        meta, key, message.value, applied.outcome, _REFUSALS[applied.outcome]
-                    )
-                )
-            if applied.state is None or applied.state is state:
-                continue
-            pending[key] = (event, StoredEnvoy(message.partition, applied.state))
-            if applied.change is not None:
-                self._publish(key, message.partition, applied.change)
-            self._schedule(message.partition, key, applied.state)
+            self._apply(event, pending)
         self._flush(stream, pending)
         if applied_count:
             per_record = (time.perf_counter() - started) / applied_count
             self.metrics.event_processing.observe(per_record)
+
+    def _apply(
+        self, event: EventT[Any], pending: dict[bytes, tuple[EventT[Any], StoredEnvoy]]
+    ) -> None:
+        """One input record: decode, apply the rules, publish the change, and keep the
+        new state in `pending` until the batch is flushed."""
+        message = event.message
+        meta = RecordMeta(
+            message.topic, message.partition, message.offset, int(message.timestamp * 1000)
+        )
+        decoded = decode_input(message.key, message.value, meta, max_bytes=self.max_event_bytes)
+        if isinstance(decoded, DeadLetter):
+            self._dead_letter(decoded)
+            return
+        key = message.key
+        assert key is not None  # decode_input dead-letters a missing key
+        entry = pending.get(key)
+        record = entry[1] if entry is not None else self.table.get(key)
+        state = record.state if record is not None else None
+        position = Position(self.topic_index[message.topic], message.offset)
+        applied = apply_event(state, decoded, meta.timestamp_ms, self.rules, position)
+        self._count(message.topic, applied)
+        if applied.outcome in ("not_enrolled", "revoked"):
+            reason = applied.outcome
+            self._dead_letter(DeadLetter(meta, key, message.value, reason, _REFUSALS[reason]))
+        if applied.state is None or applied.state is state:
+            return
+        pending[key] = (event, StoredEnvoy(message.partition, applied.state))
+        if applied.change is not None:
+            self._publish(key, message.partition, applied.change)
+        self._schedule(message.partition, key, applied.state)
 
     def _flush(
         self, stream: faust.Stream[Any], pending: dict[bytes, tuple[EventT[Any], StoredEnvoy]]
@@ -146,7 +133,7 @@ class EnvoyProcessor:
         """Write each touched envoy once, under the event that last touched it, so the
         changelog record goes to that event's partition."""
         for key, (event, record) in pending.items():
-            stream._set_current_event(event)
+            write_under(stream, event)
             self.table[key] = record
         pending.clear()
 
@@ -218,7 +205,23 @@ class EnvoyProcessor:
             return
         if not self.catch_up.partition_caught_up(partition):
             return
-        stream._set_current_event(tick)
+        write_under(stream, tick)
+        stale, swept_records = self._sweep(partition, now_ms)
+        # Alerts are enqueued before the state that records them: a crash in between
+        # repeats an alert (same id, recognised by the sender) instead of losing it.
+        if stale:
+            for handler in self.stale_handlers:
+                handler(partition, stale, now_ms)
+        for key, stored, change in swept_records:
+            self.table[key] = stored
+            if change is not None:
+                self._publish(key, partition, change)
+
+    def _sweep(
+        self, partition: int, now_ms: int
+    ) -> tuple[list[StaleEnvoy], list[tuple[bytes, StoredEnvoy, StatusChange | None]]]:
+        """The envoys of `partition` whose deadline passed: their new states and changes,
+        and those that just went stale. Touches only what expired (the deadline heap)."""
         deadlines = self._deadlines_for(partition)
         stale: list[StaleEnvoy] = []
         swept_records: list[tuple[bytes, StoredEnvoy, StatusChange | None]] = []
@@ -246,15 +249,7 @@ class EnvoyProcessor:
                     )
                 )
             deadlines.schedule(key, next_deadline_ms(swept.state, self.stale_after))
-        # Alerts are enqueued before the state that records them: a crash in between
-        # repeats an alert (same id, recognised by the sender) instead of losing it.
-        if stale:
-            for handler in self.stale_handlers:
-                handler(partition, stale, now_ms)
-        for key, stored, change in swept_records:
-            self.table[key] = stored
-            if change is not None:
-                self._publish(key, partition, change)
+        return stale, swept_records
 
     # -- queries of the web layer ---------------------------------------------------------
 

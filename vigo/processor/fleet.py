@@ -10,61 +10,49 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
 from faust.types import EventT, TableT
 
+from vigo.processor.faust_compat import DeliveryGuard, write_under
 from vigo.processor.metrics import Metrics
 from vigo.processor.progress import CatchUp
-from vigo.projections.fleet import FleetCounts, newer_entry
-from vigo.projections.history import ConvergenceHistory, history_bucket_ms, record_point
-from vigo.projections.threshold import ThresholdState, check_threshold
-from vigo.topics.codec import encode_fleet_convergence
-from vigo.topics.state import (
+from vigo.processor.records import (
+    TICK_KEY,
+    TICK_MAX_AGE_MS,
     StoredFleetEntry,
     decode_fleet_partial,
     encode_fleet_partial,
-    read_status_change,
 )
+from vigo.projections.fleet import FleetCounts, newer_entry
+from vigo.projections.history import ConvergenceHistory, history_bucket_ms, record_point
+from vigo.projections.threshold import ThresholdState, check_threshold
+from vigo.topics.codec import encode_fleet_convergence, read_status_change
 from vigo.topics.timestamps import iso_from_ms
 
-log = logging.getLogger(__name__)
 
-TICK_KEY = b"tick"
-#: Ticks older than this are replays from before a restart and are ignored.
-TICK_MAX_AGE_MS = 30_000
-
-
+@dataclass
 class FleetProjection:
     """Stage 1: per-partition latest statuses and counts."""
 
-    def __init__(
-        self,
-        *,
-        app: faust.App,
-        table: TableT[Any, Any],
-        partials_topic: faust.TopicT,
-        catch_up: CatchUp,
-        interval_s: int,
-        clock: Callable[[], float],
-    ) -> None:
-        self.app = app
-        self.table = table
-        self.partials_topic = partials_topic
-        self.catch_up = catch_up
-        self.interval_ms = interval_s * 1000
-        self.clock = clock
-        self.counts: dict[int, FleetCounts] = {}
-        self._sent: dict[int, tuple[FleetCounts, int]] = {}
+    app: faust.App
+    table: TableT[Any, Any]
+    partials_topic: faust.TopicT
+    guard: DeliveryGuard
+    catch_up: CatchUp
+    interval_s: int
+    clock: Callable[[], float]
+    counts: dict[int, FleetCounts] = field(default_factory=dict)
+    _sent: dict[int, tuple[FleetCounts, int]] = field(default_factory=dict)
 
     def process_batch(self, stream: faust.Stream[Any], events: Sequence[EventT[Any]]) -> None:
         for event in events:
             message = event.message
-            self.catch_up.processed(message.tp, message.offset)
+            if not self.guard.accept(message.tp, message.offset):
+                continue
             change = read_status_change(message.value) if message.value else None
             if change is None or message.key is None:
                 continue
@@ -73,7 +61,7 @@ class FleetProjection:
             entry = newer_entry(kept.entry if kept else None, version, status)
             if entry is None:
                 continue  # a replay or an older change: a no-op
-            stream._set_current_event(event)
+            write_under(stream, event)
             self.table[message.key] = StoredFleetEntry(message.partition, entry)
             counts = self.counts.get(message.partition)
             if counts is not None:
@@ -109,11 +97,11 @@ class FleetProjection:
                 continue
             counts = self._counts_for(partition)
             sent = self._sent.get(partition)
-            if sent and sent[0] == counts and now_ms - sent[1] < self.interval_ms // 2:
+            if sent and sent[0] == counts and now_ms - sent[1] < self.interval_s * 500:
                 continue
             await self.partials_topic.send(
                 key=f"p{partition}".encode(),
-                value=encode_fleet_partial(partition, counts.as_dict(), now_ms),
+                value=encode_fleet_partial(partition, counts, now_ms),
             )
             self._sent[partition] = (counts, now_ms)
 
@@ -130,38 +118,29 @@ class FleetSnapshot:
 ThresholdHandler = Callable[[ThresholdState, FleetCounts, float, int], None]
 
 
+@dataclass
 class FleetAggregator:
     """Stage 2, on the fleet owner: sum partials, publish, detect, remember."""
 
-    def __init__(
-        self,
-        *,
-        app: faust.App,
-        parts_table: TableT[Any, Any],
-        state_table: TableT[Any, Any],
-        partials_topic: faust.TopicT,
-        convergence_topic: faust.TopicT,
-        partitions: int,
-        interval_s: int,
-        threshold: float | None,
-        metrics: Metrics,
-        clock: Callable[[], float],
-    ) -> None:
-        self.app = app
-        self.parts_table = parts_table
-        self.state_table = state_table
-        self.partials_topic = partials_topic
-        self.convergence_topic = convergence_topic
-        self.partitions = partitions
-        self.interval_ms = interval_s * 1000
-        self.bucket_ms = history_bucket_ms(interval_s)
-        self.threshold = threshold
-        self.metrics = metrics
-        self.clock = clock
-        self.threshold_handlers: list[ThresholdHandler] = []
-        self.snapshot: FleetSnapshot | None = None
-        self._published: tuple[FleetCounts, int] | None = None
-        self._last_check_ms: int | None = None
+    app: faust.App
+    parts_table: TableT[Any, Any]
+    state_table: TableT[Any, Any]
+    partials_topic: faust.TopicT
+    convergence_topic: faust.TopicT
+    guard: DeliveryGuard
+    partitions: int
+    interval_s: int
+    threshold: float | None
+    metrics: Metrics
+    clock: Callable[[], float]
+    threshold_handlers: list[ThresholdHandler] = field(default_factory=list)
+    snapshot: FleetSnapshot | None = None
+    _published: tuple[FleetCounts, int] | None = None
+    _last_check_ms: int | None = None
+
+    @property
+    def interval_ms(self) -> int:
+        return self.interval_s * 1000
 
     def owns_fleet(self) -> bool:
         return any(
@@ -175,6 +154,8 @@ class FleetAggregator:
 
     def process(self, stream: faust.Stream[Any], event: EventT[Any]) -> None:
         message = event.message
+        if not self.guard.accept(message.tp, message.offset):
+            return
         if message.key == TICK_KEY:
             now_ms = int(self.clock() * 1000)
             if now_ms - int(message.timestamp * 1000) <= TICK_MAX_AGE_MS:
@@ -183,20 +164,17 @@ class FleetAggregator:
         partial = decode_fleet_partial(message.value) if message.value else None
         if partial is None:
             return
-        partition, by_status = partial
+        partition, counts = partial
         if partition < self.partitions:
-            stream._set_current_event(event)
-            self.parts_table[str(partition)] = by_status
+            write_under(stream, event)
+            self.parts_table[str(partition)] = counts
 
     def total(self) -> FleetCounts:
-        return FleetCounts.merged(
-            FleetCounts.from_dict(self.parts_table[str(p)])
-            for p in range(self.partitions)
-            if self.parts_table.get(str(p)) is not None
-        )
+        parts = (self.parts_table.get(str(p)) for p in range(self.partitions))
+        return FleetCounts.merged(part for part in parts if part is not None)
 
     def _on_tick(self, stream: faust.Stream[Any], event: EventT[Any], now_ms: int) -> None:
-        stream._set_current_event(event)
+        write_under(stream, event)
         counts = self.total()
         self.metrics.set_fleet(counts)
         published = self._published
@@ -216,7 +194,7 @@ class FleetAggregator:
         history = self._history()
         updated = record_point(history, now_ms, counts.percent)
         if updated is not history:
-            self.state_table["history"] = [updated.bucket_ms, [list(p) for p in updated.points]]
+            self.state_table["history"] = updated
 
         state = self._threshold_state()
         due = self._last_check_ms is None or now_ms - self._last_check_ms >= self.interval_ms
@@ -229,7 +207,7 @@ class FleetAggregator:
                 for handler in self.threshold_handlers:
                     handler(new_state, counts, self.threshold, now_ms)
             if new_state != state:
-                self.state_table["threshold"] = [new_state.below, new_state.crossings]
+                self.state_table["threshold"] = new_state
                 state = new_state
         self.snapshot = FleetSnapshot(counts, now_ms, self.threshold, state.below, updated)
 
@@ -245,11 +223,12 @@ class FleetAggregator:
         return FleetSnapshot(self.total(), now_ms, self.threshold, state.below, self._history())
 
     def _threshold_state(self) -> ThresholdState:
-        raw = self.state_table.get("threshold")
-        return ThresholdState(below=raw[0], crossings=raw[1]) if raw else ThresholdState()
+        state = self.state_table.get("threshold")
+        return state if isinstance(state, ThresholdState) else ThresholdState()
 
     def _history(self) -> ConvergenceHistory:
-        raw = self.state_table.get("history")
-        if not raw or raw[0] != self.bucket_ms:
-            return ConvergenceHistory(self.bucket_ms)
-        return ConvergenceHistory(raw[0], tuple((p[0], p[1]) for p in raw[1]))
+        bucket_ms = history_bucket_ms(self.interval_s)
+        history = self.state_table.get("history")
+        if not isinstance(history, ConvergenceHistory) or history.bucket_ms != bucket_ms:
+            return ConvergenceHistory(bucket_ms)
+        return history

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from vigo.projections.fleet import FleetCounts
-from vigo.projections.status import ACTIVE_STATUSES
+from vigo.topics.statuses import ACTIVE_STATUSES
 
 
 class Metrics:
@@ -52,6 +52,12 @@ class Metrics:
             ["event", "outcome"],
             registry=r,
         )
+        self.delivery_gaps = Counter(
+            "vigo_delivery_gaps",
+            "Holes found in the offsets an agent received on a partition (read again).",
+            ["topic"],
+            registry=r,
+        )
         self.event_processing = Histogram(
             "vigo_event_processing_seconds",
             "Time to apply one batch of input records, divided per record.",
@@ -72,6 +78,9 @@ class Metrics:
             self.fleet_envoys.labels(status=status.value).set(n)
         percent = counts.percent
         self.fleet_convergence_ratio.set(float("nan") if percent is None else percent / 100)
+
+    def delivery_gap(self, topic: str) -> None:
+        self.delivery_gaps.labels(topic=topic).inc()
 
     def watch_worker(self, app: Any, fleet_owner: Callable[[], bool]) -> None:
         """Export fleet gauges only where `fleet_owner()` holds, and add a few of Faust's

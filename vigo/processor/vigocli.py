@@ -18,7 +18,8 @@ from urllib.parse import quote, urlencode
 
 import click
 
-from vigo.projections.status import ACTIVE_STATUSES, parse_status_filter
+from vigo.projections.status import parse_status_filter
+from vigo.topics.statuses import ACTIVE_STATUSES
 
 DEFAULT_URL = "http://localhost:6066"
 #: Envoys fetched per request when listing everything.

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import aiohttp
+import faust
 import orjson
 from aiokafka.partitioner import DefaultPartitioner
 from faust.web import Request, Response, View
@@ -37,12 +38,14 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from yarl import URL
 
 from vigo.projections.envoy import EnvoyState
-from vigo.projections.status import ACTIVE_STATUSES, Status, parse_status_filter
+from vigo.projections.status import parse_status_filter
+from vigo.topics.statuses import ACTIVE_STATUSES, Status
 from vigo.topics.timestamps import iso_from_ms
 
 if TYPE_CHECKING:
-    from vigo.processor.app import Vigo
-    from vigo.processor.fleet import FleetSnapshot
+    from vigo.processor.envoys import EnvoyProcessor
+    from vigo.processor.fleet import FleetAggregator, FleetSnapshot
+    from vigo.processor.metrics import Metrics
 
 #: Marks a request forwarded by another worker; its value is the sender's URL.
 FORWARDED = "X-Vigo-Forwarded"
@@ -204,13 +207,15 @@ class PeerError(Exception):
     """Another worker could not be asked."""
 
 
+@dataclass(frozen=True)
 class Cluster:
     """Who owns what, from the assignment metadata every member receives, and a client
     to ask the others."""
 
-    def __init__(self, vigo: Vigo) -> None:
-        self.vigo = vigo
-        self.app = vigo.app
+    app: faust.App
+    fleet_topic: str
+    envoy_topic: str
+    partitions: int
 
     @property
     def self_url(self) -> str:
@@ -231,11 +236,10 @@ class Cluster:
         return None
 
     def fleet_owner(self) -> str | None:
-        return self.owner_of(self.vigo.names.fleet_partials, 0)
+        return self.owner_of(self.fleet_topic, 0)
 
     def envoy_owner(self, envoy_id: str) -> str | None:
-        partition = envoy_partition(envoy_id, self.vigo.settings.kafka.partitions)
-        return self.owner_of(self.vigo.names.enrollments, partition)
+        return self.owner_of(self.envoy_topic, envoy_partition(envoy_id, self.partitions))
 
     async def get(self, base_url: str, path_qs: str) -> tuple[int, bytes]:
         """GET from another worker, marked as forwarded."""
@@ -267,146 +271,187 @@ def dashboard_page(name: str) -> str:
     )
 
 
-def register_web(vigo: Vigo) -> None:
-    app = vigo.app
-    cluster = Cluster(vigo)
-    vigo.metrics.watch_worker(app, vigo.aggregator.owns_fleet)
-    pages = {name: dashboard_page(name) for name in ("compliance.html", "envoy.html")}
+@dataclass(frozen=True)
+class WebContext:
+    """What the views read: the app's state, the envoy and fleet projections, metrics and
+    the cluster view. Built once per app; a test can build one without HTTP."""
 
-    def relay(view: View, status: int, body: bytes) -> Response:
-        return view.bytes(body, content_type="application/json", status=status)
+    app: faust.App
+    envoys: EnvoyProcessor
+    aggregator: FleetAggregator
+    metrics: Metrics
+    cluster: Cluster
+    pages: Mapping[str, str]
 
-    @app.page("/healthz")
-    class Health(View):
-        """Alive: the process answers."""
 
-        async def get(self, request: Request) -> Response:
-            return self.json({"status": "ok"})
+class VigoView(View):
+    """A Faust view bound to a `WebContext` (`bind`), so the classes stay module-level."""
 
-    @app.page("/readyz")
-    class Ready(View):
-        """Ready: assigned, recovered, and caught up with its input partitions."""
+    ctx: WebContext
 
-        async def get(self, request: Request) -> Response:
-            busy = app.rebalancing or app.in_recovery
-            caught_up = vigo.envoys.catch_up.all_caught_up()
-            body: dict[str, Any] = {
-                "ready": not busy and caught_up,
-                "rebalancing": app.rebalancing,
-                "recovering": app.in_recovery,
-                "caught_up": caught_up,
-                "workers": len(cluster.members()),
-                "fleet_owner": vigo.aggregator.owns_fleet(),
-            }
-            return self.json(body, status=200 if body["ready"] else 503)
+    @classmethod
+    def bind(cls, ctx: WebContext) -> type[VigoView]:
+        return type(cls.__name__, (cls,), {"ctx": ctx})
 
-    @app.page("/metrics")
-    class Metrics(View):
-        """Prometheus text format. aiohttp refuses a content type that names a charset
-        next to text, so the header is given as bytes with its full value."""
+    def relay(self, status: int, body: bytes) -> Response:
+        return self.bytes(body, content_type="application/json", status=status)
 
-        async def get(self, request: Request) -> Response:
-            return self.bytes(
-                generate_latest(vigo.metrics.registry),
-                headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4},
-            )
 
-    @app.page("/api/compliance")
-    class Compliance(View):
-        """Fleet numbers, answered by the fleet owner."""
+class Health(VigoView):
+    """Alive: the process answers."""
 
-        async def get(self, request: Request) -> Response:
-            snapshot = vigo.aggregator.current()
-            if snapshot is not None:
-                return self.json(compliance_doc(snapshot))
-            if FORWARDED in request.headers:
-                return self.error(503, "the fleet projection is moving between workers; retry")
-            owner = cluster.fleet_owner()
-            if owner is None or owner == cluster.self_url:
-                return self.error(503, "the fleet projection is not ready yet; retry")
-            try:
-                status, body = await cluster.get(owner, request.rel_url.raw_path_qs)
-            except PeerError as exc:
-                return self.error(503, str(exc))
-            return relay(self, status, body)
+    async def get(self, request: Request) -> Response:
+        return self.json({"status": "ok"})
 
-    @app.page("/api/local/envoys")
-    class LocalEnvoys(View):
-        """Internal: this worker's own matches for a scatter-gather listing."""
 
-        async def get(self, request: Request) -> Response:
-            try:
-                query = parse_list_query(request.query)
-            except BadQuery as exc:
-                return self.error(400, str(exc))
-            items, more = select_envoys(vigo.envoys.owned_envoys(), query)
-            return self.json({"envoys": items, "more": more})
+def readiness(ctx: WebContext) -> dict[str, Any]:
+    """Ready: assigned, recovered, and caught up with its input partitions."""
+    app = ctx.app
+    busy = app.rebalancing or app.in_recovery
+    caught_up = ctx.envoys.catch_up.all_caught_up()
+    return {
+        "ready": not busy and caught_up,
+        "rebalancing": app.rebalancing,
+        "recovering": app.in_recovery,
+        "caught_up": caught_up,
+        "workers": len(ctx.cluster.members()),
+        "fleet_owner": ctx.aggregator.owns_fleet(),
+    }
 
-    @app.page("/api/envoys")
-    class Envoys(View):
-        """Envoys by status, from every worker, in envoy id order, paginated."""
 
-        async def get(self, request: Request) -> Response:
-            try:
-                query = parse_list_query(request.query)
-            except BadQuery as exc:
-                return self.error(400, str(exc))
-            pages = [select_envoys(vigo.envoys.owned_envoys(), query)]
-            peers = [url for url in cluster.members() if url != cluster.self_url]
-            path_qs = "/api/local/envoys?" + urlencode(query.local_params())
-            answers = await asyncio.gather(
-                *(cluster.get(url, path_qs) for url in peers), return_exceptions=True
-            )
-            for url, answer in zip(peers, answers, strict=True):
-                if isinstance(answer, BaseException):
-                    return self.error(503, str(answer))
-                status, body = answer
-                if status != 200:
-                    return self.error(503, f"worker {url} answered {status}")
-                doc = orjson.loads(body)
-                pages.append((doc["envoys"], bool(doc["more"])))
-            return self.json(merge_pages(pages, query.limit))
+class Ready(VigoView):
+    async def get(self, request: Request) -> Response:
+        body = readiness(self.ctx)
+        return self.json(body, status=200 if body["ready"] else 503)
 
-    @app.page("/api/envoys/{envoy_id:.+}")
-    class Envoy(View):
-        """One envoy, answered by the worker that owns its partition."""
 
-        async def get(self, request: Request, envoy_id: str) -> Response:
-            state = vigo.envoys.owned(envoy_id)
-            if state is not None:
-                return self.json(envoy_detail(state))
-            unknown = self.error(404, f"unknown envoy {envoy_id!r}", envoy_id=envoy_id)
-            if FORWARDED in request.headers:
-                return unknown
-            owner = cluster.envoy_owner(envoy_id)
-            others = [u for u in cluster.members() if u not in (owner, cluster.self_url)]
-            # The owner by the default partitioner first; the rest only if it says no.
-            asked = [owner] if owner is not None and owner != cluster.self_url else []
-            for group in (asked, others):
-                answers = await asyncio.gather(
-                    *(cluster.get(url, request.rel_url.raw_path_qs) for url in group),
-                    return_exceptions=True,
-                )
-                for answer in answers:
-                    if not isinstance(answer, BaseException) and answer[0] == 200:
-                        return relay(self, *answer)
-                failed = [a for a in answers if isinstance(a, BaseException) or a[0] != 404]
-                if failed:
-                    first = failed[0]
-                    reason = str(first) if isinstance(first, BaseException) else first[0]
-                    return self.error(503, f"not every worker could be asked: {reason}")
+class MetricsView(VigoView):
+    """Prometheus text format. aiohttp refuses a content type that names a charset
+    next to text, so the header is given as bytes with its full value."""
+
+    async def get(self, request: Request) -> Response:
+        return self.bytes(
+            generate_latest(self.ctx.metrics.registry),
+            headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4},
+        )
+
+
+class Compliance(VigoView):
+    """Fleet numbers, answered by the fleet owner."""
+
+    async def get(self, request: Request) -> Response:
+        snapshot = self.ctx.aggregator.current()
+        if snapshot is not None:
+            return self.json(compliance_doc(snapshot))
+        if FORWARDED in request.headers:
+            return self.error(503, "the fleet projection is moving between workers; retry")
+        cluster = self.ctx.cluster
+        owner = cluster.fleet_owner()
+        if owner is None or owner == cluster.self_url:
+            return self.error(503, "the fleet projection is not ready yet; retry")
+        try:
+            status, body = await cluster.get(owner, request.rel_url.raw_path_qs)
+        except PeerError as exc:
+            return self.error(503, str(exc))
+        return self.relay(status, body)
+
+
+class LocalEnvoys(VigoView):
+    """Internal: this worker's own matches for a scatter-gather listing."""
+
+    async def get(self, request: Request) -> Response:
+        try:
+            query = parse_list_query(request.query)
+        except BadQuery as exc:
+            return self.error(400, str(exc))
+        items, more = select_envoys(self.ctx.envoys.owned_envoys(), query)
+        return self.json({"envoys": items, "more": more})
+
+
+class Envoys(VigoView):
+    """Envoys by status, from every worker, in envoy id order, paginated."""
+
+    async def get(self, request: Request) -> Response:
+        try:
+            query = parse_list_query(request.query)
+        except BadQuery as exc:
+            return self.error(400, str(exc))
+        cluster = self.ctx.cluster
+        pages = [select_envoys(self.ctx.envoys.owned_envoys(), query)]
+        peers = [url for url in cluster.members() if url != cluster.self_url]
+        path_qs = "/api/local/envoys?" + urlencode(query.local_params())
+        answers = await asyncio.gather(
+            *(cluster.get(url, path_qs) for url in peers), return_exceptions=True
+        )
+        for url, answer in zip(peers, answers, strict=True):
+            if isinstance(answer, BaseException):
+                return self.error(503, str(answer))
+            status, body = answer
+            if status != 200:
+                return self.error(503, f"worker {url} answered {status}")
+            doc = orjson.loads(body)
+            pages.append((doc["envoys"], bool(doc["more"])))
+        return self.json(merge_pages(pages, query.limit))
+
+
+class Envoy(VigoView):
+    """One envoy, answered by the worker that owns its partition."""
+
+    async def get(self, request: Request, envoy_id: str) -> Response:
+        state = self.ctx.envoys.owned(envoy_id)
+        if state is not None:
+            return self.json(envoy_detail(state))
+        unknown = self.error(404, f"unknown envoy {envoy_id!r}", envoy_id=envoy_id)
+        if FORWARDED in request.headers:
             return unknown
+        cluster = self.ctx.cluster
+        owner = cluster.envoy_owner(envoy_id)
+        others = [u for u in cluster.members() if u not in (owner, cluster.self_url)]
+        # The owner by the default partitioner first; the rest only if it says no.
+        asked = [owner] if owner is not None and owner != cluster.self_url else []
+        for group in (asked, others):
+            answers = await asyncio.gather(
+                *(cluster.get(url, request.rel_url.raw_path_qs) for url in group),
+                return_exceptions=True,
+            )
+            for answer in answers:
+                if not isinstance(answer, BaseException) and answer[0] == 200:
+                    return self.relay(*answer)
+            failed = [a for a in answers if isinstance(a, BaseException) or a[0] != 404]
+            if failed:
+                first = failed[0]
+                reason = str(first) if isinstance(first, BaseException) else first[0]
+                return self.error(503, f"not every worker could be asked: {reason}")
+        return unknown
 
-    @app.page("/compliance")
-    class CompliancePage(View):
-        """The dashboard: gauge, breakdown by status, sparkline, envoys needing care."""
 
-        async def get(self, request: Request) -> Response:
-            return self.html(pages["compliance.html"])
+class CompliancePage(VigoView):
+    """The dashboard: gauge, breakdown by status, sparkline, envoys needing care."""
 
-    @app.page("/envoys/{envoy_id:.+}")
-    class EnvoyPage(View):
-        """One envoy's status and drift-history timeline."""
+    async def get(self, request: Request) -> Response:
+        return self.html(self.ctx.pages["compliance.html"])
 
-        async def get(self, request: Request, envoy_id: str) -> Response:
-            return self.html(pages["envoy.html"])
+
+class EnvoyPage(VigoView):
+    """One envoy's status and drift-history timeline."""
+
+    async def get(self, request: Request, envoy_id: str) -> Response:
+        return self.html(self.ctx.pages["envoy.html"])
+
+
+ROUTES: tuple[tuple[str, type[VigoView]], ...] = (
+    ("/healthz", Health),
+    ("/readyz", Ready),
+    ("/metrics", MetricsView),
+    ("/api/compliance", Compliance),
+    ("/api/local/envoys", LocalEnvoys),
+    ("/api/envoys", Envoys),
+    ("/api/envoys/{envoy_id:.+}", Envoy),
+    ("/compliance", CompliancePage),
+    ("/envoys/{envoy_id:.+}", EnvoyPage),
+)
+
+
+def register_web(ctx: WebContext) -> None:
+    for path, view in ROUTES:
+        ctx.app.page(path)(view.bind(ctx))

@@ -13,8 +13,9 @@ from typing import Literal
 
 from vigo.projections.liveness import StaleAfter, offline_deadline_ms, stale_deadline_ms
 from vigo.projections.runs import RunSummary, classify_run, next_consecutive_changed
-from vigo.projections.status import RunOutcome, Status, derive_status
+from vigo.projections.status import derive_status
 from vigo.topics.events import Checkin, Enrollment, InputEvent, Run
+from vigo.topics.statuses import RunOutcome, Status
 
 #: Run ids remembered for idempotence beyond the drift history.
 RECENT_RUN_IDS = 8

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from vigo.projections.status import ACTIVE_STATUSES, Status
+from vigo.topics.statuses import ACTIVE_STATUSES, Status
 
 _COUNTED = frozenset(ACTIVE_STATUSES)
 

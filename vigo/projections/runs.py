@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vigo.projections.status import RunOutcome
 from vigo.topics.events import Run
+from vigo.topics.statuses import RunOutcome
 
 
 @dataclass(frozen=True, slots=True)

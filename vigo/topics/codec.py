@@ -13,7 +13,6 @@ from typing import Any, Final, Literal
 import fastjsonschema
 import orjson
 
-from vigo.projections.status import ACTIVE_STATUSES
 from vigo.topics.events import Alert, DeadLetter
 from vigo.topics.jsonschemas import (
     ALERT_V1,
@@ -22,6 +21,7 @@ from vigo.topics.jsonschemas import (
     STATUS_CHANGE_V1,
     VALIDATORS,
 )
+from vigo.topics.statuses import ACTIVE_STATUSES, Status
 
 #: Every status of SPEC section 4, in the order dashboards show them.
 FLEET_STATUSES: Final = tuple(status.value for status in ACTIVE_STATUSES)
@@ -34,16 +34,6 @@ DEADLETTER_MAX_KEY_BYTES: Final = 1024
 _ESCAPE_FREE_BYTES: Final = 64 * 1024
 
 Encoding = Literal["utf-8", "base64"]
-
-
-def dumps(obj: Any) -> bytes:
-    """Serialize to JSON bytes (UTF-8); raises orjson.JSONEncodeError on unsupported types."""
-    return orjson.dumps(obj)
-
-
-def loads(data: bytes | bytearray | memoryview | str) -> Any:
-    """Parse JSON; raises orjson.JSONDecodeError (a ValueError) on anything that is not."""
-    return orjson.loads(data)
 
 
 def truncate_error(text: str, limit: int = ERROR_MAX_CHARS) -> str:
@@ -166,15 +156,6 @@ def raw_bytes_as_json(raw: bytes) -> tuple[str, Encoding]:
     return text, "utf-8"
 
 
-def raw_bytes_from_json(text: str | None, encoding: str | None) -> bytes | None:
-    """Inverse of :func:`raw_bytes_as_json`, for replaying dead letters."""
-    if text is None:
-        return None
-    if encoding == "base64":
-        return base64.b64decode(text, validate=True)
-    return text.encode("utf-8")
-
-
 def encode_deadletter(
     dead: DeadLetter,
     *,
@@ -221,3 +202,18 @@ def encode_deadletter(
             "value_truncated": value_truncated,
         }
     )
+
+
+def read_status_change(data: bytes) -> tuple[str, int, Status] | None:
+    """What the fleet projection needs of a `vigo.status-change/1`: envoy, version, to.
+    None when the record is not one (the topic is public; anything may be written to it)."""
+    try:
+        raw = orjson.loads(data)
+        if raw.get("schema") != "vigo.status-change/1":
+            return None
+        envoy_id, version, to = raw["envoy_id"], raw["version"], Status(raw["to"])
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
+        return None
+    if not isinstance(envoy_id, str) or not isinstance(version, int):
+        return None
+    return envoy_id, version, to

@@ -1,9 +1,10 @@
 """The outbox writer: the detectors' handlers, writing `vigo.alert/1` records.
 
 The handlers are called synchronously from inside the envoy agent's and the fleet
-aggregator's streams, right after the detector's state was written to its table. They
-only buffer the record (`send_soon`); Faust flushes the producer before it commits the
-stream's offsets, so an alert is in the outbox before the event that caused it counts as
+aggregator's streams, before the detector's state that records the alert is written to
+its table (a crash in between repeats the alert rather than losing it). They only buffer
+the record (`send_soon`); Faust flushes the producer before it commits the stream's
+offsets, so an alert is in the outbox before the event that caused it counts as
 processed (at-least-once), and the deterministic id makes a replayed alert a duplicate
 the sender skips.
 """
@@ -12,7 +13,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+
+import faust
 
 from vigo.alerts.rules import StaleLike, stale_alerts, threshold_alert
 from vigo.processor.metrics import Metrics
@@ -24,13 +27,13 @@ from vigo.topics.events import Alert
 log = logging.getLogger(__name__)
 
 
+@dataclass
 class Outbox:
-    def __init__(self, *, topic: Any, metrics: Metrics, digest_over: int | None) -> None:
-        """`topic` is the Faust topic of `vigo.alerts` (one partition); `digest_over` is
-        None when `envoy.stale` is not configured."""
-        self.topic = topic
-        self.metrics = metrics
-        self.digest_over = digest_over
+    #: The Faust topic of `vigo.alerts` (one partition).
+    topic: faust.TopicT
+    metrics: Metrics
+    #: None when `envoy.stale` is not configured.
+    digest_over: int | None
 
     def write(self, alert: Alert) -> None:
         self.topic.send_soon(

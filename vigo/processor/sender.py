@@ -29,6 +29,7 @@ from faust.types import TP
 
 from vigo.alerts.mail import MailSettings, header_text, message_id, render
 from vigo.processor.config import SmtpConfig
+from vigo.processor.faust_compat import DeliveryGuard
 from vigo.processor.metrics import Metrics
 from vigo.topics.codec import decode_alert
 from vigo.topics.events import Alert
@@ -94,6 +95,7 @@ class AlertSender:
         app: Any,
         topic: Any,
         sent_table: Any,
+        guard: DeliveryGuard,
         smtp: SmtpConfig,
         mail: MailSettings,
         metrics: Metrics,
@@ -104,17 +106,15 @@ class AlertSender:
         self.topic = topic
         self.tp = TP(topic.get_topic_name(), 0)
         self.sent = sent_table
+        self.guard = guard
         self.smtp = smtp
         self.mail = mail
         self.metrics = metrics
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.context = tls_context(smtp)
-        #: Offset of the record in progress, or of the next one: for the pending gauge.
-        self.position: int | None = None
         self._handled = 0
         self._busy = False
-        self._idle_behind = 0
 
     def interrupted(self) -> bool:
         """A rebalance or a shutdown is waiting for the record in progress. Faust
@@ -125,23 +125,14 @@ class AlertSender:
 
     async def handle(self, event: Any) -> None:
         message = event.message
-        expected = self._position()
-        if expected is not None and message.offset > expected:
-            # See `watch`: records the stream left out. Read them again (after this one;
-            # what comes twice is skipped by id).
-            log.warning(
-                "alert sender: outbox records %d..%d were not delivered; re-reading them",
-                expected,
-                message.offset - 1,
-            )
-            await self.app.consumer.seek(self.tp, expected)
-        self.position = message.offset
+        if not self.guard.accept(message.tp, message.offset):
+            await self.guard.settle()  # a hole before this record: read it again first
+            return
         self._busy = True
         try:
             await self._handle(message)
         finally:
             self._busy = False
-            self.position = message.offset + 1
             self.refresh_pending()
 
     async def _handle(self, message: Any) -> None:
@@ -267,56 +258,23 @@ class AlertSender:
             highwater = self.app.consumer.highwater(self.tp)
         except Exception:  # not started, or between assignments
             return None
-        position = self._position()
-        if highwater is None or position is None:
+        if highwater is None:
             return None
-        pending = max(0, int(highwater) - position)
+        in_progress = 1 if self._busy else 0
+        pending = max(0, int(highwater) - self.guard.position(self.tp) + in_progress)
         gauge.set(pending)
         return pending
 
     async def watch(self) -> None:
-        """Timer: refresh the gauge, and make sure the agent sees every record.
-
-        Right after an assignment, Faust (faust-streaming 0.15.3) can leave records out
-        of a stream: its fetcher already runs while the recovery seeks the partitions to
-        their committed offsets, and records fetched across that seek can be dropped.
-        Observed here on the outbox after a restart with a backlog: offsets delivered
-        1, 3, 4 (2 never), or only 1 of 1..4. So the sender checks that the offsets it
-        gets are contiguous (`handle`), and when it sits idle for two checks in a row
-        while the outbox has records past its position, it seeks back to that position.
-        Records read twice are skipped by id."""
-        pending = self.refresh_pending()
-        position = self._position()
-        if (
-            self._busy
-            or not pending
-            or position is None
-            or self.interrupted()
-            or self.app.rebalancing
-        ):
-            self._idle_behind = 0
-            return
-        self._idle_behind += 1
-        if self._idle_behind < 2:
-            return
-        self._idle_behind = 0
-        log.warning(
-            "alert sender idle with %d outbox records pending: re-reading from offset %d",
-            pending,
-            position,
-        )
-        await self.app.consumer.seek(self.tp, position)
+        """Timer: refresh the gauge, and let the delivery guard restart a stalled fetch
+        (not while a record is in progress: an SMTP outage is no stall)."""
+        self.refresh_pending()
+        if not (self._busy or self.interrupted() or self.app.rebalancing):
+            await self.guard.watch()
 
     def forget_position(self) -> None:
         """On revocation: the partition may come back after another worker moved it on."""
-        self.position = None
-        self._idle_behind = 0
-
-    def _position(self) -> int | None:
-        if self.position is not None:
-            return self.position
-        committed = self.app.consumer._committed_offset.get(self.tp)
-        return int(committed) if committed is not None else None
+        self.guard.forget([self.tp])
 
 
 def _describe(exc: BaseException) -> str:

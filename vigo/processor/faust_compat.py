@@ -1,0 +1,184 @@
+"""Every use of faust-streaming's internals, in one module. Verified on faust-streaming
+0.15.x, the series `pyproject.toml` pins; re-verify each item before moving the pin.
+
+- `write_under(stream, event)`: Faust refuses a table write outside an event's context
+  and sends each changelog record to the partition of the stream's *current* event. An
+  agent that takes batches (`Stream.take_events`, which throughput needs) has no current
+  event, so it names the event that last touched the key, as Faust's own iteration does
+  (private `Stream._set_current_event`; no public batch-write API exists upstream).
+- `committed_offset(app, tp)`: where consumption of a partition resumed. Faust keeps it
+  (private `Consumer._committed_offset`); asking the broker would cost a round trip on
+  every check.
+- `DeliveryGuard`: faust-streaming has a history of leaving records out of a stream:
+  around recovery and rebalances it can resume fetching before it seeks to the committed
+  offsets (upstream #216, #221), and its consumer treats any jump in the offsets it
+  fetched as a gap that is "acked" and committed past (upstream #606, #312). Seen here:
+  outbox offsets delivered 1, 3, 4 after a restart with a backlog, and partitions kept
+  assigned but never fetched again after a second rebalance. The guard checks that each
+  agent's offsets on a partition follow each other; on a hole it takes the hole out of
+  Faust's gap list (so the commit cannot pass it), drops what follows and seeks back; a
+  hole that the second read shows again (compaction, transaction markers, retention) is
+  accepted. Every `STALL_S` it also seeks partitions that have records but make no
+  progress, which restarts a fetch Faust stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import faust
+from faust.types import TP, EventT
+
+log = logging.getLogger(__name__)
+
+#: A partition with records but without progress for this long is fetched again.
+STALL_S = 10.0
+
+EndOffsets = Callable[[Iterable[TP]], Awaitable[Mapping[TP, int]]]
+
+
+def write_under(stream: faust.Stream[Any], event: EventT[Any]) -> None:
+    """Make `event` the stream's current event before a table write (see above)."""
+    stream._set_current_event(event)
+
+
+def committed_offset(app: faust.App, tp: TP) -> int | None:
+    """The offset consumption of `tp` resumed from, as Faust's consumer knows it."""
+    committed = cast(Any, app.consumer)._committed_offset.get(tp)
+    return int(committed) if committed is not None else None
+
+
+def _forget_faust_gap(app: faust.App, tp: TP, start: int, end: int) -> None:
+    """Take [start, end) out of the offsets Faust would commit past as a gap (#606)."""
+    gaps = cast(Any, app.consumer)._gap.get(tp)
+    if gaps:
+        gaps.chop(start, end)
+
+
+def _accept_faust_gap(app: faust.App, tp: TP, start: int, end: int) -> None:
+    """Let Faust commit past a confirmed hole [start, end). After a seek Faust counts the
+    hole from one past the seek offset, so a hole starting there would hold the commit
+    back for ever."""
+    cast(Any, app.consumer)._gap[tp].addi(start, end)
+
+
+@dataclass
+class DeliveryGuard:
+    """One agent's check that no record of its topics is skipped (see the module text).
+
+    `accept` is called for every event, in order, before the agent uses it; `settle` after
+    each batch performs the seeks it asked for; `watch` runs from a timer."""
+
+    app: faust.App
+    topics: frozenset[str]
+    end_offsets: EndOffsets
+    #: Called with the topic of every hole found.
+    on_gap: Callable[[str], None] = lambda topic: None
+    #: The next offset expected per partition.
+    _next: dict[TP, int] = field(default_factory=dict)
+    #: Holes we sought back for and have not seen filled: tp -> (hole start, first after).
+    _holes: dict[TP, tuple[int, int]] = field(default_factory=dict)
+    _seeks: dict[TP, int] = field(default_factory=dict)
+    _progress_at: dict[TP, float] = field(default_factory=dict)
+    _stall_check_at: float = 0.0
+
+    def accept(self, tp: TP, offset: int) -> bool:
+        """True when the agent may use the record at `offset`; False for a redelivery of
+        something already used, or for a record past a hole being re-read."""
+        expected = self._next.get(tp)
+        if expected is None:
+            expected = committed_offset(self.app, tp)
+        if expected is None or offset == expected:
+            return self._advance(tp, offset)
+        if offset < expected:
+            return False  # already used: a redelivery
+        hole = self._holes.get(tp)
+        if hole is not None and hole[0] == expected:
+            if offset > hole[1]:
+                return False  # fetched before the seek back took effect
+            if offset == hole[1]:
+                # The second read shows the same hole: those records are not there.
+                del self._holes[tp]
+                _accept_faust_gap(self.app, tp, expected, offset)
+                log.info(
+                    "%s[%d]: offsets %d..%d do not exist (read twice)",
+                    tp.topic,
+                    tp.partition,
+                    expected,
+                    offset - 1,
+                )
+                return self._advance(tp, offset)
+        self._holes[tp] = (expected, offset)
+        self._seeks[tp] = expected
+        _forget_faust_gap(self.app, tp, expected, offset)
+        self.on_gap(tp.topic)
+        log.warning(
+            "%s[%d]: offsets %d..%d were not delivered; reading them again",
+            tp.topic,
+            tp.partition,
+            expected,
+            offset - 1,
+        )
+        return False
+
+    def _advance(self, tp: TP, offset: int) -> bool:
+        self._next[tp] = offset + 1
+        self._progress_at[tp] = time.monotonic()
+        hole = self._holes.get(tp)
+        if hole is not None and offset >= hole[0]:
+            del self._holes[tp]  # the re-read delivered the hole's first record
+        return True
+
+    def position(self, tp: TP) -> int:
+        """The next offset to process: past what was used, or where consumption resumed."""
+        known = self._next.get(tp)
+        if known is not None:
+            return known
+        return committed_offset(self.app, tp) or 0
+
+    async def settle(self) -> None:
+        """Seek the partitions `accept` found a hole in back to the hole."""
+        seeks, self._seeks = self._seeks, {}
+        for tp, offset in seeks.items():
+            if tp in self.app.assignor.assigned_actives():
+                await self.app.consumer.seek(tp, offset)
+
+    def forget(self, tps: Iterable[TP]) -> None:
+        """On revocation: the partition may come back after another worker moved it on."""
+        for tp in tps:
+            for state in (self._next, self._holes, self._seeks, self._progress_at):
+                state.pop(tp, None)
+
+    async def watch(self) -> None:
+        """Every STALL_S: seek each partition that has records it does not progress on to
+        where it stands, which restarts the fetch (what comes twice is a redelivery)."""
+        now = time.monotonic()
+        if now - self._stall_check_at < STALL_S or self.app.rebalancing:
+            return
+        self._stall_check_at = now
+        assigned = [tp for tp in self.app.assignor.assigned_actives() if tp.topic in self.topics]
+        if not assigned:
+            return
+        ends = await self.end_offsets(assigned)
+        for tp in assigned:
+            position = self.position(tp)
+            if ends.get(tp, 0) <= position:
+                self._progress_at[tp] = now
+                continue
+            since = self._progress_at.setdefault(tp, now)
+            if now - since >= STALL_S:
+                log.warning(
+                    "%s[%d] made no progress for %.0f s at offset %d of %d: fetching again",
+                    tp.topic,
+                    tp.partition,
+                    now - since,
+                    position,
+                    ends[tp],
+                )
+                self._progress_at[tp] = now
+                self._holes.pop(tp, None)
+                await self.app.consumer.seek(tp, position)

@@ -1,0 +1,352 @@
+"""The map of the system: every topic, table, agent, timer and signal, and alerting.
+
+    enrollments ─┐
+    checkins ────┼─▶ [envoys agent] ──▶ envoy.status-changes ──▶ [fleet agent] ─▶ fleet.partials
+    runs ────────┤     table: envoys        (co-partitioned)      table: fleet      (1 partition)
+    ticks ───────┘     (changelog)                                (changelog)            │
+       ▲                  │                                                               ▼
+    [tick timer]          ├─▶ deadletter                          [aggregator] ─▶ fleet.convergence
+                          └─▶ alerts (stale) ◀──────────────────── (threshold)
+                                 │                                 tables: fleet-parts, fleet-state
+                                 ▼
+                          [alert sender] ──SMTP──▶ ops     table: alerts-sent
+
+Each agent is a short loop over its stream; the rules live in `vigo.projections`, the
+bytes in `vigo.topics` and `vigo.processor.records`, Faust's internals in `faust_compat`.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.types import TP, TableT
+
+from vigo.alerts.mail import MailSettings, dashboard_base, message_id_domain
+from vigo.processor.app import BATCH_MAX, BATCH_WITHIN_S, faust_app, kafka_client_options
+from vigo.processor.config import Settings
+from vigo.processor.endoffsets import EndOffsets
+from vigo.processor.envoys import EnvoyProcessor
+from vigo.processor.faust_compat import DeliveryGuard
+from vigo.processor.fleet import FleetAggregator, FleetProjection
+from vigo.processor.metrics import Metrics
+from vigo.processor.outbox import Outbox
+from vigo.processor.progress import CatchUp
+from vigo.processor.records import (
+    TICK_KEY,
+    AlertSentType,
+    EnvoyRecordType,
+    FleetEntryType,
+    FleetPartsType,
+    FleetStateType,
+    register_codecs,
+)
+from vigo.processor.sender import AlertSender
+from vigo.processor.web import Cluster, WebContext, dashboard_page, register_web
+from vigo.projections.envoy import Rules
+from vigo.topics.names import TopicNames
+
+TICK_INTERVAL_S = 1.0
+#: How often the sender's progress is checked (and the pending gauge refreshed).
+SENDER_WATCH_INTERVAL_S = 5.0
+
+
+@dataclass
+class Vigo:
+    """Everything a web view, a CLI or a test needs to reach."""
+
+    app: faust.App
+    settings: Settings
+    names: TopicNames
+    metrics: Metrics
+    envoys: EnvoyProcessor
+    fleet: FleetProjection
+    aggregator: FleetAggregator
+    sender: AlertSender | None = None
+
+
+@dataclass(frozen=True)
+class Topics:
+    envoy_inputs: faust.TopicT
+    ticks: faust.TopicT
+    status_changes: faust.TopicT
+    deadletter: faust.TopicT
+    partials: faust.TopicT
+    convergence: faust.TopicT
+    alerts: faust.TopicT
+
+
+def declare_topics(app: faust.App, names: TopicNames, partitions: int) -> Topics:
+    """Raw bytes everywhere (the codecs are ours). Every topic is created, with its
+    settings, by `topics_admin` before the worker starts; `internal` only makes Faust
+    declare it with these partition counts."""
+
+    def topic(*topic_names: str, count: int) -> faust.TopicT:
+        return app.topic(
+            *topic_names,
+            partitions=count,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            internal=True,
+        )
+
+    n = partitions
+    return Topics(
+        # Every input topic co-partitioned, one subscription: one worker owns all of an
+        # envoy's events and its table entry.
+        envoy_inputs=topic(*names.inputs, names.ticks, count=n),
+        ticks=topic(names.ticks, count=n),
+        status_changes=topic(names.status_changes, count=n),
+        deadletter=topic(names.deadletter, count=n),
+        partials=topic(names.fleet_partials, count=1),
+        convergence=topic(names.fleet_convergence, count=1),
+        alerts=topic(names.alerts, count=1),
+    )
+
+
+def declare_table(
+    app: faust.App, name: str, count: int, key_type: Any, value_type: Any
+) -> TableT[Any, Any]:
+    """Faust derives the changelog codecs from the types, for writing and recovery alike:
+    bytes is raw, our value types name their codec in `records`."""
+    return app.Table(name, default=None, partitions=count, key_type=key_type, value_type=value_type)
+
+
+def build_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> Vigo:
+    register_codecs()
+    app = faust_app(settings)
+    names = TopicNames(settings.kafka.topic_prefix)
+    metrics = Metrics()
+    topics = declare_topics(app, names, settings.kafka.partitions)
+    # End offsets come from a client of our own, off Faust's consumer thread.
+    end_offsets = EndOffsets(settings.kafka.bootstrap_servers, kafka_client_options(settings))
+
+    def guard(*topic_names: str) -> DeliveryGuard:
+        return DeliveryGuard(app, frozenset(topic_names), end_offsets, metrics.delivery_gap)
+
+    vigo = Vigo(
+        app,
+        settings,
+        names,
+        metrics,
+        envoys=envoy_processor(
+            app, settings, topics, guard(*names.inputs, names.ticks), metrics, clock
+        ),
+        fleet=fleet_projection(app, settings, topics, guard(names.status_changes), clock),
+        aggregator=fleet_aggregator(
+            app, settings, topics, guard(names.fleet_partials), metrics, clock
+        ),
+    )
+    vigo.sender = add_alerting(vigo, topics.alerts, guard(names.alerts))
+    add_agents(vigo, topics)
+    add_timers(vigo, topics)
+    add_signals(vigo)
+    add_web(vigo)
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def close_end_offsets(sender: Any, **_: Any) -> None:
+        await end_offsets.close()
+
+    return vigo
+
+
+def envoy_processor(
+    app: faust.App,
+    settings: Settings,
+    topics: Topics,
+    guard: DeliveryGuard,
+    metrics: Metrics,
+    clock: Callable[[], float],
+) -> EnvoyProcessor:
+    partitions = settings.kafka.partitions
+    return EnvoyProcessor(
+        table=declare_table(app, "envoys", partitions, bytes, EnvoyRecordType),
+        names=TopicNames(settings.kafka.topic_prefix),
+        status_topic=topics.status_changes,
+        deadletter_topic=topics.deadletter,
+        rules=Rules(
+            default_interval_s=settings.checkin.interval_s,
+            stale_after=settings.checkin.stale_policy,
+            strict_enrollment=settings.enrollment.strict,
+        ),
+        stale_after=settings.checkin.stale_policy,
+        guard=guard,
+        catch_up=CatchUp(app, guard),
+        metrics=metrics,
+        clock=clock,
+        max_event_bytes=settings.processor.max_event_bytes,
+    )
+
+
+def fleet_projection(
+    app: faust.App,
+    settings: Settings,
+    topics: Topics,
+    guard: DeliveryGuard,
+    clock: Callable[[], float],
+) -> FleetProjection:
+    return FleetProjection(
+        app=app,
+        table=declare_table(app, "fleet", settings.kafka.partitions, bytes, FleetEntryType),
+        partials_topic=topics.partials,
+        guard=guard,
+        catch_up=CatchUp(app, guard),
+        interval_s=settings.checkin.interval_s,
+        clock=clock,
+    )
+
+
+def fleet_aggregator(
+    app: faust.App,
+    settings: Settings,
+    topics: Topics,
+    guard: DeliveryGuard,
+    metrics: Metrics,
+    clock: Callable[[], float],
+) -> FleetAggregator:
+    return FleetAggregator(
+        app=app,
+        parts_table=declare_table(app, "fleet-parts", 1, str, FleetPartsType),
+        state_table=declare_table(app, "fleet-state", 1, str, FleetStateType),
+        partials_topic=topics.partials,
+        convergence_topic=topics.convergence,
+        guard=guard,
+        partitions=settings.kafka.partitions,
+        interval_s=settings.checkin.interval_s,
+        threshold=settings.threshold,
+        metrics=metrics,
+        clock=clock,
+    )
+
+
+def add_agents(vigo: Vigo, topics: Topics) -> None:
+    app, envoys, fleet, aggregator = vigo.app, vigo.envoys, vigo.fleet, vigo.aggregator
+
+    @app.agent(topics.envoy_inputs, name="envoys")
+    async def envoy_agent(stream: Any) -> None:
+        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            envoys.process_batch(stream, batch)
+            await envoys.guard.settle()
+
+    @app.agent(topics.status_changes, name="fleet")
+    async def fleet_agent(stream: Any) -> None:
+        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            fleet.process_batch(stream, batch)
+            await fleet.guard.settle()
+
+    @app.agent(topics.partials, name="aggregator")
+    async def aggregator_agent(stream: Any) -> None:
+        async for event in stream.events():
+            aggregator.process(stream, event)
+            await aggregator.guard.settle()
+
+
+def add_timers(vigo: Vigo, topics: Topics) -> None:
+    app, envoys, fleet, aggregator = vigo.app, vigo.envoys, vigo.fleet, vigo.aggregator
+
+    @app.timer(interval=TICK_INTERVAL_S)
+    async def tick() -> None:
+        """The punctuator: ticks into each owned, caught-up input partition, partials
+        from the fleet projection, and a tick for the fleet owner's aggregator."""
+        if app.rebalancing or app.in_recovery:
+            return
+        await envoys.catch_up.refresh()
+        for partition in envoys.catch_up.active_partitions():
+            if envoys.catch_up.partition_caught_up(partition):
+                await topics.ticks.send(key=TICK_KEY, value=b"", partition=partition)
+        await fleet.publish_partials()
+        for guard in (envoys.guard, fleet.guard, aggregator.guard):
+            await guard.watch()
+        await aggregator.send_tick()
+
+
+def add_signals(vigo: Vigo) -> None:
+    app, envoys, fleet, names = vigo.app, vigo.envoys, vigo.fleet, vigo.names
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
+        for catch_up in (envoys.catch_up, fleet.catch_up):
+            catch_up.on_revoked(revoked)
+        for guard in (envoys.guard, fleet.guard, vigo.aggregator.guard):
+            guard.forget(revoked)
+        if vigo.sender is not None:
+            vigo.sender.forget_position()
+        envoys.forget_partitions({tp.partition for tp in revoked if tp.topic in names.inputs})
+        fleet.forget_partitions(
+            {tp.partition for tp in revoked if tp.topic == names.status_changes}
+        )
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def on_assigned(sender: Any, assigned: set[TP], **_: Any) -> None:
+        # Whatever was cached for a partition may be stale after it was away.
+        envoys.forget_partitions({tp.partition for tp in assigned})
+        fleet.forget_partitions({tp.partition for tp in assigned})
+
+
+def add_web(vigo: Vigo) -> None:
+    """Every worker serves the API, the dashboard, metrics and health (`web`)."""
+    vigo.metrics.watch_worker(vigo.app, vigo.aggregator.owns_fleet)
+    cluster = Cluster(
+        vigo.app,
+        fleet_topic=vigo.names.fleet_partials,
+        envoy_topic=vigo.names.enrollments,
+        partitions=vigo.settings.kafka.partitions,
+    )
+    pages = {name: dashboard_page(name) for name in ("compliance.html", "envoy.html")}
+    register_web(WebContext(vigo.app, vigo.envoys, vigo.aggregator, vigo.metrics, cluster, pages))
+
+
+def add_alerting(vigo: Vigo, topic: faust.TopicT, guard: DeliveryGuard) -> AlertSender | None:
+    """The outbox handlers on the detectors, the sender agent on the outbox. Only the
+    events listed under `smtp.events` are wired; with none listed there is no sender."""
+    app, settings = vigo.app, vigo.settings
+    events = settings.smtp.events
+    if events.convergence_threshold is None and events.envoy_stale is None:
+        return None
+    outbox = Outbox(
+        topic=topic,
+        metrics=vigo.metrics,
+        digest_over=events.envoy_stale.digest_over if events.envoy_stale else None,
+    )
+    if events.convergence_threshold is not None:
+        vigo.aggregator.threshold_handlers.append(outbox.on_threshold)
+    if events.envoy_stale is not None:
+        vigo.envoys.stale_handlers.append(outbox.on_stale)
+    sender = AlertSender(
+        app=app,
+        topic=topic,
+        sent_table=declare_table(app, "alerts-sent", 1, bytes, AlertSentType),
+        guard=guard,
+        smtp=settings.smtp,
+        mail=MailSettings(
+            sender=settings.smtp.from_,
+            recipients=tuple(settings.smtp.to),
+            domain=message_id_domain(settings.kafka.topic_prefix),
+            dashboard=dashboard_base(
+                settings.web.public_url, _link_host(settings.web.host), settings.web.port
+            ),
+        ),
+        metrics=vigo.metrics,
+    )
+
+    @app.agent(topic, name="alert-sender")
+    async def alert_sender(stream: Any) -> None:
+        async for event in stream.events():
+            await sender.handle(event)
+
+    @app.timer(interval=SENDER_WATCH_INTERVAL_S)
+    async def watch_sender() -> None:
+        await sender.watch()
+
+    return sender
+
+
+def _link_host(host: str) -> str:
+    """A wildcard listen address is no address for a link: use the host name."""
+    return socket.gethostname() if host in ("", "0.0.0.0", "::") else host

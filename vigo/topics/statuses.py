@@ -1,0 +1,39 @@
+"""The status vocabulary of the wire contract: envoy statuses in display order and run
+outcomes. Both the topics' encoders and the pure rules take it from here."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    OFFLINE = "offline"
+    NO_DATA = "no_data"
+    FAILED = "failed"
+    DEGRADED = "degraded"
+    DIVERGED = "diverged"
+    RELAPSED = "relapsed"
+    DRIFTED = "drifted"
+    CONVERGED = "converged"
+    # Not a status of an active envoy: the target of a revocation status change.
+    REVOKED = "revoked"
+
+
+class RunOutcome(StrEnum):
+    CLEAN = "clean"
+    CHANGED = "changed"
+    PARTIAL = "partial"
+    FAILED = "failed"
+
+
+#: Statuses counted in the fleet breakdown, in display order; the breakdown sums to active.
+ACTIVE_STATUSES: tuple[Status, ...] = (
+    Status.CONVERGED,
+    Status.DRIFTED,
+    Status.RELAPSED,
+    Status.DIVERGED,
+    Status.DEGRADED,
+    Status.FAILED,
+    Status.OFFLINE,
+    Status.NO_DATA,
+)
