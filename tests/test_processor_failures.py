@@ -21,6 +21,7 @@ from tests.harness import (
     run_event,
     worker_config,
 )
+from tests.smtpserver import SmtpServer
 from vigo.projections.envoy import EnvoyState, Rules, apply_event
 from vigo.projections.fleet import FleetCounts
 from vigo.topics.decode import decode_input
@@ -84,6 +85,49 @@ def test_restart_after_downtime_marks_nobody_offline_who_checked_in(
     offline = sorted({r["envoy_id"] for r in out if r["to"] == "offline"})
     assert offline == ["ctl-1"], f"envoys that checked in were marked offline: {offline}"
     assert heartbeat.rounds >= 10
+
+
+def test_long_stop_past_stale_after_sends_no_stale_mail_for_envoys_that_checked_in(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """SPEC section 4: a worker down for longer than `stale_after` comes back without
+    turning the envoys that kept checking in offline or stale, and mails no stale storm:
+    only the envoy that really fell silent is mailed."""
+    t = TopicNames(topic_prefix)
+    fleet = [f"ls-{i:03d}" for i in range(60)]
+    with SmtpServer() as smtp:
+        smtp_config = {"host": "127.0.0.1", "port": smtp.port, "timeout_s": 5}
+        config = worker_config(
+            kafka_bootstrap,
+            topic_prefix,
+            checkin={"interval": "2s", "stale_after": "4s"},
+            smtp={**smtp_config, "events": {"envoy.stale": {"digest_over": 100}}},
+        )
+        worker = Worker(config, tmp_path)
+        worker.start()
+        heartbeat = Heartbeat(kafka_bootstrap, t.checkins, [*fleet, "quiet-1"])
+        try:
+            heartbeat.start()
+            consume(
+                kafka_bootstrap,
+                t.status_changes,
+                until=lambda rs: {r["envoy_id"] for r in rs} >= {*fleet, "quiet-1"},
+                timeout=60,
+            )
+            heartbeat.envoys = fleet  # the quiet envoy falls silent with the worker
+            worker.stop()
+            time.sleep(10)  # down for 2.5 x stale_after while the fleet keeps checking in
+            worker.start()
+            (mail,) = smtp.wait_for(1, timeout=60)
+            time.sleep(6)  # more sweeps after the catch-up, past another stale_after
+            out = consume(kafka_bootstrap, t.status_changes, timeout=10)
+        finally:
+            heartbeat.stop()
+            worker.stop()
+        assert "quiet-1" in mail.subject
+        assert len(smtp.messages) == 1, [m.subject for m in smtp.messages]
+    offline = sorted({r["envoy_id"] for r in out if r["to"] == "offline"})
+    assert offline == ["quiet-1"], f"envoys that checked in were marked offline: {offline}"
 
 
 def recompute_fleet(bootstrap: str, names: TopicNames) -> tuple[FleetCounts, dict[str, Any]]:

@@ -7,9 +7,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.eventgen import T0, checkin, enrolled, input_events, runs
-from vigo.projections.envoy import EnvoyState, Position, Rules, StatusChange, apply_event
+from vigo.projections.envoy import (
+    EnvoyState,
+    Position,
+    Rules,
+    StatusChange,
+    apply_event,
+    next_deadline_ms,
+    sweep_envoy,
+)
 from vigo.projections.fleet import FleetCounts, FleetEntry, newer_entry
 from vigo.projections.history import ConvergenceHistory, history_bucket_ms, record_point
+from vigo.projections.liveness import StaleAfter, offline_deadline_ms
 from vigo.projections.threshold import ThresholdState, check_threshold
 from vigo.topics.events import InputEvent, Run
 from vigo.topics.statuses import ACTIVE_STATUSES, Status
@@ -195,3 +204,28 @@ def test_history_is_bounded_and_ordered(
     assert len(history.points) <= 1441
     if samples:
         assert history.points[-1][1] == samples[-1][1]
+
+
+@given(
+    st.lists(input_events(), min_size=1, max_size=15),
+    st.integers(0, 10**7),
+    st.integers(0, 10**7),
+)
+def test_a_sweep_publishes_the_same_change_whichever_tick_notices_the_deadline(
+    events: list[InputEvent], delay_a: int, delay_b: int
+) -> None:
+    """SPEC 10.9: a replayed sweep (a later or earlier tick past the same deadline) gives
+    the same status change, dated by the deadline that expired, not by the tick."""
+    state, _ = fold(events)
+    if state is None:
+        return
+    deadline = next_deadline_ms(state, StaleAfter())
+    if deadline is None:
+        return
+    offline_at = offline_deadline_ms(state.last_alive_ms, state.interval_s)
+    a = sweep_envoy(state, offline_at + delay_a, StaleAfter())
+    b = sweep_envoy(state, offline_at + delay_b, StaleAfter())
+    assert a.change == b.change
+    if a.change is not None:
+        assert a.change.at_ms == offline_at and a.change.to_status is Status.OFFLINE
+        assert a.state.status_since_ms == offline_at

@@ -4,7 +4,7 @@ sweeps liveness deadlines on tick records.
 
 The per-record path stays lean: raw bytes and orjson, no Faust Records, no per-record
 logging; records are taken in batches and each envoy's table entry is written once per
-batch.
+batch, after the batch's outputs were acknowledged (`vigo.processor.outputs`).
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ import faust
 from faust.types import EventT, TableT
 
 from vigo.processor.deadlines import Deadlines
-from vigo.processor.faust_compat import DeliveryGuard, write_under
+from vigo.processor.faust_compat import DeliveryGuard
 from vigo.processor.metrics import Metrics
+from vigo.processor.outputs import HeldWrites, Outputs
 from vigo.processor.progress import CatchUp
-from vigo.processor.records import TICK_MAX_AGE_MS, StoredEnvoy
+from vigo.processor.records import StoredEnvoy
 from vigo.projections.envoy import (
     Applied,
     EnvoyState,
@@ -65,42 +66,57 @@ class EnvoyProcessor:
     stale_after: StaleAfter
     guard: DeliveryGuard
     catch_up: CatchUp
+    outputs: Outputs
     metrics: Metrics
     clock: Callable[[], float]
     max_event_bytes: int
     stale_handlers: list[StaleHandler] = field(default_factory=list)
     deadlines: dict[int, Deadlines] = field(default_factory=dict)
+    held: HeldWrites = field(default_factory=HeldWrites)
 
     def __post_init__(self) -> None:
         self.topic_index = {name: i for i, name in enumerate(self.names.inputs)}
 
     # -- input records -------------------------------------------------------------------
 
-    def process_batch(self, stream: faust.Stream[Any], events: Sequence[EventT[Any]]) -> None:
-        """Apply a batch; synchronous, so no timer or web view interleaves with it."""
+    def process_batch(self, events: Sequence[EventT[Any]]) -> None:
+        """Apply a batch; synchronous, so no timer or web view interleaves with it. The new
+        states are held until `commit` (outputs first: see `vigo.processor.outputs`)."""
         started = time.perf_counter()
-        pending: dict[bytes, tuple[EventT[Any], StoredEnvoy]] = {}
+        newest_ticks = self._newest_ticks(events)
         applied_count = 0
         for event in events:
             message = event.message
             if not self.guard.accept(message.tp, message.offset):
                 continue
             if message.topic == self.names.ticks:
-                self._flush(stream, pending)
-                self._on_tick(stream, event)
+                if newest_ticks.get(message.partition) == message.offset:
+                    self._on_tick(event)
                 continue
             applied_count += 1
-            self._apply(event, pending)
-        self._flush(stream, pending)
+            self._apply(event)
         if applied_count:
             per_record = (time.perf_counter() - started) / applied_count
             self.metrics.event_processing.observe(per_record)
 
-    def _apply(
-        self, event: EventT[Any], pending: dict[bytes, tuple[EventT[Any], StoredEnvoy]]
-    ) -> None:
-        """One input record: decode, apply the rules, publish the change, and keep the
-        new state in `pending` until the batch is flushed."""
+    async def commit(self, stream: faust.Stream[Any]) -> None:
+        """Once the batch's outputs are acknowledged, write the states that record them."""
+        await self.outputs.acknowledged()
+        self.held.apply(stream)
+
+    def _newest_ticks(self, events: Sequence[EventT[Any]]) -> dict[int, int]:
+        """The offset of the newest tick per partition: a lagging worker sweeps once, on
+        the newest tick it sees, instead of once per tick it is behind."""
+        newest: dict[int, int] = {}
+        for event in events:
+            message = event.message
+            if message.topic == self.names.ticks:
+                newest[message.partition] = max(message.offset, newest.get(message.partition, -1))
+        return newest
+
+    def _apply(self, event: EventT[Any]) -> None:
+        """One input record: decode, apply the rules, publish the change, and hold the new
+        state until the batch is committed."""
         message = event.message
         meta = RecordMeta(
             message.topic, message.partition, message.offset, int(message.timestamp * 1000)
@@ -111,8 +127,7 @@ class EnvoyProcessor:
             return
         key = message.key
         assert key is not None  # decode_input dead-letters a missing key
-        entry = pending.get(key)
-        record = entry[1] if entry is not None else self.table.get(key)
+        record = self.held.get(self.table, key)
         state = record.state if record is not None else None
         position = Position(self.topic_index[message.topic], message.offset)
         applied = apply_event(state, decoded, meta.timestamp_ms, self.rules, position)
@@ -122,20 +137,10 @@ class EnvoyProcessor:
             self._dead_letter(DeadLetter(meta, key, message.value, reason, _REFUSALS[reason]))
         if applied.state is None or applied.state is state:
             return
-        pending[key] = (event, StoredEnvoy(message.partition, applied.state))
+        self.held.put(self.table, key, StoredEnvoy(message.partition, applied.state), event)
         if applied.change is not None:
             self._publish(key, message.partition, applied.change)
         self._schedule(message.partition, key, applied.state)
-
-    def _flush(
-        self, stream: faust.Stream[Any], pending: dict[bytes, tuple[EventT[Any], StoredEnvoy]]
-    ) -> None:
-        """Write each touched envoy once, under the event that last touched it, so the
-        changelog record goes to that event's partition."""
-        for key, (event, record) in pending.items():
-            write_under(stream, event)
-            self.table[key] = record
-        pending.clear()
 
     def _count(self, topic: str, applied: Applied) -> None:
         outcome = applied.outcome
@@ -152,7 +157,7 @@ class EnvoyProcessor:
             self.metrics.events.labels(topic=dead.meta.topic, outcome="deadletter").inc()
         # The key is bounded too: the dead letter must never exceed the broker limit itself.
         key = dead.key[:1024] if dead.key is not None else None
-        self.deadletter_topic.send_soon(key=key, value=encode_deadletter(dead))
+        self.outputs.send(self.deadletter_topic, key=key, value=encode_deadletter(dead))
 
     def _publish(self, key: bytes, partition: int, change: StatusChange) -> None:
         """Status changes go to the same partition number as their envoy, so the fleet
@@ -168,7 +173,7 @@ class EnvoyProcessor:
             consecutive_changed_runs=change.consecutive_changed_runs,
             labels=change.labels,
         )
-        self.status_topic.send_soon(key=key, value=value, partition=partition)
+        self.outputs.send(self.status_topic, key=key, value=value, partition=partition)
         self.metrics.status_transitions.labels(
             **{"from": change.from_status.value if change.from_status else "none"},
             to=change.to_status.value,
@@ -186,34 +191,34 @@ class EnvoyProcessor:
             self.deadlines.pop(partition, None)
 
     def _deadlines_for(self, partition: int) -> Deadlines:
-        """Built from the table on the first tick after the partition was assigned."""
+        """Built from the table (and the batch's held states) on the first tick after the
+        partition was assigned."""
         deadlines = self.deadlines.get(partition)
         if deadlines is None:
             deadlines = Deadlines()
-            for key, record in self.table.items():
+            for key, record in [*self.table.items(), *self.held.values(self.table)]:
                 if record is not None and record.partition == partition:
                     deadlines.schedule(key, next_deadline_ms(record.state, self.stale_after))
             self.deadlines[partition] = deadlines
         return deadlines
 
-    def _on_tick(self, stream: faust.Stream[Any], tick: EventT[Any]) -> None:
+    def _on_tick(self, tick: EventT[Any]) -> None:
+        """Sweep the partition's expired deadlines as of the tick's own record time, so a
+        replayed tick sweeps exactly as the first reading did."""
         partition = tick.message.partition
-        now_ms = int(self.clock() * 1000)
-        if now_ms - int(tick.message.timestamp * 1000) > TICK_MAX_AGE_MS:
-            return
         if partition not in self.catch_up.active_partitions():
             return
         if not self.catch_up.partition_caught_up(partition):
             return
-        write_under(stream, tick)
+        now_ms = int(tick.message.timestamp * 1000)
+        self.metrics.sweep_lag.set(max(0.0, self.clock() - now_ms / 1000))
         stale, swept_records = self._sweep(partition, now_ms)
-        # Alerts are enqueued before the state that records them: a crash in between
-        # repeats an alert (same id, recognised by the sender) instead of losing it.
+        # Alerts are sent before the states that record them are written (`commit`).
         if stale:
             for handler in self.stale_handlers:
                 handler(partition, stale, now_ms)
         for key, stored, change in swept_records:
-            self.table[key] = stored
+            self.held.put(self.table, key, stored, tick)
             if change is not None:
                 self._publish(key, partition, change)
 
@@ -226,7 +231,7 @@ class EnvoyProcessor:
         stale: list[StaleEnvoy] = []
         swept_records: list[tuple[bytes, StoredEnvoy, StatusChange | None]] = []
         for key in list(deadlines.due(now_ms, SWEEP_LIMIT)):
-            record = self.table.get(key)
+            record = self.held.get(self.table, key)
             if record is None or record.partition != partition:
                 continue
             state = record.state

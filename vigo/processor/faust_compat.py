@@ -143,9 +143,12 @@ class DeliveryGuard:
     async def settle(self) -> None:
         """Seek the partitions `accept` found a hole in back to the hole."""
         seeks, self._seeks = self._seeks, {}
+        actives = self.app.assignor.assigned_actives()
         for tp, offset in seeks.items():
-            if tp in self.app.assignor.assigned_actives():
+            if tp in actives:
                 await self.app.consumer.seek(tp, offset)
+            else:  # moving away: whoever gets it next starts from the committed offset
+                self._holes.pop(tp, None)
 
     def forget(self, tps: Iterable[TP]) -> None:
         """On revocation: the partition may come back after another worker moved it on."""

@@ -19,6 +19,7 @@ from faust.types import EventT, TableT
 
 from vigo.processor.faust_compat import DeliveryGuard, write_under
 from vigo.processor.metrics import Metrics
+from vigo.processor.outputs import HeldWrites, Outputs
 from vigo.processor.progress import CatchUp
 from vigo.processor.records import (
     TICK_KEY,
@@ -128,6 +129,7 @@ class FleetAggregator:
     partials_topic: faust.TopicT
     convergence_topic: faust.TopicT
     guard: DeliveryGuard
+    outputs: Outputs
     partitions: int
     interval_s: int
     threshold: float | None
@@ -137,6 +139,7 @@ class FleetAggregator:
     snapshot: FleetSnapshot | None = None
     _published: tuple[FleetCounts, int] | None = None
     _last_check_ms: int | None = None
+    held: HeldWrites = field(default_factory=HeldWrites)
 
     @property
     def interval_ms(self) -> int:
@@ -152,34 +155,39 @@ class FleetAggregator:
         if self.owns_fleet() and not (self.app.rebalancing or self.app.in_recovery):
             await self.partials_topic.send(key=TICK_KEY, value=b"")
 
-    def process(self, stream: faust.Stream[Any], event: EventT[Any]) -> None:
+    def process(self, event: EventT[Any]) -> None:
+        """One partial or tick; table writes are held until `commit`."""
         message = event.message
         if not self.guard.accept(message.tp, message.offset):
             return
         if message.key == TICK_KEY:
             now_ms = int(self.clock() * 1000)
             if now_ms - int(message.timestamp * 1000) <= TICK_MAX_AGE_MS:
-                self._on_tick(stream, event, now_ms)
+                self._on_tick(event, now_ms)
             return
         partial = decode_fleet_partial(message.value) if message.value else None
         if partial is None:
             return
         partition, counts = partial
         if partition < self.partitions:
-            write_under(stream, event)
-            self.parts_table[str(partition)] = counts
+            self.held.put(self.parts_table, str(partition), counts, event)
+
+    async def commit(self, stream: faust.Stream[Any]) -> None:
+        """Outputs (fleet numbers, alerts) first, then the state that records them."""
+        await self.outputs.acknowledged()
+        self.held.apply(stream)
 
     def total(self) -> FleetCounts:
         parts = (self.parts_table.get(str(p)) for p in range(self.partitions))
         return FleetCounts.merged(part for part in parts if part is not None)
 
-    def _on_tick(self, stream: faust.Stream[Any], event: EventT[Any], now_ms: int) -> None:
-        write_under(stream, event)
+    def _on_tick(self, event: EventT[Any], now_ms: int) -> None:
         counts = self.total()
         self.metrics.set_fleet(counts)
         published = self._published
         if published is None or published[0] != counts or now_ms - published[1] >= self.interval_ms:
-            self.convergence_topic.send_soon(
+            self.outputs.send(
+                self.convergence_topic,
                 key=b"fleet",
                 value=encode_fleet_convergence(
                     at=iso_from_ms(now_ms),
@@ -194,20 +202,20 @@ class FleetAggregator:
         history = self._history()
         updated = record_point(history, now_ms, counts.percent)
         if updated is not history:
-            self.state_table["history"] = updated
+            self.held.put(self.state_table, "history", updated, event)
 
         state = self._threshold_state()
         due = self._last_check_ms is None or now_ms - self._last_check_ms >= self.interval_ms
         if self.threshold is not None and due:
             self._last_check_ms = now_ms
             new_state, fired = check_threshold(state, counts.percent, self.threshold)
-            # The alert is enqueued before the state that records it: a crash in between
-            # repeats it (same id, recognised by the sender) instead of losing it.
+            # The alert is sent before the state that records it is written (`commit`): a
+            # crash in between repeats it (same id, recognised by the sender).
             if fired and counts.percent is not None:
                 for handler in self.threshold_handlers:
                     handler(new_state, counts, self.threshold, now_ms)
             if new_state != state:
-                self.state_table["threshold"] = new_state
+                self.held.put(self.state_table, "threshold", new_state, event)
                 state = new_state
         self.snapshot = FleetSnapshot(counts, now_ms, self.threshold, state.below, updated)
 

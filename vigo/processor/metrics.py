@@ -52,12 +52,6 @@ class Metrics:
             ["event", "outcome"],
             registry=r,
         )
-        self.delivery_gaps = Counter(
-            "vigo_delivery_gaps",
-            "Holes found in the offsets an agent received on a partition (read again).",
-            ["topic"],
-            registry=r,
-        )
         self.event_processing = Histogram(
             "vigo_event_processing_seconds",
             "Time to apply one batch of input records, divided per record.",
@@ -72,6 +66,22 @@ class Metrics:
         for status in ACTIVE_STATUSES:
             self.fleet_envoys.labels(status=status.value)
         self.fleet_convergence_ratio.set(float("nan"))
+
+        self._add_delivery_metrics(r)
+
+    def _add_delivery_metrics(self, r: CollectorRegistry) -> None:
+        """Whether records are read in order and sweeps keep up (SPEC 10.9)."""
+        self.delivery_gaps = Counter(
+            "vigo_delivery_gaps",
+            "Holes found in the offsets an agent received on a partition (read again).",
+            ["topic"],
+            registry=r,
+        )
+        self.sweep_lag = Gauge(
+            "vigo_sweep_lag_seconds",
+            "How far behind the clock the newest liveness sweep ran (its tick's record time).",
+            registry=r,
+        )
 
     def set_fleet(self, counts: FleetCounts) -> None:
         for status, n in counts.by_status.items():

@@ -2,11 +2,11 @@
 
 The handlers are called synchronously from inside the envoy agent's and the fleet
 aggregator's streams, before the detector's state that records the alert is written to
-its table (a crash in between repeats the alert rather than losing it). They only buffer
-the record (`send_soon`); Faust flushes the producer before it commits the stream's
-offsets, so an alert is in the outbox before the event that caused it counts as
-processed (at-least-once), and the deterministic id makes a replayed alert a duplicate
-the sender skips.
+its table (a crash in between repeats the alert rather than losing it). The agent that
+called them writes its state only once these records are acknowledged
+(`vigo.processor.outputs`), so an alert is in the outbox before the event that caused it
+counts as processed (at-least-once), and the deterministic id makes a replayed alert a
+duplicate the sender skips.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import faust
 
 from vigo.alerts.rules import StaleLike, stale_alerts, threshold_alert
 from vigo.processor.metrics import Metrics
+from vigo.processor.outputs import Outputs
 from vigo.projections.fleet import FleetCounts
 from vigo.projections.threshold import ThresholdState
 from vigo.topics.codec import encode_alert
@@ -31,12 +32,14 @@ log = logging.getLogger(__name__)
 class Outbox:
     #: The Faust topic of `vigo.alerts` (one partition).
     topic: faust.TopicT
+    outputs: Outputs
     metrics: Metrics
     #: None when `envoy.stale` is not configured.
     digest_over: int | None
 
     def write(self, alert: Alert) -> None:
-        self.topic.send_soon(
+        self.outputs.send(
+            self.topic,
             key=alert.alert_id.encode("utf-8"),
             value=encode_alert(alert.alert_id, alert.event, alert.at, alert.subject, alert.details),
         )

@@ -26,6 +26,8 @@ class CatchUp:
     _targets: dict[TP, int] = field(default_factory=dict)
     _caught_up: set[TP] = field(default_factory=set)
     _assigned: set[TP] = field(default_factory=set)
+    #: Set on the first assignment: until then nothing is known to be caught up.
+    assignment_received: bool = False
 
     @property
     def topics(self) -> frozenset[str]:
@@ -50,7 +52,9 @@ class CatchUp:
         return bool(tps) and all(tp in self._caught_up for tp in tps)
 
     def all_caught_up(self) -> bool:
-        return bool(self._assigned) and self._assigned <= self._caught_up
+        """Every assigned partition caught up; a worker assigned none (more workers than
+        partitions) is caught up as soon as it has its (empty) assignment."""
+        return self.assignment_received and self._assigned <= self._caught_up
 
     def active_partitions(self) -> set[int]:
         actives = self.app.assignor.assigned_actives()

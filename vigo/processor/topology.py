@@ -35,6 +35,7 @@ from vigo.processor.faust_compat import DeliveryGuard
 from vigo.processor.fleet import FleetAggregator, FleetProjection
 from vigo.processor.metrics import Metrics
 from vigo.processor.outbox import Outbox
+from vigo.processor.outputs import Outputs
 from vigo.processor.progress import CatchUp
 from vigo.processor.records import (
     TICK_KEY,
@@ -126,6 +127,7 @@ def build_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> 
     topics = declare_topics(app, names, settings.kafka.partitions)
     # End offsets come from a client of our own, off Faust's consumer thread.
     end_offsets = EndOffsets(settings.kafka.bootstrap_servers, kafka_client_options(settings))
+    outputs = Outputs()
 
     def guard(*topic_names: str) -> DeliveryGuard:
         return DeliveryGuard(app, frozenset(topic_names), end_offsets, metrics.delivery_gap)
@@ -136,14 +138,14 @@ def build_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> 
         names,
         metrics,
         envoys=envoy_processor(
-            app, settings, topics, guard(*names.inputs, names.ticks), metrics, clock
+            app, settings, topics, guard(*names.inputs, names.ticks), outputs, metrics, clock
         ),
         fleet=fleet_projection(app, settings, topics, guard(names.status_changes), clock),
         aggregator=fleet_aggregator(
-            app, settings, topics, guard(names.fleet_partials), metrics, clock
+            app, settings, topics, guard(names.fleet_partials), outputs, metrics, clock
         ),
     )
-    vigo.sender = add_alerting(vigo, topics.alerts, guard(names.alerts))
+    vigo.sender = add_alerting(vigo, topics.alerts, guard(names.alerts), outputs)
     add_agents(vigo, topics)
     add_timers(vigo, topics)
     add_signals(vigo)
@@ -161,6 +163,7 @@ def envoy_processor(
     settings: Settings,
     topics: Topics,
     guard: DeliveryGuard,
+    outputs: Outputs,
     metrics: Metrics,
     clock: Callable[[], float],
 ) -> EnvoyProcessor:
@@ -178,6 +181,7 @@ def envoy_processor(
         stale_after=settings.checkin.stale_policy,
         guard=guard,
         catch_up=CatchUp(app, guard),
+        outputs=outputs,
         metrics=metrics,
         clock=clock,
         max_event_bytes=settings.processor.max_event_bytes,
@@ -207,6 +211,7 @@ def fleet_aggregator(
     settings: Settings,
     topics: Topics,
     guard: DeliveryGuard,
+    outputs: Outputs,
     metrics: Metrics,
     clock: Callable[[], float],
 ) -> FleetAggregator:
@@ -217,6 +222,7 @@ def fleet_aggregator(
         partials_topic=topics.partials,
         convergence_topic=topics.convergence,
         guard=guard,
+        outputs=outputs,
         partitions=settings.kafka.partitions,
         interval_s=settings.checkin.interval_s,
         threshold=settings.threshold,
@@ -231,7 +237,8 @@ def add_agents(vigo: Vigo, topics: Topics) -> None:
     @app.agent(topics.envoy_inputs, name="envoys")
     async def envoy_agent(stream: Any) -> None:
         async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            envoys.process_batch(stream, batch)
+            envoys.process_batch(batch)
+            await envoys.commit(stream)
             await envoys.guard.settle()
 
     @app.agent(topics.status_changes, name="fleet")
@@ -243,7 +250,8 @@ def add_agents(vigo: Vigo, topics: Topics) -> None:
     @app.agent(topics.partials, name="aggregator")
     async def aggregator_agent(stream: Any) -> None:
         async for event in stream.events():
-            aggregator.process(stream, event)
+            aggregator.process(event)
+            await aggregator.commit(stream)
             await aggregator.guard.settle()
 
 
@@ -259,7 +267,10 @@ def add_timers(vigo: Vigo, topics: Topics) -> None:
         await envoys.catch_up.refresh()
         for partition in envoys.catch_up.active_partitions():
             if envoys.catch_up.partition_caught_up(partition):
-                await topics.ticks.send(key=TICK_KEY, value=b"", partition=partition)
+                # The tick's record time is the sweep's "now" (the injectable clock).
+                await topics.ticks.send(
+                    key=TICK_KEY, value=b"", partition=partition, timestamp=envoys.clock()
+                )
         await fleet.publish_partials()
         for guard in (envoys.guard, fleet.guard, aggregator.guard):
             await guard.watch()
@@ -284,6 +295,7 @@ def add_signals(vigo: Vigo) -> None:
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, assigned: set[TP], **_: Any) -> None:
+        envoys.catch_up.assignment_received = True
         # Whatever was cached for a partition may be stale after it was away.
         envoys.forget_partitions({tp.partition for tp in assigned})
         fleet.forget_partitions({tp.partition for tp in assigned})
@@ -302,7 +314,9 @@ def add_web(vigo: Vigo) -> None:
     register_web(WebContext(vigo.app, vigo.envoys, vigo.aggregator, vigo.metrics, cluster, pages))
 
 
-def add_alerting(vigo: Vigo, topic: faust.TopicT, guard: DeliveryGuard) -> AlertSender | None:
+def add_alerting(
+    vigo: Vigo, topic: faust.TopicT, guard: DeliveryGuard, outputs: Outputs
+) -> AlertSender | None:
     """The outbox handlers on the detectors, the sender agent on the outbox. Only the
     events listed under `smtp.events` are wired; with none listed there is no sender."""
     app, settings = vigo.app, vigo.settings
@@ -311,6 +325,7 @@ def add_alerting(vigo: Vigo, topic: faust.TopicT, guard: DeliveryGuard) -> Alert
         return None
     outbox = Outbox(
         topic=topic,
+        outputs=outputs,
         metrics=vigo.metrics,
         digest_over=events.envoy_stale.digest_over if events.envoy_stale else None,
     )

@@ -269,9 +269,12 @@ def sweep_envoy(state: EnvoyState, now_ms: int, stale_after: StaleAfter) -> Swep
         swept = replace(swept, stale=True, stale_episodes=swept.stale_episodes + 1)
         became_stale = True
     change = None
-    if not state.offline and now_ms >= offline_deadline_ms(state.last_alive_ms, state.interval_s):
+    offline_at_ms = offline_deadline_ms(state.last_alive_ms, state.interval_s)
+    if not state.offline and now_ms >= offline_at_ms:
+        # The change is dated by the deadline that expired, not by the tick that noticed
+        # it: a replayed sweep publishes the same content.
         swept = replace(swept, offline=True)
-        result = _with_status(swept, Status.OFFLINE, now_ms, Cause.SWEEP, None, first=False)
+        result = _with_status(swept, Status.OFFLINE, offline_at_ms, Cause.SWEEP, None, first=False)
         assert result.state is not None
         swept, change = result.state, result.change
     return Swept(swept, change, became_stale)

@@ -1,0 +1,77 @@
+"""Outputs first, then the state that records them.
+
+An agent's batch produces records (status changes, dead letters, alerts, fleet numbers)
+and new table state. Faust sends both through one producer, but to different partitions,
+so a crash can land the changelog record of a state without the status change that state
+records: the restored state then never publishes it again, and consumers see a gap in the
+envoy's versions (or an alert is lost). So the agents hold their table writes
+(`HeldWrites`) until every record the batch sent is acknowledged by the broker
+(`Outputs.acknowledged`), then write the state. A crash in between leaves the old state
+and the committed offset: the batch is read again and, the rules being deterministic,
+sends the same records again, which consumers drop as duplicates by `(envoy_id, version)`
+or alert id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from faust.types import EventT, TableT
+
+from vigo.processor.faust_compat import write_under
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outputs:
+    """The records sent since the last `acknowledged`, shared by every agent's writer."""
+
+    _sent: list[asyncio.Future[Any]] = field(default_factory=list)
+
+    def send(
+        self, topic: faust.TopicT, *, key: bytes | None, value: bytes, partition: int | None = None
+    ) -> None:
+        self._sent.append(topic.send_soon(key=key, value=value, partition=partition))
+
+    async def acknowledged(self) -> None:
+        """Wait until the broker acknowledged every record sent so far. A record the
+        broker refuses for good (too large) is logged: retrying cannot help, and holding
+        the state back for ever would stop the agent."""
+        sent, self._sent = self._sent, []
+        if not sent:
+            return
+        for result in await asyncio.gather(*sent, return_exceptions=True):
+            if isinstance(result, BaseException):
+                log.error("a record was not accepted by the broker: %r", result)
+
+
+@dataclass
+class HeldWrites:
+    """Table writes of one batch, each kept with the event it belongs under (its
+    changelog record goes to that event's partition) until `apply`. Reads see them."""
+
+    _writes: dict[tuple[int, Any], tuple[TableT[Any, Any], Any, Any, EventT[Any]]] = field(
+        default_factory=dict
+    )
+
+    def put(self, table: TableT[Any, Any], key: Any, value: Any, event: EventT[Any]) -> None:
+        self._writes[(id(table), key)] = (table, key, value, event)
+
+    def get(self, table: TableT[Any, Any], key: Any) -> Any:
+        held = self._writes.get((id(table), key))
+        return held[2] if held is not None else table.get(key)
+
+    def values(self, table: TableT[Any, Any]) -> list[tuple[Any, Any]]:
+        """The held (key, value) pairs of one table."""
+        return [(k, v) for (tid, _), (_, k, v, _) in self._writes.items() if tid == id(table)]
+
+    def apply(self, stream: faust.Stream[Any]) -> None:
+        for table, key, value, event in self._writes.values():
+            write_under(stream, event)
+            table[key] = value
+        self._writes.clear()
