@@ -135,8 +135,8 @@ def produce(bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes | N
 
     async def go() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-        await producer.start()
         try:
+            await producer.start()
             for topic, key, value in records:
                 await producer.send(topic, value=value, key=key)
             await producer.flush()

@@ -361,6 +361,32 @@ class Broker:
         if self.owns_data_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
+    def restart(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Stop the broker and start it again on the same ports and data: what a broker
+        restart looks like to the clients (failure tests)."""
+        if self.running():
+            _terminate_group(self.pid, self.running)
+        self._proc.wait()
+        libs, java = ensure_jars(), _java()
+        log4j = self.data_dir / "log4j2.properties"
+        base = [java, *JVM_FLAGS, f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*"]
+        with open(self.log_path, "ab") as log:
+            self._proc = subprocess.Popen(
+                [*base, "kafka.Kafka", str(self.data_dir / "server.properties")],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.data_dir,
+                start_new_session=True,
+                preexec_fn=_die_with_parent(),
+            )
+        (self.data_dir / "broker.pid").write_text(f"{self._proc.pid}\n")
+        deadline = time.monotonic() + timeout
+        while not probe(HOST, self.port):
+            if not self.running() or time.monotonic() > deadline:
+                raise BrokerError(f"kafka broker did not restart:\n{_log_tail(self.log_path)}")
+            time.sleep(0.2)
+
     def __enter__(self) -> Broker:
         return self
 
