@@ -127,3 +127,54 @@ def test_every_record_kind_has_a_format_number() -> None:
     assert orjson.loads(encode_alert_sent(1))[0] == ALERT_SENT_FORMAT
     assert orjson.loads(encode_fleet_state(ThresholdState()))["f"] == FLEET_STATE_FORMAT
     assert orjson.loads(encode_stored_envoy(StoredEnvoy(0, state)))["f"] == ENVOY_FORMAT
+
+
+def test_envoy_records_of_the_first_release_still_decode_and_are_bounded() -> None:
+    """Format 1 kept every id of a run and no counts: its lists are the counts, and the
+    restored history is cut to today's bounds (so the next write is small)."""
+    first_release = {
+        "f": 1,
+        "p": 2,
+        "id": "web-01",
+        "rv": False,
+        "lb": {"env": "prod"},
+        "iv": 300,
+        "en": T0,
+        "ls": T0 + 5,
+        "la": "2026-11-27T12:05:04Z",
+        "lo": "changed",
+        "lf": T0 + 4,
+        "cc": 1,
+        "of": False,
+        "st": False,
+        "se": 0,
+        "s": "drifted",
+        "ss": T0 + 5,
+        "v": 2,
+        "ri": ["run-1"],
+        "h": [
+            [
+                "run-1",
+                "2026-11-27T12:05:04Z",
+                T0 + 4,
+                "changed",
+                [f"file[/etc/{i}]" for i in range(5000)],
+                [],
+                [],
+            ],
+        ],
+        "o": [0, -1, 3],
+    }
+    record = decode_stored_envoy(orjson.dumps(first_release))
+    assert (record.partition, record.state.status, record.state.labels) == (
+        2,
+        Status.DRIFTED,
+        {"env": "prod"},
+    )
+    (run,) = record.state.history
+    assert (run.changed_count, run.failed_count, run.errored_modules_count) == (5000, 0, 0)
+    assert run.changed == tuple(f"file[/etc/{i}]" for i in range(20))
+    again = encode_stored_envoy(record)
+    assert orjson.loads(again)["f"] == ENVOY_FORMAT == 2
+    assert decode_stored_envoy(again) == record
+    assert len(again) < 2000

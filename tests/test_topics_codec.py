@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from vigo.topics.codec import (
     DEADLETTER_MAX_KEY_BYTES,
+    DEADLETTER_MAX_RECORD_BYTES,
     FLEET_STATUSES,
     encode_alert,
     encode_deadletter,
@@ -295,6 +296,17 @@ def test_encode_deadletter_cuts_huge_values_to_stay_under_the_broker_limit() -> 
     assert document["value_size"] == 2_000_000
     assert document["key_truncated"] is True
     assert len(document["key"]) == DEADLETTER_MAX_KEY_BYTES
+
+
+@pytest.mark.parametrize("fill", [b"x", b"\x01", b"\xff", b'"'])
+def test_every_dead_letter_fits_the_bound_the_worker_producer_allows(fill: bytes) -> None:
+    """The worker's producer accepts DEADLETTER_MAX_RECORD_BYTES whatever max_event_bytes
+    is (a small limit once made the dead letter of a too_large record crash the worker).
+    Worst cases: every value cut, the longest topic name, key and error all escaped."""
+    meta = RecordMeta("t" * 249, 2**31 - 1, 2**63 - 1, 2**63 - 1)
+    worst = DeadLetter(meta, b"\x01" * 5000, fill * 2_000_000, "schema_violation", "\x01" * 900)
+    encoded = encode_deadletter(worst)
+    assert len(encoded) <= DEADLETTER_MAX_RECORD_BYTES - 8 * 1024  # room for batch headers
 
 
 def test_encode_deadletter_control_characters_stay_bounded() -> None:

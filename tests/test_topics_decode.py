@@ -23,6 +23,7 @@ from vigo.topics.events import (
     Run,
 )
 from vigo.topics.jsonschemas import parse_timestamp_ms
+from vigo.topics.limits import json_text_bytes, utf8_bytes
 
 META = RecordMeta(topic="vigo.envoy.runs", partition=3, offset=42, timestamp_ms=1_795_781_104_000)
 
@@ -692,3 +693,119 @@ def test_valid_run_round_trips(
         module_errors=tuple(module_errors or ()),
         config_version=config_version,
     )
+
+
+# --- SPEC 10.9 size limits ---------------------------------------------------------------
+
+
+def _violation(doc: dict[str, Any]) -> str:
+    result = decode_doc(doc)
+    assert isinstance(result, DeadLetter), result
+    assert result.reason == "schema_violation"
+    return result.error
+
+
+#: 64 labels of 3 + 125 bytes: exactly 8 KiB of keys and values.
+FULL_LABELS = {f"k{i:02d}": "v" * 125 for i in range(64)}
+
+
+def test_labels_at_every_limit_are_accepted() -> None:
+    """64 labels, a 63-byte key (31 two-byte characters + 1), a 255-byte value, 8 KiB."""
+    limits = {"é" * 31 + "k": "€" * 85, "x": "v" * 255}
+    assert decode_doc(enrollment_doc(labels=limits)).labels == limits
+    assert decode_doc(enrollment_doc(labels=FULL_LABELS)).labels == FULL_LABELS
+
+
+@pytest.mark.parametrize(
+    ("labels", "error"),
+    [
+        ({f"k{i}": "v" for i in range(65)}, "labels: must contain less than or equal to 64"),
+        ({"k" * 64: "v"}, "labels: every key must be 1 to 63 characters long"),
+        ({"é" * 32: "v"}, "is 64 bytes of UTF-8, limit 63"),
+        ({"env": "v" * 256}, "labels.env: must be shorter than or equal to 255 characters"),
+        ({"env": "é" * 128}, "labels.env: value is 256 bytes of UTF-8, limit 255"),
+        (FULL_LABELS | {"k00": "v" * 126}, "keys and values take 8193 bytes"),
+        # A control character costs its JSON escape, as in the stored record.
+        ({f"k{i:02d}": "\x01" * 40 for i in range(35)}, "limit 8192 (8 KiB)"),
+    ],
+    ids=[
+        "65-labels",
+        "key-64-chars",
+        "key-64-bytes",
+        "value-256-chars",
+        "value-256-bytes",
+        "total-8193",
+        "escapes-count",
+    ],
+)
+def test_labels_beyond_a_limit_are_a_schema_violation(labels: dict[str, str], error: str) -> None:
+    assert error in _violation(enrollment_doc(labels=labels))
+
+
+def test_resource_ids_and_module_names_up_to_1024_bytes() -> None:
+    name = "€" * 341 + "a"  # 1024 bytes in 342 characters
+    doc = run_doc(
+        resources=[{"id": name, "module": name, "result": "changed"}],
+        module_errors=[{"module": name, "message": "x"}],
+    )
+    run = decode_doc(doc)
+    assert isinstance(run, Run)
+    assert run.resources[0].id == name
+
+
+@pytest.mark.parametrize(
+    ("field", "text", "error"),
+    [
+        ("id", "€" * 342, "resources[1].id: 1026 bytes of UTF-8, limit 1024"),
+        ("id", "x" * 1025, "resources[1].id: must be shorter than or equal to 1024 characters"),
+        ("module", "é" * 513, "resources[1].module: 1026 bytes of UTF-8, limit 1024"),
+        ("error-module", "é" * 513, "module_errors[0].module: 1026 bytes of UTF-8, limit 1024"),
+    ],
+)
+def test_names_over_1024_bytes_are_a_schema_violation(field: str, text: str, error: str) -> None:
+    doc = run_doc()
+    if field == "error-module":
+        doc["module_errors"][0]["module"] = text
+    else:
+        doc["resources"][1][field] = text
+    assert _violation(doc) == error
+
+
+@pytest.mark.parametrize("field", ["started_at", "finished_at"])
+def test_timestamps_over_64_characters_are_a_schema_violation(field: str) -> None:
+    """RFC 3339 allows any number of fraction digits; the history stores `finished_at`."""
+    assert isinstance(decode_doc(run_doc(**{field: "2026-11-27T12:05:04." + "1" * 40 + "Z"})), Run)
+    long = "2026-11-27T12:05:04." + "1" * 1000 + "Z"
+    assert _violation(run_doc(**{field: long})).startswith(f"{field}: ")
+
+
+@given(st.text())
+def test_json_text_bytes_is_what_orjson_writes(text: str) -> None:
+    assert json_text_bytes(text) == len(orjson.dumps(text)) - 2
+    assert utf8_bytes(text) == len(text.encode())
+
+
+@pytest.mark.parametrize("depth", [1025, 100_000])
+def test_depth_bombs_are_malformed_json(depth: int) -> None:
+    bomb = b"[" * depth + b"]" * depth
+    result = decode_input(b"web-01", bomb, META)
+    assert isinstance(result, DeadLetter)
+    assert (result.reason, result.error) == ("malformed_json", result.error)
+    assert "depth" in result.error
+    inside = b'{"schema": "vigo.checkin/1", "envoy_id": "web-01", "x": ' + bomb + b"}"
+    result = decode_input(b"web-01", inside, META)
+    assert isinstance(result, DeadLetter) and result.reason == "malformed_json"
+
+
+def test_deep_but_parseable_values_are_judged_by_the_schema() -> None:
+    """Depth 1000 parses (orjson's limit is 1024); the validator never recurses into it."""
+    deep = b"[" * 1000 + b"]" * 1000
+    checkin = SPEC_CHECKIN[:-1] + b', "extra": ' + deep + b"}"
+    assert isinstance(decode_input(b"web-01", checkin, META), Checkin)  # unknown: ignored
+    labels = SPEC_ENROLLMENT.replace(b'"prod"', deep)
+    resources = SPEC_RUN.replace(b'{"id": "file[/etc/motd]"', deep + b', {"id": "x"')
+    for value, error in [(labels, "labels.env: "), (resources, "resources[0]")]:
+        result = decode_input(b"web-01", value, META)
+        assert isinstance(result, DeadLetter), result
+        assert result.reason == "schema_violation"
+        assert result.error.startswith(error)

@@ -10,6 +10,7 @@ from typing import Any
 import faust
 
 from vigo.processor.config import Settings
+from vigo.topics.codec import DEADLETTER_MAX_RECORD_BYTES
 
 #: Records taken per batch; `BATCH_WITHIN_S` bounds the wait for a full batch.
 BATCH_MAX = 1000
@@ -36,7 +37,11 @@ def faust_app(settings: Settings) -> faust.App:
         canonical_url=_advertised_url(settings),
         web_in_thread=False,
         autodiscover=False,
-        producer_max_request_size=2 * settings.processor.max_event_bytes,
+        # Room for the largest dead letter too: a too_large record's dead letter carries
+        # up to 512 KiB of it (base64'd), even when max_event_bytes is small.
+        producer_max_request_size=max(
+            2 * settings.processor.max_event_bytes, DEADLETTER_MAX_RECORD_BYTES
+        ),
         stream_buffer_maxsize=4 * BATCH_MAX,
         # Fewer, larger produce requests: the changelog and status-change writes of a
         # batch leave together (measured: +18% events/s, benchmarks/bench_worker.py).

@@ -5,7 +5,9 @@ The public topics' bytes live in `vigo.topics`; these are ours alone, but change
 outlive releases, so every record kind carries a format number and decoding tolerates
 the unnumbered forms of the first release and fields added later.
 
-- table `envoys`: envoy id -> `StoredEnvoy`, a JSON object, `ENVOY_FORMAT` in `"f"`;
+- table `envoys`: envoy id -> `StoredEnvoy`, a JSON object, `ENVOY_FORMAT` in `"f"`
+  (format 2 adds the counts of changed/failed resources and errored modules to each
+  history entry; format 1 entries are read with the counts of their lists and bounded);
 - table `fleet`: envoy id -> `StoredFleetEntry`, a JSON list, `FLEET_ENTRY_FORMAT` first;
 - table `fleet-parts`: partition -> `FleetCounts`, JSON, `FLEET_PARTS_FORMAT` in `"f"`;
 - table `fleet-state`: `threshold` -> `ThresholdState`, `history` -> `ConvergenceHistory`,
@@ -26,11 +28,11 @@ from faust.serializers import codecs
 from vigo.projections.envoy import EnvoyState
 from vigo.projections.fleet import FleetCounts, FleetEntry
 from vigo.projections.history import ConvergenceHistory
-from vigo.projections.runs import RunSummary
+from vigo.projections.runs import MAX_IDS_PER_RUN, RunSummary, bound_history_ids
 from vigo.projections.threshold import ThresholdState
 from vigo.topics.statuses import RunOutcome, Status
 
-ENVOY_FORMAT: Final = 1
+ENVOY_FORMAT: Final = 2
 FLEET_ENTRY_FORMAT: Final = 1
 FLEET_PARTS_FORMAT: Final = 1
 FLEET_STATE_FORMAT: Final = 1
@@ -83,6 +85,9 @@ def encode_stored_envoy(record: StoredEnvoy) -> bytes:
                     r.changed,
                     r.failed,
                     r.errored_modules,
+                    r.changed_count,
+                    r.failed_count,
+                    r.errored_modules_count,
                 ]
                 for r in s.history
             ],
@@ -112,21 +117,28 @@ def decode_stored_envoy(data: bytes) -> StoredEnvoy:
         status_since_ms=raw["ss"],
         version=raw["v"],
         recent_run_ids=tuple(raw["ri"]),
-        history=tuple(
-            RunSummary(
-                run_id=h[0],
-                finished_at=h[1],
-                finished_at_ms=h[2],
-                outcome=RunOutcome(h[3]),
-                changed=tuple(h[4]),
-                failed=tuple(h[5]),
-                errored_modules=tuple(h[6]),
-            )
-            for h in raw["h"]
-        ),
+        history=bound_history_ids([_decode_run_summary(h) for h in raw["h"]]),
         offsets=tuple(raw.get("o", (-1, -1, -1))),
     )
     return StoredEnvoy(partition=raw["p"], state=state)
+
+
+def _decode_run_summary(h: list[Any]) -> RunSummary:
+    """A history entry: format 2 has the counts; format 1 (7 fields) kept every id, so
+    its lists are the counts, and `bound_history_ids` then cuts them to today's bounds."""
+    counts = h[7:10] if len(h) >= 10 else [len(h[4]), len(h[5]), len(h[6])]
+    return RunSummary(
+        run_id=h[0],
+        finished_at=h[1],
+        finished_at_ms=h[2],
+        outcome=RunOutcome(h[3]),
+        changed=tuple(h[4][:MAX_IDS_PER_RUN]),
+        failed=tuple(h[5][:MAX_IDS_PER_RUN]),
+        errored_modules=tuple(h[6][:MAX_IDS_PER_RUN]),
+        changed_count=counts[0],
+        failed_count=counts[1],
+        errored_modules_count=counts[2],
+    )
 
 
 @dataclass(frozen=True, slots=True)

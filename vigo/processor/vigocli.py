@@ -94,6 +94,20 @@ def _when(iso: str | None) -> str:
     return iso.replace("T", " ").split(".")[0].rstrip("Z") + "Z"
 
 
+#: The id lists of a history entry: (title, field); `<field>_count` counts them all.
+_ID_LISTS = (("changed", "changed"), ("failed", "failed"), ("errored modules", "errored_modules"))
+
+
+def _id_list(title: str, ids: Sequence[str], count: int | None) -> str:
+    """'changed: a, b (+4998 more)': the history keeps at most 20 ids per list (SPEC 10.9);
+    entries from before the counts existed have none."""
+    total = len(ids) if count is None else count
+    if not total:
+        return ""
+    more = f" (+{total - len(ids)} more)" if total > len(ids) else ""
+    return f"{title}: {', '.join(ids)}{more}" if ids else f"{title}: {total} (ids not kept)"
+
+
 def _labels(labels: Mapping[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "-"
 
@@ -258,13 +272,11 @@ def render_envoy(doc: Mapping[str, Any]) -> str:
     lines.append("Drift history (newest first)")
     rows = []
     for run in history:
-        details = []
-        if run["changed"]:
-            details.append("changed: " + ", ".join(run["changed"]))
-        if run["failed"]:
-            details.append("failed: " + ", ".join(run["failed"]))
-        if run.get("errored_modules"):
-            details.append("errored modules: " + ", ".join(run["errored_modules"]))
+        details = [
+            _id_list(title, run.get(field) or [], run.get(f"{field}_count"))
+            for title, field in _ID_LISTS
+        ]
+        details = [d for d in details if d]
         rows.append((_when(run["finished_at"]), run["outcome"], run["run_id"], "; ".join(details)))
     table = _table(("FINISHED", "OUTCOME", "RUN", "RESOURCES"), rows)
     lines.extend("  " + line for line in table.splitlines())

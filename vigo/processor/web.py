@@ -93,7 +93,8 @@ def envoy_detail(state: EnvoyState) -> dict[str, Any]:
     """One envoy with its drift history, newest run first.
 
     `last_seen` is the Kafka record time that liveness uses; `last_reported_at` is the
-    envoy's own `at` of that check-in or run, kept for display (SPEC section 3)."""
+    envoy's own `at` of that check-in or run, kept for display (SPEC section 3). Each run
+    lists the ids the history kept (SPEC 10.9 bounds them) and counts them all."""
     return {
         **envoy_summary(state),
         "last_reported_at": state.last_seen_at,
@@ -108,6 +109,9 @@ def envoy_detail(state: EnvoyState) -> dict[str, Any]:
                 "changed": list(run.changed),
                 "failed": list(run.failed),
                 "errored_modules": list(run.errored_modules),
+                "changed_count": run.changed_count,
+                "failed_count": run.failed_count,
+                "errored_modules_count": run.errored_modules_count,
             }
             for run in state.history
         ],

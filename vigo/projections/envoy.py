@@ -12,7 +12,12 @@ from enum import StrEnum
 from typing import Literal
 
 from vigo.projections.liveness import StaleAfter, offline_deadline_ms, stale_deadline_ms
-from vigo.projections.runs import RunSummary, classify_run, next_consecutive_changed
+from vigo.projections.runs import (
+    RunSummary,
+    bound_history_ids,
+    classify_run,
+    next_consecutive_changed,
+)
 from vigo.projections.status import derive_status
 from vigo.topics.events import Checkin, Enrollment, InputEvent, Run
 from vigo.topics.statuses import RunOutcome, Status
@@ -334,6 +339,7 @@ def _seen_run(state: EnvoyState, run_id: str) -> bool:
 
 
 def _insert_history(history: tuple[RunSummary, ...], summary: RunSummary) -> tuple[RunSummary, ...]:
-    """Newest first by finish time, bounded; a late run lands in its place."""
+    """Newest first by finish time, bounded in runs and in ids; a late run lands in its
+    place (and may take ids from older runs)."""
     runs = sorted((summary, *history), key=lambda r: r.finished_at_ms, reverse=True)
-    return tuple(runs[:HISTORY_RUNS])
+    return bound_history_ids(runs[:HISTORY_RUNS])

@@ -1,25 +1,44 @@
 """Run classification: which modules errored, and whether a run was clean, changed,
-partial or failed (SPEC section 4)."""
+partial or failed (SPEC section 4); and the bounds on what the history keeps of runs
+(SPEC 10.9), so that an envoy's stored state stays small whatever its runs hold.
+
+The outcome is decided from the whole run before anything is cut, so the bounds never
+change a status: statuses depend on outcomes only, and the counts stay exact.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Final
 
 from vigo.topics.events import Run
+from vigo.topics.limits import json_text_bytes
 from vigo.topics.statuses import RunOutcome
+
+#: Ids kept per run and list (changed resources, failed resources, errored modules).
+MAX_IDS_PER_RUN: Final = 20
+#: Ids kept over the whole history, measured by `id_cost`; the oldest runs lose theirs first.
+MAX_HISTORY_ID_BYTES: Final = 32 * 1024
 
 
 @dataclass(frozen=True, slots=True)
 class RunSummary:
-    """What the drift history keeps of a run."""
+    """What the drift history keeps of a run: some ids, and how many there were."""
 
     run_id: str
     finished_at: str
     finished_at_ms: int
     outcome: RunOutcome
+    #: The first changed/failed resource ids and errored modules kept, at most
+    #: MAX_IDS_PER_RUN each and fewer when the history's id budget is spent.
     changed: tuple[str, ...]
     failed: tuple[str, ...]
     errored_modules: tuple[str, ...]
+    #: How many there were in the run, kept or not.
+    changed_count: int
+    failed_count: int
+    errored_modules_count: int
 
 
 def errored_modules(run: Run) -> frozenset[str]:
@@ -33,8 +52,8 @@ def classify_run(run: Run) -> RunSummary:
     modules = {r.module for r in run.resources}
     modules.update(e.module for e in run.module_errors)
     errored = errored_modules(run)
-    changed = tuple(r.id for r in run.resources if r.result == "changed")
-    failed = tuple(r.id for r in run.resources if r.result == "failed")
+    changed = [r.id for r in run.resources if r.result == "changed"]
+    failed = [r.id for r in run.resources if r.result == "failed"]
     if errored and errored >= modules:
         outcome = RunOutcome.FAILED
     elif errored:
@@ -49,10 +68,46 @@ def classify_run(run: Run) -> RunSummary:
         finished_at=run.finished_at,
         finished_at_ms=run.finished_at_ms,
         outcome=outcome,
-        changed=changed,
-        failed=failed,
-        errored_modules=tuple(sorted(errored)),
+        changed=tuple(changed[:MAX_IDS_PER_RUN]),
+        failed=tuple(failed[:MAX_IDS_PER_RUN]),
+        errored_modules=tuple(sorted(errored)[:MAX_IDS_PER_RUN]),
+        changed_count=len(changed),
+        failed_count=len(failed),
+        errored_modules_count=len(errored),
     )
+
+
+def id_cost(text: str) -> int:
+    """What one id costs in a stored record: its JSON text, quotes and separator."""
+    return json_text_bytes(text) + 3
+
+
+def bound_history_ids(history: Sequence[RunSummary]) -> tuple[RunSummary, ...]:
+    """Keep ids, newest run first (errored modules, failed, changed), while the history's
+    budget lasts; from the first id that does not fit, every older id is dropped. Counts
+    and outcomes are untouched. Idempotent, so it may run on every insert and restore."""
+    budget = MAX_HISTORY_ID_BYTES
+    bounded = []
+    for run in history:
+        errored, budget = _take(run.errored_modules, budget)
+        failed, budget = _take(run.failed, budget)
+        changed, budget = _take(run.changed, budget)
+        kept = (errored, failed, changed) == (run.errored_modules, run.failed, run.changed)
+        bounded.append(
+            run if kept else replace(run, errored_modules=errored, failed=failed, changed=changed)
+        )
+    return tuple(bounded)
+
+
+def _take(ids: tuple[str, ...], budget: int) -> tuple[tuple[str, ...], int]:
+    """The leading ids that fit in `budget`, and what is left of it (0 once one did not
+    fit, so that nothing after it is kept either)."""
+    for n, text in enumerate(ids):
+        cost = id_cost(text)
+        if cost > budget:
+            return ids[:n], 0
+        budget -= cost
+    return ids, budget
 
 
 def next_consecutive_changed(previous: int, outcome: RunOutcome) -> int:

@@ -31,6 +31,10 @@ ERROR_MAX_CHARS: Final = 500
 #: plus a cut key still fits, so a huge input can never make the dead-letter write fail.
 DEADLETTER_MAX_VALUE_BYTES: Final = 512 * 1024
 DEADLETTER_MAX_KEY_BYTES: Final = 1024
+#: The largest encoded dead letter, with room to spare: a base64'd cut value (699,052
+#: bytes), an escaped cut key (6 KiB), an escaped error (3,000 bytes) and the fields. The
+#: worker's producer must accept records of this size whatever `max_event_bytes` is.
+DEADLETTER_MAX_RECORD_BYTES: Final = 720 * 1024
 _ESCAPE_FREE_BYTES: Final = 64 * 1024
 
 Encoding = Literal["utf-8", "base64"]

@@ -3,7 +3,9 @@
 ``decode_input`` never raises, whatever the bytes: SPEC section 9 says no input may stop an
 agent. The checks run cheapest first and each failure maps to one dead-letter reason:
 too_large -> malformed_json -> unknown_schema -> schema_violation -> key_mismatch.
-The ``schema`` field, not the topic, decides the event type.
+The ``schema`` field, not the topic, decides the event type. The size limits of SPEC 10.9
+are in the JSON Schemas where JSON Schema can say them (counts, characters) and checked
+here in bytes (`_limit_violation`), so that no event can grow an envoy's stored state.
 """
 
 from __future__ import annotations
@@ -32,6 +34,14 @@ from vigo.topics.jsonschemas import (
     RUN_V1,
     VALIDATORS,
     parse_timestamp_ms,
+)
+from vigo.topics.limits import (
+    MAX_LABEL_KEY_BYTES,
+    MAX_LABEL_VALUE_BYTES,
+    MAX_LABELS_BYTES,
+    MAX_NAME_BYTES,
+    json_text_bytes,
+    utf8_bytes,
 )
 
 DEFAULT_MAX_BYTES: Final = 1_048_576
@@ -96,6 +106,9 @@ def _decode(
         validator(doc)
     except fastjsonschema.JsonSchemaValueException as exc:
         return _dead(meta, key, value, "schema_violation", _describe(exc))
+    violation = _limit_violation(schema, doc)
+    if violation is not None:
+        return _dead(meta, key, value, "schema_violation", violation)
 
     event = _build(schema, doc)
     if event is None:  # unreachable while the schemas check date-time; kept as a guard
@@ -117,6 +130,49 @@ def _decode(
             f"key {key_text[:253]!r} differs from envoy_id {envoy_id!r}",
         )
     return event
+
+
+def _limit_violation(schema: str, doc: dict[str, Any]) -> str | None:
+    """The byte limits JSON Schema cannot express, on a schema-valid document."""
+    if schema == ENROLLMENT_V1:
+        return _labels_violation(doc.get("labels") or {})
+    if schema == RUN_V1:
+        return _names_violation(doc)
+    return None
+
+
+def _labels_violation(labels: dict[str, str]) -> str | None:
+    total = 0
+    for name, text in labels.items():
+        if (size := utf8_bytes(name)) > MAX_LABEL_KEY_BYTES:
+            return (
+                f"labels: key {name[:64]!r} is {size} bytes of UTF-8, limit {MAX_LABEL_KEY_BYTES}"
+            )
+        if (size := utf8_bytes(text)) > MAX_LABEL_VALUE_BYTES:
+            return f"labels.{name}: value is {size} bytes of UTF-8, limit {MAX_LABEL_VALUE_BYTES}"
+        total += json_text_bytes(name) + json_text_bytes(text)
+    if total > MAX_LABELS_BYTES:
+        return (
+            f"labels: keys and values take {total} bytes (escapes counted), "
+            f"limit {MAX_LABELS_BYTES} (8 KiB)"
+        )
+    return None
+
+
+def _names_violation(doc: dict[str, Any]) -> str | None:
+    """Resource ids and module names of a run. A character is at most 4 bytes, so text of
+    up to a quarter of the limit in characters is never encoded: the hot path stays cheap."""
+    short = MAX_NAME_BYTES // 4
+    for i, resource in enumerate(doc["resources"]):
+        for field in ("id", "module"):
+            text: str = resource[field]
+            if len(text) > short and (size := utf8_bytes(text)) > MAX_NAME_BYTES:
+                return f"resources[{i}].{field}: {size} bytes of UTF-8, limit {MAX_NAME_BYTES}"
+    for i, error in enumerate(doc.get("module_errors") or ()):
+        module: str = error["module"]
+        if len(module) > short and (size := utf8_bytes(module)) > MAX_NAME_BYTES:
+            return f"module_errors[{i}].module: {size} bytes of UTF-8, limit {MAX_NAME_BYTES}"
+    return None
 
 
 def _build(schema: str, doc: dict[str, Any]) -> InputEvent | None:
@@ -162,6 +218,10 @@ def _describe(exc: fastjsonschema.JsonSchemaValueException) -> str:
     if exc.rule == "required" and isinstance(exc.value, dict):
         missing = [field for field in exc.rule_definition or () if field not in exc.value]
         return f"{where}: missing required field(s) {', '.join(map(str, missing))}"
+    if exc.rule == "propertyNames":
+        rule = exc.rule_definition if isinstance(exc.rule_definition, dict) else {}
+        low, high = rule.get("minLength", 0), rule.get("maxLength")
+        return f"{where}: every key must be {low} to {high} characters long"
     if exc.rule == "enum":
         options = ", ".join("null" if o is None else str(o) for o in exc.rule_definition or ())
         return f"{where}: must be one of {options}"
