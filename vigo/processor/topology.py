@@ -31,7 +31,7 @@ from vigo.processor.app import BATCH_MAX, BATCH_WITHIN_S, faust_app, kafka_clien
 from vigo.processor.config import Settings
 from vigo.processor.endoffsets import EndOffsets
 from vigo.processor.envoys import EnvoyProcessor
-from vigo.processor.faust_compat import DeliveryGuard
+from vigo.processor.faust_compat import DeliveryGuard, quiet_root_logger
 from vigo.processor.fleet import FleetAggregator, FleetProjection
 from vigo.processor.metrics import Metrics
 from vigo.processor.outbox import Outbox
@@ -154,6 +154,10 @@ def build_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def close_end_offsets(sender: Any, **_: Any) -> None:
         await end_offsets.close()
+
+    @app.task
+    async def quiet_logging() -> None:
+        quiet_root_logger()
 
     return vigo
 
