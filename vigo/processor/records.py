@@ -5,7 +5,10 @@ The public topics' bytes live in `vigo.topics`; these are ours alone, but change
 outlive releases, so every record kind carries a format number and decoding tolerates
 the unnumbered forms of the first release and fields added later.
 
-- table `envoys`: envoy id -> `StoredEnvoy`, a JSON object, `ENVOY_FORMAT` in `"f"`;
+- table `envoys`: envoy id -> `StoredEnvoy`, a JSON object, `ENVOY_FORMAT` in `"f"`
+  (format 2: `"iv"` is null for an envoy without its own interval, which follows the
+  configured default; format 1 always stored a number, the default frozen at enrollment,
+  and is read as the envoy's own interval since the two cannot be told apart);
 - table `fleet`: envoy id -> `StoredFleetEntry`, a JSON list, `FLEET_ENTRY_FORMAT` first;
 - table `fleet-parts`: partition -> `FleetCounts`, JSON, `FLEET_PARTS_FORMAT` in `"f"`;
 - table `fleet-state`: `threshold` -> `ThresholdState`, `history` -> `ConvergenceHistory`,
@@ -30,7 +33,7 @@ from vigo.projections.runs import RunSummary
 from vigo.projections.threshold import ThresholdState
 from vigo.topics.statuses import RunOutcome, Status
 
-ENVOY_FORMAT: Final = 1
+ENVOY_FORMAT: Final = 2
 FLEET_ENTRY_FORMAT: Final = 1
 FLEET_PARTS_FORMAT: Final = 1
 FLEET_STATE_FORMAT: Final = 1
