@@ -303,3 +303,20 @@ def test_an_enrollment_dropping_its_interval_follows_the_default_again() -> None
     assert applied.outcome == "applied" and applied.state is not None
     assert applied.state.interval_s is None
     assert applied.state.effective_interval_s(RULES) == 60
+
+
+@pytest.mark.parametrize(("text", "number"), [("3", 3), (" 2.5 ", 2.5), ("+4", 4), ("10", 10)])
+def test_stale_after_as_text_is_the_same_multiple_as_the_number(text: str, number: float) -> None:
+    """Environment values arrive as text: "3" is 3 intervals, exactly as YAML's 3."""
+    assert StaleAfter.parse(text) == StaleAfter.parse(number) == StaleAfter(float(number))
+
+
+@pytest.mark.parametrize(("text", "ms"), [("20m", 1_200_000), ("90s", 90_000), ("1h", 3_600_000)])
+def test_stale_after_with_a_unit_is_a_duration(text: str, ms: int) -> None:
+    assert StaleAfter.parse(text) == StaleAfter(intervals=None, duration_ms=ms)
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "0.0", "abc", "3x", float("inf"), float("nan"), True])
+def test_stale_after_refuses_what_is_neither(bad: str | float) -> None:
+    with pytest.raises(ValueError):
+        StaleAfter.parse(bad)

@@ -328,16 +328,17 @@ def effective_config(settings: Settings) -> dict[str, Any]:
     """What the worker runs with, as JSON: durations in seconds, `stale_after` as
     `{"intervals": n}` or `{"seconds": n}`, only the events that send mail, secrets
     masked. It reads back as a configuration file (secrets aside)."""
-    return _masked(settings.model_dump(mode="json", by_alias=True))
+    return mask_secrets(settings.model_dump(mode="json", by_alias=True))
 
 
-def _masked(doc: dict[str, Any]) -> dict[str, Any]:
+def mask_secrets(doc: dict[str, Any]) -> dict[str, Any]:
+    """`doc` with the value of every secret key replaced by `MASK`, at any depth."""
     return {key: _masked_value(key, value) for key, value in doc.items()}
 
 
 def _masked_value(key: str, value: Any) -> Any:
     if isinstance(value, dict):
-        return _masked(value)
+        return mask_secrets(value)
     secret = any(word in key for word in SECRET_WORDS) and not key.endswith("_file")
     return MASK if secret and value is not None else value
 

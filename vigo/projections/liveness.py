@@ -12,7 +12,7 @@ from dataclasses import dataclass
 OFFLINE_AFTER_INTERVALS = 2
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_BARE_NUMBER = re.compile(r"^\s*\d+(?:\.\d+)?\s*$")
+_BARE_NUMBER = re.compile(r"^\s*[-+]?\d+(?:\.\d+)?\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, None: 1000}
 
 
