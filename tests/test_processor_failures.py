@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from tests.harness import (
     checkin,
     consume,
     enrollment,
+    get_json,
     produce,
     read_raw,
     run_event,
@@ -128,6 +130,77 @@ def test_long_stop_past_stale_after_sends_no_stale_mail_for_envoys_that_checked_
         assert len(smtp.messages) == 1, [m.subject for m in smtp.messages]
     offline = sorted({r["envoy_id"] for r in out if r["to"] == "offline"})
     assert offline == ["quiet-1"], f"envoys that checked in were marked offline: {offline}"
+
+
+def wait_for_interval(worker: Worker, envoy: str, interval_s: int, timeout: float = 60) -> None:
+    """Until the worker owns `envoy`, is caught up, and judges it by `interval_s`."""
+    deadline = time.monotonic() + timeout
+    doc: Any = None
+    while time.monotonic() < deadline:
+        try:
+            doc = get_json(f"{worker.url}/api/envoys/{envoy}")
+            ready = get_json(f"{worker.url}/readyz")
+        except OSError:
+            time.sleep(0.3)
+            continue
+        if doc.get("interval_s") == interval_s and ready.get("ready"):
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"{envoy} not judged by {interval_s} s: {doc}")
+
+
+def offline_since(records: list[Any], since: float) -> dict[str, float]:
+    """Envoy -> time of its offline change, for the changes made at or after `since`."""
+    offline = {}
+    for r in records:
+        at = datetime.fromisoformat(r["at"]).timestamp()
+        if r["to"] == "offline" and at >= since:
+            offline[r["envoy_id"]] = at
+    return offline
+
+
+def test_a_raised_default_interval_applies_to_envoys_enrolled_before(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """Envoys enrolled under a 2 s default without their own interval follow the 6 s
+    default after a restart: silent for 7 s they are not offline (with the interval
+    frozen at enrollment they would be at 4 s), and they do go offline at 12 s."""
+    t = TopicNames(topic_prefix)
+    fleet = [f"iv-{i:02d}" for i in range(12)]
+    first = Worker(worker_config(kafka_bootstrap, topic_prefix, interval="2s"), tmp_path, "w1")
+    second = Worker(worker_config(kafka_bootstrap, topic_prefix, interval="6s"), tmp_path, "w2")
+    heartbeat = Heartbeat(kafka_bootstrap, t.checkins, [*fleet, "own-1"])
+    try:
+        first.start()
+        produce(kafka_bootstrap, [(t.enrollments, e.encode(), enrollment(e)) for e in fleet])
+        produce(kafka_bootstrap, [(t.enrollments, b"own-1", enrollment("own-1", interval_s=3600))])
+        heartbeat.start()
+        wait_for_interval(first, fleet[0], 2)
+        first.stop()
+        second.start()  # the fleet keeps checking in meanwhile
+        wait_for_interval(second, fleet[0], 6)
+        assert get_json(f"{second.url}/api/envoys/own-1")["interval_s"] == 3600
+        heartbeat.stop()
+        silent_from = time.time()
+        time.sleep(7)
+        early = offline_since(consume(kafka_bootstrap, t.status_changes, timeout=10), silent_from)
+        late = offline_since(
+            consume(
+                kafka_bootstrap,
+                t.status_changes,
+                until=lambda rs: set(offline_since(rs, silent_from)) >= set(fleet),
+                timeout=40,
+            ),
+            silent_from,
+        )
+    finally:
+        if heartbeat.is_alive():
+            heartbeat.stop()
+        first.stop()
+        second.stop()
+    assert early == {}, "envoys were judged by the 2 s interval frozen at enrollment"
+    assert set(late) == set(fleet), "the 6 s default never took the silent fleet offline"
+    assert min(late.values()) >= silent_from + 10  # 2 x 6 s after the last check-in
 
 
 def recompute_fleet(bootstrap: str, names: TopicNames) -> tuple[FleetCounts, dict[str, Any]]:

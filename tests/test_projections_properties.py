@@ -18,9 +18,9 @@ from vigo.projections.envoy import (
 )
 from vigo.projections.fleet import FleetCounts, FleetEntry, newer_entry
 from vigo.projections.history import ConvergenceHistory, history_bucket_ms, record_point
-from vigo.projections.liveness import StaleAfter, offline_deadline_ms
+from vigo.projections.liveness import offline_deadline_ms
 from vigo.projections.threshold import ThresholdState, check_threshold
-from vigo.topics.events import InputEvent, Run
+from vigo.topics.events import Enrollment, InputEvent, Run
 from vigo.topics.statuses import ACTIVE_STATUSES, Status
 
 RULES = Rules(default_interval_s=60)
@@ -134,6 +134,35 @@ def test_duplicated_runs_change_nothing(history: list[Run]) -> None:
     ]
 
 
+@given(
+    st.lists(input_events(), min_size=1, max_size=25),
+    st.integers(10, 86_400),
+    st.integers(10, 86_400),
+)
+def test_deadlines_follow_the_default_interval_of_the_moment(
+    events: list[InputEvent], before_s: int, after_s: int
+) -> None:
+    """Whatever the default was while events were applied, liveness is judged by the
+    default of the moment for envoys without their own interval, and by their own
+    interval otherwise: raising the default never makes an envoy offline sooner."""
+    state, _ = fold(events)
+    if state is None or state.revoked:
+        return
+    now = Rules(default_interval_s=after_s)
+    expected_s = state.interval_s if state.interval_s is not None else after_s
+    last_enrollment = [e for e in events if isinstance(e, Enrollment)][-1:]
+    own = last_enrollment[0].checkin_interval_s if last_enrollment else None
+    assert state.interval_s == own
+    deadline = next_deadline_ms(state, now)
+    if not state.offline:
+        assert deadline == state.last_alive_ms + 2 * expected_s * 1000 + 1
+        assert not sweep_envoy(state, deadline - 1, now).state.offline
+        assert sweep_envoy(state, deadline, now).state.offline
+    before = next_deadline_ms(state, Rules(default_interval_s=before_s))
+    if before is not None and deadline is not None and after_s >= before_s:
+        assert deadline >= before
+
+
 envoy_ids = st.sampled_from([f"e{i}" for i in range(6)])
 statuses = st.sampled_from([*ACTIVE_STATUSES, Status.REVOKED])
 
@@ -219,12 +248,12 @@ def test_a_sweep_publishes_the_same_change_whichever_tick_notices_the_deadline(
     state, _ = fold(events)
     if state is None:
         return
-    deadline = next_deadline_ms(state, StaleAfter())
+    deadline = next_deadline_ms(state, RULES)
     if deadline is None:
         return
-    offline_at = offline_deadline_ms(state.last_alive_ms, state.interval_s)
-    a = sweep_envoy(state, offline_at + delay_a, StaleAfter())
-    b = sweep_envoy(state, offline_at + delay_b, StaleAfter())
+    offline_at = offline_deadline_ms(state.last_alive_ms, state.effective_interval_s(RULES))
+    a = sweep_envoy(state, offline_at + delay_a, RULES)
+    b = sweep_envoy(state, offline_at + delay_b, RULES)
     assert a.change == b.change
     if a.change is not None:
         assert a.change.at_ms == offline_at and a.change.to_status is Status.OFFLINE

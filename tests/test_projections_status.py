@@ -97,7 +97,9 @@ def test_implicit_enrollment_by_first_run_goes_straight_to_its_status() -> None:
     assert changes[0].run_id == first.run_id
     assert changes[0].consecutive_changed_runs == 1
     assert state.labels == {}
-    assert state.interval_s == RULES.default_interval_s
+    # No own interval: it follows the configured default (None stored, 60 s judged).
+    assert state.interval_s is None
+    assert state.effective_interval_s(RULES) == RULES.default_interval_s
 
 
 def test_implicit_enrollment_by_checkin_gives_no_data() -> None:
@@ -131,8 +133,8 @@ def test_versions_increase_by_one_and_non_changes_publish_nothing() -> None:
 
 def test_never_checked_in_goes_offline_counted_from_enrollment() -> None:
     state, _ = fold([enrolled(interval_s=60)])
-    assert sweep_envoy(state, T0 + 120_000, StaleAfter()).change is None  # exactly 2 x
-    swept = sweep_envoy(state, T0 + 120_001, StaleAfter())
+    assert sweep_envoy(state, T0 + 120_000, RULES).change is None  # exactly 2 x
+    swept = sweep_envoy(state, T0 + 120_001, RULES)
     assert swept.change is not None
     assert (swept.change.from_status, swept.change.to_status, swept.change.cause) == (
         Status.NO_DATA,
@@ -147,9 +149,9 @@ def test_offline_beats_every_run_status_and_a_checkin_restores_it() -> None:
     assert state.status == Status.RELAPSED
     last_seen = state.last_seen_ms
     assert last_seen is not None
-    swept = sweep_envoy(state, last_seen + 120_001, StaleAfter())
+    swept = sweep_envoy(state, last_seen + 120_001, RULES)
     assert swept.state.status == Status.OFFLINE
-    again = sweep_envoy(swept.state, last_seen + 130_000, StaleAfter())
+    again = sweep_envoy(swept.state, last_seen + 130_000, RULES)
     assert again.change is None  # offline once, not on every sweep
     back = apply_event(swept.state, checkin(), last_seen + 140_000, RULES)
     assert back.change is not None
@@ -166,14 +168,14 @@ def test_offline_uses_the_record_timestamp_not_the_envoys_clock() -> None:
     applied = apply_event(state, checkin(at_ms=T0 + 10**9), T0 + 1000, RULES)
     assert applied.state is not None
     assert applied.state.last_seen_ms == T0 + 1000
-    assert sweep_envoy(applied.state, T0 + 1000 + 120_001, StaleAfter()).state.offline
+    assert sweep_envoy(applied.state, T0 + 1000 + 120_001, RULES).state.offline
 
 
 def test_stale_fires_once_and_again_only_after_a_checkin() -> None:
     state, _ = fold([enrolled(interval_s=60), checkin()])
     seen = state.last_seen_ms
     assert seen is not None
-    policy = StaleAfter.parse(3)
+    policy = Rules(default_interval_s=60, stale_after=StaleAfter.parse(3))
     assert not sweep_envoy(state, seen + 180_000, policy).became_stale
     first = sweep_envoy(state, seen + 180_001, policy)
     assert first.became_stale and first.state.stale_episodes == 1
@@ -188,7 +190,7 @@ def test_stale_after_a_duration_is_independent_of_the_interval() -> None:
     state, _ = fold([enrolled(interval_s=900), checkin()])
     seen = state.last_seen_ms
     assert seen is not None
-    policy = StaleAfter.parse("20m")
+    policy = Rules(default_interval_s=60, stale_after=StaleAfter.parse("20m"))
     assert not sweep_envoy(state, seen + 1_200_000, policy).became_stale
     swept = sweep_envoy(state, seen + 1_200_001, policy)
     assert swept.became_stale
@@ -199,11 +201,11 @@ def test_next_deadline_is_the_earliest_pending_one() -> None:
     state, _ = fold([enrolled(interval_s=60), checkin()])
     seen = state.last_seen_ms
     assert seen is not None
-    assert next_deadline_ms(state, StaleAfter.parse(3)) == seen + 120_001
-    offline = sweep_envoy(state, seen + 120_001, StaleAfter.parse(3)).state
-    assert next_deadline_ms(offline, StaleAfter.parse(3)) == seen + 180_001
-    gone = sweep_envoy(offline, seen + 180_001, StaleAfter.parse(3)).state
-    assert next_deadline_ms(gone, StaleAfter.parse(3)) is None
+    assert next_deadline_ms(state, RULES) == seen + 120_001
+    offline = sweep_envoy(state, seen + 120_001, RULES).state
+    assert next_deadline_ms(offline, RULES) == seen + 180_001
+    gone = sweep_envoy(offline, seen + 180_001, RULES).state
+    assert next_deadline_ms(gone, RULES) is None
 
 
 def test_revoked_envoy_refuses_events_until_reenrolled() -> None:
@@ -212,7 +214,7 @@ def test_revoked_envoy_refuses_events_until_reenrolled() -> None:
     assert (changes[-1].to_status, changes[-1].cause) == (Status.REVOKED, Cause.REVOCATION)
     assert apply_event(state, checkin(), T0 + 99_000, RULES).outcome == "revoked"
     assert apply_event(state, run("ok"), T0 + 99_000, RULES).outcome == "revoked"
-    assert sweep_envoy(state, T0 + 10**9, StaleAfter()).change is None
+    assert sweep_envoy(state, T0 + 10**9, RULES).change is None
     back = apply_event(state, enrolled(), T0 + 100_000, RULES)
     assert back.change is not None
     assert (back.change.from_status, back.change.to_status, back.change.cause) == (
@@ -269,3 +271,52 @@ def test_status_filter_aliases_and_errors() -> None:
     assert parse_status_filter("relapsed,diverged") == {Status.RELAPSED, Status.DIVERGED}
     with pytest.raises(ValueError, match="unknown status 'relapse'"):
         parse_status_filter("relapse")
+
+
+def test_envoys_without_their_own_interval_follow_a_changed_default() -> None:
+    """An operator raising checkin.interval from 60 s to 180 s: an envoy enrolled under
+    60 s without its own interval is judged by 180 s, so it is not offline at 120 s."""
+    state, _ = fold([enrolled(), checkin()])
+    seen = state.last_seen_ms
+    assert seen is not None
+    raised = Rules(default_interval_s=180)
+    assert next_deadline_ms(state, raised) == seen + 360_001
+    assert not sweep_envoy(state, seen + 120_001, raised).state.offline
+    assert sweep_envoy(state, seen + 360_001, raised).state.offline
+    # Under the old default the same state would have been offline at 120 s.
+    assert sweep_envoy(state, seen + 120_001, RULES).state.offline
+
+
+def test_an_envoys_own_interval_ignores_the_default() -> None:
+    state, _ = fold([enrolled(interval_s=900), checkin()])
+    seen = state.last_seen_ms
+    assert seen is not None
+    for default in (10, 60, 86_400):
+        rules = Rules(default_interval_s=default)
+        assert state.effective_interval_s(rules) == 900
+        assert next_deadline_ms(state, rules) == seen + 1_800_001
+
+
+def test_an_enrollment_dropping_its_interval_follows_the_default_again() -> None:
+    state, _ = fold([enrolled(interval_s=900), checkin()])
+    applied = apply_event(state, enrolled(), T0 + 99_000, RULES)
+    assert applied.outcome == "applied" and applied.state is not None
+    assert applied.state.interval_s is None
+    assert applied.state.effective_interval_s(RULES) == 60
+
+
+@pytest.mark.parametrize(("text", "number"), [("3", 3), (" 2.5 ", 2.5), ("+4", 4), ("10", 10)])
+def test_stale_after_as_text_is_the_same_multiple_as_the_number(text: str, number: float) -> None:
+    """Environment values arrive as text: "3" is 3 intervals, exactly as YAML's 3."""
+    assert StaleAfter.parse(text) == StaleAfter.parse(number) == StaleAfter(float(number))
+
+
+@pytest.mark.parametrize(("text", "ms"), [("20m", 1_200_000), ("90s", 90_000), ("1h", 3_600_000)])
+def test_stale_after_with_a_unit_is_a_duration(text: str, ms: int) -> None:
+    assert StaleAfter.parse(text) == StaleAfter(intervals=None, duration_ms=ms)
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "0.0", "abc", "3x", float("inf"), float("nan"), True])
+def test_stale_after_refuses_what_is_neither(bad: str | float) -> None:
+    with pytest.raises(ValueError):
+        StaleAfter.parse(bad)

@@ -32,7 +32,6 @@ from vigo.processor.records import (
 from vigo.projections.envoy import EnvoyState, Position, Rules, apply_event, sweep_envoy
 from vigo.projections.fleet import FleetCounts, FleetEntry
 from vigo.projections.history import ConvergenceHistory
-from vigo.projections.liveness import StaleAfter
 from vigo.projections.threshold import ThresholdState
 from vigo.topics.codec import FLEET_STATUSES
 from vigo.topics.events import Enrollment, InputEvent
@@ -57,9 +56,9 @@ def test_envoy_record_round_trips_and_restored_state_continues_identically(
                 encode_stored_envoy(StoredEnvoy(partition, restored))
             ).state
     if state is not None and sweep:
-        state = sweep_envoy(state, T0 + 10**7, StaleAfter()).state
+        state = sweep_envoy(state, T0 + 10**7, RULES).state
         assert restored is not None
-        restored = sweep_envoy(restored, T0 + 10**7, StaleAfter()).state
+        restored = sweep_envoy(restored, T0 + 10**7, RULES).state
     assert restored == state
     if state is not None:
         assert (
@@ -178,3 +177,20 @@ def test_envoy_records_of_the_first_release_still_decode_and_are_bounded() -> No
     assert orjson.loads(again)["f"] == ENVOY_FORMAT == 2
     assert decode_stored_envoy(again) == record
     assert len(again) < 2000
+
+
+def test_envoy_record_keeps_no_own_interval_and_reads_the_first_release() -> None:
+    """Format 2 stores null for "no own interval" (the envoy follows the configured
+    default); a format-1 record's number is read as the envoy's own interval, as the
+    first release judged it."""
+    state = apply_event(
+        None, Enrollment("web-01", "enrolled", "2026-11-27T12:00:00Z"), T0, RULES, Position(0, 0)
+    ).state
+    assert state is not None and state.interval_s is None
+    raw = orjson.loads(encode_stored_envoy(StoredEnvoy(3, state)))
+    assert (raw["f"], raw["iv"]) == (2, None)
+    assert decode_stored_envoy(orjson.dumps(raw)).state == state
+    first_release = {**raw, "f": 1, "iv": 300}
+    old = decode_stored_envoy(orjson.dumps(first_release)).state
+    assert old.interval_s == 300
+    assert old.effective_interval_s(Rules(default_interval_s=900)) == 300

@@ -1,5 +1,6 @@
 """`vigo-processor`: Faust's own command line (worker, tables, ...) on an app built from
-the Vigo configuration. `--config PATH` (or `VIGO_CONFIG`) names the YAML file."""
+the Vigo configuration, plus `config`, which prints the effective configuration. `--config
+PATH` (or `VIGO_CONFIG`) names the YAML file."""
 
 from __future__ import annotations
 
@@ -7,11 +8,34 @@ import asyncio
 import os
 import sys
 
-from vigo.processor.config import ConfigError, load_settings
+import orjson
+
+from vigo.processor.config import (
+    ConfigError,
+    Settings,
+    effective_config,
+    load_settings,
+    unapplied_warnings,
+)
+
+CONFIG_USAGE = "usage: vigo-processor config [--config PATH]"
 
 
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    config_path, rest = split_config_option(args)
+    try:
+        settings = load_settings(config_path)
+    except ConfigError as exc:
+        sys.exit(f"vigo-processor: {exc}")
+    if rest[:1] == ["config"]:
+        print_config(settings, rest[1:])
+        return
+    run_faust(settings, rest)
+
+
+def split_config_option(args: list[str]) -> tuple[str | None, list[str]]:
+    """`--config PATH` / `--config=PATH` anywhere on the line, and the other arguments."""
     config_path = os.environ.get("VIGO_CONFIG")
     rest: list[str] = []
     i = 0
@@ -28,16 +52,30 @@ def main(argv: list[str] | None = None) -> None:
         else:
             rest.append(arg)
         i += 1
-    try:
-        settings = load_settings(config_path)
-    except ConfigError as exc:
-        sys.exit(f"vigo-processor: {exc}")
+    return config_path, rest
 
+
+def print_config(settings: Settings, extra: list[str]) -> None:
+    """`vigo-processor config`: the effective configuration as JSON, secrets masked.
+    Touches no broker, so it answers where the worker cannot start yet."""
+    if extra[:1] in (["-h"], ["--help"]):
+        print(CONFIG_USAGE)
+        return
+    if extra:
+        sys.exit(f"vigo-processor config: unexpected argument {extra[0]!r}\n{CONFIG_USAGE}")
+    doc = effective_config(settings)
+    sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def run_faust(settings: Settings, rest: list[str]) -> None:
+    """Faust's command line on the app; `worker` creates the topics first."""
     from vigo.processor.app import kafka_client_options
     from vigo.processor.topics_admin import TopicSetupError, ensure_topics
     from vigo.processor.topology import build_app
 
     if rest[:1] == ["worker"]:
+        for warning in unapplied_warnings(settings):
+            print(f"vigo-processor: warning: {warning}", file=sys.stderr)
         try:
             asyncio.run(ensure_topics(settings, kafka_client_options(settings)))
         except TopicSetupError as exc:

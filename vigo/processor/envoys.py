@@ -33,7 +33,6 @@ from vigo.projections.envoy import (
     next_deadline_ms,
     sweep_envoy,
 )
-from vigo.projections.liveness import StaleAfter
 from vigo.topics.codec import encode_deadletter, encode_status_change
 from vigo.topics.decode import decode_input
 from vigo.topics.events import DeadLetter, RecordMeta
@@ -63,7 +62,6 @@ class EnvoyProcessor:
     status_topic: faust.TopicT
     deadletter_topic: faust.TopicT
     rules: Rules
-    stale_after: StaleAfter
     guard: DeliveryGuard
     catch_up: CatchUp
     outputs: Outputs
@@ -184,7 +182,7 @@ class EnvoyProcessor:
     def _schedule(self, partition: int, key: bytes, state: EnvoyState) -> None:
         deadlines = self.deadlines.get(partition)
         if deadlines is not None:
-            deadlines.schedule(key, next_deadline_ms(state, self.stale_after))
+            deadlines.schedule(key, next_deadline_ms(state, self.rules))
 
     def forget_partitions(self, partitions: set[int]) -> None:
         for partition in partitions:
@@ -198,7 +196,7 @@ class EnvoyProcessor:
             deadlines = Deadlines()
             for key, record in [*self.table.items(), *self.held.values(self.table)]:
                 if record is not None and record.partition == partition:
-                    deadlines.schedule(key, next_deadline_ms(record.state, self.stale_after))
+                    deadlines.schedule(key, next_deadline_ms(record.state, self.rules))
             self.deadlines[partition] = deadlines
         return deadlines
 
@@ -235,13 +233,13 @@ class EnvoyProcessor:
             if record is None or record.partition != partition:
                 continue
             state = record.state
-            deadline = next_deadline_ms(state, self.stale_after)
+            deadline = next_deadline_ms(state, self.rules)
             if deadline is None:
                 continue
             if deadline > now_ms:
                 deadlines.schedule(key, deadline)
                 continue
-            swept = sweep_envoy(state, now_ms, self.stale_after)
+            swept = sweep_envoy(state, now_ms, self.rules)
             if swept.state != state:
                 swept_records.append((key, StoredEnvoy(partition, swept.state), swept.change))
             if swept.became_stale:
@@ -253,7 +251,7 @@ class EnvoyProcessor:
                         labels=dict(state.labels),
                     )
                 )
-            deadlines.schedule(key, next_deadline_ms(swept.state, self.stale_after))
+            deadlines.schedule(key, next_deadline_ms(swept.state, self.rules))
         return stale, swept_records
 
     # -- queries of the web layer ---------------------------------------------------------

@@ -7,7 +7,10 @@ the unnumbered forms of the first release and fields added later.
 
 - table `envoys`: envoy id -> `StoredEnvoy`, a JSON object, `ENVOY_FORMAT` in `"f"`
   (format 2 adds the counts of changed/failed resources and errored modules to each
-  history entry; format 1 entries are read with the counts of their lists and bounded);
+  history entry, and stores `"iv"` null for an envoy without its own interval, which then
+  follows the configured default; format 1 entries are read with the counts of their lists
+  and bounded, and format 1's interval, the default frozen at enrollment, is read as the
+  envoy's own since the two cannot be told apart);
 - table `fleet`: envoy id -> `StoredFleetEntry`, a JSON list, `FLEET_ENTRY_FORMAT` first;
 - table `fleet-parts`: partition -> `FleetCounts`, JSON, `FLEET_PARTS_FORMAT` in `"f"`;
 - table `fleet-state`: `threshold` -> `ThresholdState`, `history` -> `ConvergenceHistory`,

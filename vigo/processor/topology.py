@@ -182,7 +182,6 @@ def envoy_processor(
             stale_after=settings.checkin.stale_policy,
             strict_enrollment=settings.enrollment.strict,
         ),
-        stale_after=settings.checkin.stale_policy,
         guard=guard,
         catch_up=CatchUp(app, guard),
         outputs=outputs,

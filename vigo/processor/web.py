@@ -37,7 +37,7 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from yarl import URL
 
-from vigo.projections.envoy import EnvoyState
+from vigo.projections.envoy import EnvoyState, Rules
 from vigo.projections.status import parse_status_filter
 from vigo.topics.statuses import ACTIVE_STATUSES, Status
 from vigo.topics.timestamps import iso_from_ms
@@ -89,16 +89,17 @@ def envoy_summary(state: EnvoyState) -> dict[str, Any]:
     }
 
 
-def envoy_detail(state: EnvoyState) -> dict[str, Any]:
+def envoy_detail(state: EnvoyState, rules: Rules) -> dict[str, Any]:
     """One envoy with its drift history, newest run first.
 
     `last_seen` is the Kafka record time that liveness uses; `last_reported_at` is the
     envoy's own `at` of that check-in or run, kept for display (SPEC section 3). Each run
-    lists the ids the history kept (SPEC 10.9 bounds them) and counts them all."""
+    lists the ids the history kept (SPEC 10.9 bounds them) and counts them all.
+    `interval_s` is the interval liveness judges by now (the envoy's own or the default)."""
     return {
         **envoy_summary(state),
         "last_reported_at": state.last_seen_at,
-        "interval_s": state.interval_s,
+        "interval_s": state.effective_interval_s(rules),
         "consecutive_changed_runs": state.consecutive_changed,
         "stale": state.stale,
         "history": [
@@ -404,7 +405,7 @@ class Envoy(VigoView):
     async def get(self, request: Request, envoy_id: str) -> Response:
         state = self.ctx.envoys.owned(envoy_id)
         if state is not None:
-            return self.json(envoy_detail(state))
+            return self.json(envoy_detail(state, self.ctx.envoys.rules))
         unknown = self.error(404, f"unknown envoy {envoy_id!r}", envoy_id=envoy_id)
         if FORWARDED in request.headers:
             return unknown

@@ -53,7 +53,11 @@ class EnvoyState:
     envoy_id: str
     revoked: bool = False
     labels: Mapping[str, str] = field(default_factory=dict)
-    interval_s: int = 300
+    #: The envoy's own check-in interval (`checkin_interval_s` of its enrollment). None:
+    #: it follows `Rules.default_interval_s` as configured when it is judged, so an
+    #: operator who raises `checkin.interval` moves the whole fleet's deadlines with it
+    #: instead of seeing envoys enrolled earlier go offline at the old interval.
+    interval_s: int | None = None
     #: Record timestamp of the (re-)enrollment; liveness counts from it until a check-in.
     enrolled_at_ms: int = 0
     #: Latest Kafka record timestamp of a check-in or run (never the envoy's clock).
@@ -83,6 +87,10 @@ class EnvoyState:
     @property
     def active(self) -> bool:
         return not self.revoked
+
+    def effective_interval_s(self, rules: Rules) -> int:
+        """The interval liveness judges by: the envoy's own, else today's default."""
+        return self.interval_s if self.interval_s is not None else rules.default_interval_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,15 +161,11 @@ def apply_event(
 
 def _apply(state: EnvoyState | None, event: InputEvent, record_ms: int, rules: Rules) -> Applied:
     if isinstance(event, Enrollment):
-        return _apply_enrollment(state, event, record_ms, rules)
+        return _apply_enrollment(state, event, record_ms)
     if state is None:
         if rules.strict_enrollment:
             return Applied(None, None, "not_enrolled")
-        state = EnvoyState(
-            envoy_id=event.envoy_id,
-            interval_s=rules.default_interval_s,
-            enrolled_at_ms=record_ms,
-        )
+        state = EnvoyState(envoy_id=event.envoy_id, enrolled_at_ms=record_ms)
         # An implicit enrollment publishes its first change with from: null.
         return _apply_liveness_event(state, event, record_ms, first=True)
     if state.revoked:
@@ -169,10 +173,9 @@ def _apply(state: EnvoyState | None, event: InputEvent, record_ms: int, rules: R
     return _apply_liveness_event(state, event, record_ms, first=False)
 
 
-def _apply_enrollment(
-    state: EnvoyState | None, event: Enrollment, record_ms: int, rules: Rules
-) -> Applied:
-    interval_s = event.checkin_interval_s or rules.default_interval_s
+def _apply_enrollment(state: EnvoyState | None, event: Enrollment, record_ms: int) -> Applied:
+    #: None when the envoy gives no interval: it follows the configured default.
+    interval_s = event.checkin_interval_s
     if event.action == "revoked":
         if state is None:
             # Nothing to revoke yet; remember it so later events are refused as `revoked`.
@@ -262,19 +265,20 @@ def _apply_liveness_event(
     )
 
 
-def sweep_envoy(state: EnvoyState, now_ms: int, stale_after: StaleAfter) -> Swept:
+def sweep_envoy(state: EnvoyState, now_ms: int, rules: Rules) -> Swept:
     """Mark the envoy offline and/or stale if its deadlines have passed at `now_ms`."""
     if state.revoked:
         return Swept(state, None, False)
     swept = state
     became_stale = False
+    interval_s = state.effective_interval_s(rules)
     if not state.stale and now_ms >= stale_deadline_ms(
-        state.last_alive_ms, state.interval_s, stale_after
+        state.last_alive_ms, interval_s, rules.stale_after
     ):
         swept = replace(swept, stale=True, stale_episodes=swept.stale_episodes + 1)
         became_stale = True
     change = None
-    offline_at_ms = offline_deadline_ms(state.last_alive_ms, state.interval_s)
+    offline_at_ms = offline_deadline_ms(state.last_alive_ms, interval_s)
     if not state.offline and now_ms >= offline_at_ms:
         # The change is dated by the deadline that expired, not by the tick that noticed
         # it: a replayed sweep publishes the same content.
@@ -285,15 +289,19 @@ def sweep_envoy(state: EnvoyState, now_ms: int, stale_after: StaleAfter) -> Swep
     return Swept(swept, change, became_stale)
 
 
-def next_deadline_ms(state: EnvoyState, stale_after: StaleAfter) -> int | None:
-    """The next instant a sweep could change this envoy, or None if nothing is pending."""
+def next_deadline_ms(state: EnvoyState, rules: Rules) -> int | None:
+    """The next instant a sweep could change this envoy, or None if nothing is pending.
+
+    Computed from the rules of the moment: a changed default interval moves the deadlines
+    of every envoy without its own interval."""
     if state.revoked:
         return None
+    interval_s = state.effective_interval_s(rules)
     pending = []
     if not state.offline:
-        pending.append(offline_deadline_ms(state.last_alive_ms, state.interval_s))
+        pending.append(offline_deadline_ms(state.last_alive_ms, interval_s))
     if not state.stale:
-        pending.append(stale_deadline_ms(state.last_alive_ms, state.interval_s, stale_after))
+        pending.append(stale_deadline_ms(state.last_alive_ms, interval_s, rules.stale_after))
     return min(pending) if pending else None
 
 

@@ -5,12 +5,14 @@ Deadlines let the sweep keep a priority queue instead of scanning every envoy ea
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
 OFFLINE_AFTER_INTERVALS = 2
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_BARE_NUMBER = re.compile(r"^\s*[-+]?\d+(?:\.\d+)?\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, None: 1000}
 
 
@@ -19,14 +21,14 @@ def parse_duration_ms(text: str | int | float) -> int:
     if isinstance(text, bool):
         raise ValueError(f"not a duration: {text!r}")
     if isinstance(text, int | float):
-        if text <= 0:
-            raise ValueError(f"duration must be positive: {text!r}")
-        return int(text * 1000)
-    match = _DURATION.match(text)
-    if not match:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 5m, 1h)")
-    value = float(match.group(1)) * _UNIT_MS[match.group(2)]
-    if value <= 0:
+        value = float(text) * 1000
+    else:
+        match = _DURATION.match(text)
+        if not match:
+            raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 5m, 1h)")
+        value = float(match.group(1)) * _UNIT_MS[match.group(2)]
+    # At least a millisecond, and finite (YAML's .inf, or 400 digits, is not a duration).
+    if not math.isfinite(value) or value < 1:
         raise ValueError(f"duration must be positive: {text!r}")
     return int(value)
 
@@ -40,13 +42,18 @@ class StaleAfter:
 
     @classmethod
     def parse(cls, value: str | int | float) -> StaleAfter:
-        """A bare number is a multiple of the interval (SPEC: `3` = 3 x interval)."""
+        """A bare number is a multiple of the interval (SPEC: `3` = 3 x interval), also
+        when it arrives as text (`"3"`, as every environment variable does); a number with
+        a unit (`"20m"`) is a duration."""
         if isinstance(value, bool):
             raise ValueError(f"not a multiple or a duration: {value!r}")
-        if isinstance(value, int | float):
-            if value <= 0:
-                raise ValueError(f"must be positive: {value!r}")
-            return cls(intervals=float(value), duration_ms=None)
+        multiple = value
+        if isinstance(value, str) and _BARE_NUMBER.match(value):
+            multiple = float(value)
+        if isinstance(multiple, int | float):
+            if not math.isfinite(multiple) or multiple <= 0:
+                raise ValueError(f"must be a positive multiple of the interval: {value!r}")
+            return cls(intervals=float(multiple), duration_ms=None)
         return cls(intervals=None, duration_ms=parse_duration_ms(value))
 
     def after_ms(self, interval_s: int) -> int:
