@@ -1,8 +1,10 @@
-"""End offsets from a client of our own, outside Faust's consumer.
+"""Offsets from a client of our own, outside Faust's consumer.
 
 Asking Faust's consumer thread for end offsets while the group rebalances was seen to
 leave retained partitions unfetched (faust-streaming 0.15.3); a separate, group-less
-client keeps the catch-up check off that path.
+client keeps the catch-up check off that path. The same client answers the delivery
+guard's question "which record really comes first at or after this offset?", straight
+from the broker, so that a hole in what Faust delivered is judged by the log itself.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 from faust.types import TP
 
+#: How long the broker is given to return the first record after an offset.
+PROBE_TIMEOUT_MS = 3000
+
 
 class EndOffsets:
     def __init__(self, bootstrap_servers: str, options: Mapping[str, object]) -> None:
@@ -22,22 +27,40 @@ class EndOffsets:
         self._client: AIOKafkaConsumer | None = None
         self._lock = asyncio.Lock()
 
+    async def _started(self) -> AIOKafkaConsumer:
+        if self._client is None:
+            client = AIOKafkaConsumer(
+                bootstrap_servers=self._bootstrap,
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                **self._options,
+            )
+            await client.start()
+            self._client = client
+        return self._client
+
     async def __call__(self, tps: Iterable[TP]) -> dict[TP, int]:
         wanted = list(tps)
         async with self._lock:
-            if self._client is None:
-                client = AIOKafkaConsumer(
-                    bootstrap_servers=self._bootstrap,
-                    group_id=None,
-                    enable_auto_commit=False,
-                    **self._options,
-                )
-                await client.start()
-                self._client = client
-            ends = await self._client.end_offsets(
+            client = await self._started()
+            ends = await client.end_offsets(
                 [TopicPartition(tp.topic, tp.partition) for tp in wanted]
             )
         return {tp: ends[TopicPartition(tp.topic, tp.partition)] for tp in wanted}
+
+    async def first_offset(self, tp: TP, offset: int) -> int | None:
+        """The offset of the first record of `tp` at or after `offset` (the log start if
+        `offset` was deleted); None when the broker returned nothing in time."""
+        target = TopicPartition(tp.topic, tp.partition)
+        async with self._lock:
+            client = await self._started()
+            client.assign([target])
+            client.seek(target, offset)
+            batch = await client.getmany(target, timeout_ms=PROBE_TIMEOUT_MS, max_records=1)
+            client.unsubscribe()
+        records = batch.get(target, [])
+        return int(records[0].offset) if records else None
 
     async def close(self) -> None:
         if self._client is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import faust
@@ -62,8 +63,8 @@ class FleetProjection:
             entry = newer_entry(kept.entry if kept else None, version, status)
             if entry is None:
                 continue  # a replay or an older change: a no-op
-            write_under(stream, event)
-            self.table[message.key] = StoredFleetEntry(message.partition, entry)
+            stored = StoredFleetEntry(message.partition, entry)
+            write_under(stream, event, partial(self.table.__setitem__, message.key, stored))
             counts = self.counts.get(message.partition)
             if counts is not None:
                 old = kept.entry.status if kept else None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import faust
@@ -71,7 +72,7 @@ class HeldWrites:
         return [(k, v) for (tid, _), (_, k, v, _) in self._writes.items() if tid == id(table)]
 
     def apply(self, stream: faust.Stream[Any]) -> None:
-        for table, key, value, event in self._writes.values():
-            write_under(stream, event)
-            table[key] = value
+        writes = list(self._writes.values())
         self._writes.clear()
+        for table, key, value, event in writes:
+            write_under(stream, event, partial(table.__setitem__, key, value))

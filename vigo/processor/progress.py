@@ -67,7 +67,7 @@ class CatchUp:
         pending = [tp for tp in self._assigned if tp not in self._caught_up]
         missing = [tp for tp in pending if tp not in self._targets]
         if missing:
-            self._targets.update(await self.guard.end_offsets(missing))
+            self._targets.update(await self.guard.offsets(missing))
         for tp in pending:
             if self.guard.position(tp) >= self._targets[tp]:
                 self._caught_up.add(tp)
