@@ -1,0 +1,145 @@
+"""The envoy agent's sweep logic (SPEC 10.9), driven without a broker: a batch of records
+as Faust hands them over, the real `EnvoyProcessor`, `Outputs` and `Metrics`, a plain dict
+as the table. The partition is owned and caught up; the delivery guard lets all through.
+
+- A lagging worker does not drop old ticks: it sweeps once, on the newest tick of the
+  batch, as of that tick's record time, and reports how far behind the clock it was.
+- The change is dated by the deadline that expired, whichever tick noticed it.
+- The state that records a change is written only once the change is acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+from faust.types import TP
+
+from tests.eventgen import T0
+from vigo.processor.envoys import EnvoyProcessor
+from vigo.processor.metrics import Metrics
+from vigo.processor.outputs import Outputs
+from vigo.projections.envoy import Rules
+from vigo.projections.liveness import offline_deadline_ms
+from vigo.topics.names import TopicNames
+from vigo.topics.timestamps import iso_from_ms
+
+NAMES = TopicNames("sw.")
+INTERVAL_S = 60
+NOW_S = T0 / 1000 + 3600  # the worker's clock: an hour after the envoy was last seen
+
+
+class Topic:
+    """What the processor sends, with a future that the test acknowledges."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes | None, bytes, asyncio.Future[Any]]] = []
+
+    def send_soon(self, *, key: bytes | None, value: bytes, partition: int | None) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.sent.append((key, value, future))
+        return future
+
+
+class Everything:
+    """The guard and catch-up of a caught-up, owned partition 0."""
+
+    def accept(self, tp: TP, offset: int) -> bool:
+        return True
+
+    def active_partitions(self) -> set[int]:
+        return {0}
+
+    def partition_caught_up(self, partition: int) -> bool:
+        return True
+
+
+class Stream:
+    current_event: Any = None
+
+    def _set_current_event(self, event: Any) -> None:
+        self.current_event = event
+
+
+def record(topic: str, offset: int, timestamp_s: float, key: bytes, value: bytes) -> Any:
+    message = SimpleNamespace(
+        topic=topic,
+        partition=0,
+        offset=offset,
+        timestamp=timestamp_s,
+        key=key,
+        value=value,
+        tp=TP(topic, 0),
+    )
+    return SimpleNamespace(message=message)
+
+
+def processor(status: Topic, table: dict[bytes, Any]) -> EnvoyProcessor:
+    return EnvoyProcessor(
+        table=table,  # type: ignore[arg-type]
+        names=NAMES,
+        status_topic=status,  # type: ignore[arg-type]
+        deadletter_topic=Topic(),  # type: ignore[arg-type]
+        rules=Rules(default_interval_s=INTERVAL_S),
+        guard=Everything(),  # type: ignore[arg-type]
+        catch_up=Everything(),  # type: ignore[arg-type]
+        outputs=Outputs(),
+        metrics=Metrics(),
+        clock=lambda: NOW_S,
+        max_event_bytes=1 << 20,
+    )
+
+
+def enroll_and_check_in(envoys: EnvoyProcessor) -> None:
+    enrollment = {
+        "schema": "vigo.enrollment/1",
+        "envoy_id": "web-01",
+        "action": "enrolled",
+        "at": "2026-11-27T12:00:00Z",
+    }
+    envoys.process_batch(
+        [record(NAMES.enrollments, 0, T0 / 1000, b"web-01", orjson.dumps(enrollment))]
+    )
+
+
+def tick(offset: int, at_s: float) -> Any:
+    return record(NAMES.ticks, offset, at_s, b"tick", b"")
+
+
+def test_a_lagging_worker_sweeps_on_the_newest_old_tick() -> None:
+    async def go() -> None:
+        status, table = Topic(), dict[bytes, Any]()
+        envoys = processor(status, table)
+        enroll_and_check_in(envoys)
+        deadline_s = T0 / 1000 + 2 * INTERVAL_S
+        # Three ticks, all far behind the clock: the first is before the deadline.
+        ticks = [tick(0, deadline_s - 30), tick(1, deadline_s + 5), tick(2, deadline_s + 50)]
+        envoys.process_batch(ticks)
+        changes = [orjson.loads(v) for _, v, _ in status.sent]
+        assert [c["to"] for c in changes] == ["no_data", "offline"]
+        # Dated by the deadline that expired (strictly after enrolled + 2 x interval).
+        assert changes[-1]["at"] == iso_from_ms(offline_deadline_ms(T0, INTERVAL_S))
+        lag = envoys.metrics.sweep_lag._value.get()
+        assert abs(lag - (NOW_S - (deadline_s + 50))) < 1e-6
+
+    asyncio.run(go())
+
+
+def test_the_state_is_written_only_after_its_change_is_acknowledged() -> None:
+    async def go() -> None:
+        status, table = Topic(), dict[bytes, Any]()
+        envoys = processor(status, table)
+        enroll_and_check_in(envoys)
+        stream = Stream()
+        commit = asyncio.ensure_future(envoys.commit(stream))  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)
+        assert table == {} and not commit.done()  # the change is not acknowledged yet
+        for _, _, future in status.sent:
+            future.set_result(None)
+        await commit
+        assert table[b"web-01"].state.version == 1
+        assert stream.current_event is None  # put back after the write
+
+    asyncio.run(go())
