@@ -55,6 +55,9 @@ class Everything:
     def partition_caught_up(self, partition: int) -> bool:
         return True
 
+    def settling(self, partition: int) -> bool:
+        return False
+
 
 class Stream:
     current_event: Any = None

@@ -99,8 +99,13 @@ class EnvoyProcessor:
 
     async def commit(self, stream: faust.Stream[Any]) -> None:
         """Once the batch's outputs are acknowledged, write the states that record them."""
-        await self.outputs.acknowledged()
-        self.held.apply(stream)
+        try:
+            await self.outputs.acknowledged()
+        finally:
+            # Also when the wait is cancelled (shutdown, rebalance): take_events acks the
+            # batch on the way out and Faust commits its offsets, so the states must be
+            # written now; they are flushed with the outputs still in the producer.
+            self.held.apply(stream)
 
     def _newest_ticks(self, events: Sequence[EventT[Any]]) -> dict[int, int]:
         """The offset of the newest tick per partition: a lagging worker sweeps once, on
@@ -206,7 +211,7 @@ class EnvoyProcessor:
         partition = tick.message.partition
         if partition not in self.catch_up.active_partitions():
             return
-        if not self.catch_up.partition_caught_up(partition):
+        if not self.catch_up.partition_caught_up(partition) or self.guard.settling(partition):
             return
         now_ms = int(tick.message.timestamp * 1000)
         self.metrics.sweep_lag.set(max(0.0, self.clock() - now_ms / 1000))

@@ -140,6 +140,11 @@ class DeliveryGuard:
         self.on_gap(tp.topic)
         return False
 
+    def settling(self, partition: int) -> bool:
+        """Whether a hole of this partition number is being read again: what the agent
+        knows of its envoys may lag behind, so liveness waits."""
+        return any(tp.partition == partition for tp in (*self._found, *self._pending))
+
     def _advance(self, tp: TP, offset: int) -> bool:
         self._next[tp] = offset + 1
         self._progress_at[tp] = time.monotonic()

@@ -175,8 +175,13 @@ class FleetAggregator:
 
     async def commit(self, stream: faust.Stream[Any]) -> None:
         """Outputs (fleet numbers, alerts) first, then the state that records them."""
-        await self.outputs.acknowledged()
-        self.held.apply(stream)
+        try:
+            await self.outputs.acknowledged()
+        finally:
+            # Also when the wait is cancelled (shutdown, rebalance): take_events acks the
+            # batch on the way out and Faust commits its offsets, so the states must be
+            # written now; they are flushed with the outputs still in the producer.
+            self.held.apply(stream)
 
     def total(self) -> FleetCounts:
         parts = (self.parts_table.get(str(p)) for p in range(self.partitions))
