@@ -10,6 +10,7 @@ batch, after the batch's outputs were acknowledged (`vigo.processor.outputs`).
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +72,8 @@ class EnvoyProcessor:
     stale_handlers: list[StaleHandler] = field(default_factory=list)
     deadlines: dict[int, Deadlines] = field(default_factory=dict)
     held: HeldWrites = field(default_factory=HeldWrites)
+    _events: Counter[tuple[str, str]] = field(default_factory=Counter)
+    _transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         self.topic_index = {name: i for i, name in enumerate(self.names.inputs)}
@@ -93,6 +96,7 @@ class EnvoyProcessor:
                 continue
             applied_count += 1
             self._apply(event)
+        self._flush_counts()
         if applied_count:
             per_record = (time.perf_counter() - started) / applied_count
             self.metrics.event_processing.observe(per_record)
@@ -153,11 +157,20 @@ class EnvoyProcessor:
             label = "duplicate"
         else:
             label = "deadletter"
-        self.metrics.events.labels(topic=topic, outcome=label).inc()
+        self._events[(topic, label)] += 1
+
+    def _flush_counts(self) -> None:
+        """Counters are added once per batch and label set, not once per record."""
+        for (topic, outcome), n in self._events.items():
+            self.metrics.events.labels(topic=topic, outcome=outcome).inc(n)
+        for (from_status, to_status), n in self._transitions.items():
+            self.metrics.status_transitions.labels(**{"from": from_status}, to=to_status).inc(n)
+        self._events.clear()
+        self._transitions.clear()
 
     def _dead_letter(self, dead: DeadLetter) -> None:
         if dead.reason not in ("not_enrolled", "revoked"):
-            self.metrics.events.labels(topic=dead.meta.topic, outcome="deadletter").inc()
+            self._events[(dead.meta.topic, "deadletter")] += 1
         # The key is bounded too: the dead letter must never exceed the broker limit itself.
         key = dead.key[:1024] if dead.key is not None else None
         self.outputs.send(self.deadletter_topic, key=key, value=encode_deadletter(dead))
@@ -177,10 +190,8 @@ class EnvoyProcessor:
             labels=change.labels,
         )
         self.outputs.send(self.status_topic, key=key, value=value, partition=partition)
-        self.metrics.status_transitions.labels(
-            **{"from": change.from_status.value if change.from_status else "none"},
-            to=change.to_status.value,
-        ).inc()
+        from_status = change.from_status.value if change.from_status else "none"
+        self._transitions[(from_status, change.to_status.value)] += 1
 
     # -- liveness ------------------------------------------------------------------------
 
