@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import platform
 import random
+import signal
 import sys
 import time
 import uuid
@@ -30,6 +32,18 @@ for _path in (str(REPO), str(REPO / "deploy" / "kafka")):
         sys.path.insert(0, _path)
 
 import kafkabroker  # noqa: E402
+
+# aiokafka logs a coordinator that is still loading (a new broker's first group) as an
+# error and retries: noise in the figures.
+logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+# A benchmark stopped with SIGTERM (timeout, CI) still stops its worker and its broker.
+signal.signal(signal.SIGTERM, _terminate)
 
 #: Outcome mix of the issue's backlog: 81% clean, 15% one changed resource, 3% one failed
 #: resource (a partial run), 1% every resource failed (a failed run).
@@ -177,6 +191,14 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         await consumer.stop()
 
 
+class Incomplete(Exception):
+    """The group stopped short of the end: its process exited, or the time ran out."""
+
+    def __init__(self, message: str, done: int, seconds: float) -> None:
+        super().__init__(message)
+        self.done, self.seconds = done, seconds
+
+
 class CommitWatch:
     """Polls a group's committed offsets on one topic; one admin client for the watch."""
 
@@ -202,25 +224,42 @@ class CommitWatch:
         return sum(max(meta.offset, 0) for tp, meta in offsets.items() if tp.topic == self.topic)
 
     async def until(
-        self, total: int, started: float, timeout: float, alive: Any = None
+        self,
+        total: int,
+        started: float,
+        timeout: float,
+        alive: Any = None,
+        stall: float | None = None,
     ) -> tuple[float, float, int]:
         """Wait until `total` offsets are committed. Returns (seconds since `started`,
-        seconds from the first commit seen, offsets committed at that first commit)."""
+        seconds from the first commit seen, offsets committed at that first commit).
+        Raises Incomplete when the process exits, on `timeout`, or when the committed
+        offsets do not move for `stall` seconds after the first commit."""
         first_t: float | None = None
         first_n = 0
         deadline = started + timeout
+        last_n, last_move = 0, started
         while True:
             done = await self.committed()
             now = time.perf_counter()
             if first_t is None and done > 0:
                 first_t, first_n = now, done
+            if done != last_n:
+                last_n, last_move = done, now
+            elif stall is not None and now - last_move > stall:
+                message = (
+                    f"{self.group}: committed offsets stuck at {done}/{total} for {stall:.0f}s"
+                )
+                raise Incomplete(message, done, last_move - started)
             if done >= total:
                 assert first_t is not None
                 return now - started, now - first_t, first_n
             if now > deadline:
-                raise TimeoutError(f"{self.group}: {done}/{total} committed after {timeout:.0f}s")
+                message = f"{self.group}: {done}/{total} committed after {timeout:.0f}s"
+                raise Incomplete(message, done, now - started)
             if alive is not None and not alive():
-                raise RuntimeError(f"{self.group}: process exited at {done}/{total} committed")
+                message = f"{self.group}: process exited at {done}/{total} committed"
+                raise Incomplete(message, done, now - started)
             await asyncio.sleep(0.1)
 
 
