@@ -24,11 +24,11 @@ from benchcommon import machine, table
 from vigo.processor.deadlines import Deadlines
 from vigo.processor.envoys import SWEEP_LIMIT
 from vigo.processor.records import StoredEnvoy, encode_stored_envoy
-from vigo.projections.envoy import EnvoyState, next_deadline_ms, sweep_envoy
-from vigo.projections.liveness import StaleAfter
+from vigo.projections.envoy import EnvoyState, Rules, next_deadline_ms, sweep_envoy
 from vigo.topics.statuses import RunOutcome, Status
 
 INTERVAL_S = 300
+RULES = Rules(default_interval_s=INTERVAL_S)
 NOW_MS = 1_795_000_000_000
 
 
@@ -55,25 +55,23 @@ def build(envoys: int) -> dict[bytes, EnvoyState]:
     return states
 
 
-def tick(
-    states: dict[bytes, EnvoyState], deadlines: Deadlines, now_ms: int, stale_after: StaleAfter
-) -> int:
+def tick(states: dict[bytes, EnvoyState], deadlines: Deadlines, now_ms: int, rules: Rules) -> int:
     """`EnvoyProcessor._sweep` without Faust: pop what expired, sweep it, reschedule."""
     swept_count = 0
     for key in list(deadlines.due(now_ms, SWEEP_LIMIT)):
         state = states[key]
-        deadline = next_deadline_ms(state, stale_after)
+        deadline = next_deadline_ms(state, rules)
         if deadline is None:
             continue
         if deadline > now_ms:
             deadlines.schedule(key, deadline)
             continue
-        swept = sweep_envoy(state, now_ms, stale_after)
+        swept = sweep_envoy(state, now_ms, rules)
         if swept.state != state:
             states[key] = swept.state
             encode_stored_envoy(StoredEnvoy(0, swept.state))
             swept_count += 1
-        deadlines.schedule(key, next_deadline_ms(swept.state, stale_after))
+        deadlines.schedule(key, next_deadline_ms(swept.state, rules))
     return swept_count
 
 
@@ -86,12 +84,12 @@ def main() -> None:
     if args.quick:
         args.envoys = 100_000
     print(machine())
-    stale_after = StaleAfter()
+    rules = RULES
     t0 = time.perf_counter()
     states = build(args.envoys)
     deadlines = Deadlines()
     for key, state in states.items():
-        deadlines.schedule(key, next_deadline_ms(state, stale_after))
+        deadlines.schedule(key, next_deadline_ms(state, rules))
     print(f"built {args.envoys:,} envoys and their deadlines in {time.perf_counter() - t0:.1f} s")
     gc.collect()
     gc.freeze()  # the fleet is long-lived: keep the collector off it while timing
@@ -114,9 +112,9 @@ def main() -> None:
                 states[key] = replace(
                     states[key], last_seen_ms=old, offline=False, status=Status.CONVERGED
                 )
-                deadlines.schedule(key, next_deadline_ms(states[key], stale_after))
+                deadlines.schedule(key, next_deadline_ms(states[key], rules))
             started = time.perf_counter()
-            swept = tick(states, deadlines, NOW_MS, stale_after)
+            swept = tick(states, deadlines, NOW_MS, rules)
             times.append(time.perf_counter() - started)
             assert swept == k, (swept, k)
         median = statistics.median(times)
@@ -131,9 +129,7 @@ def main() -> None:
         )
     # Contrast: what a sweep that scans the whole fleet would cost per tick.
     started = time.perf_counter()
-    due = sum(
-        1 for state in states.values() if (next_deadline_ms(state, stale_after) or 0) <= NOW_MS
-    )
+    due = sum(1 for state in states.values() if (next_deadline_ms(state, rules) or 0) <= NOW_MS)
     scan = time.perf_counter() - started
     print()
     print(f"one sweep tick, {args.envoys:,} envoys scheduled (median of {args.repeat})")
