@@ -306,6 +306,8 @@ def stop_profile(spy: tuple[subprocess.Popen[bytes], Path] | None, top: int = 15
         proc.kill()
     if not out.exists():
         return ["(py-spy wrote no profile: ptrace may not be permitted here)"]
+    kept = Path(tempfile.gettempdir()) / "vigo-worker-profile.txt"
+    shutil.copyfile(out, kept)  # the collapsed stacks, for a closer look
     own: Counter[str] = Counter()
     total: Counter[str] = Counter()
     samples = 0

@@ -189,7 +189,11 @@ def _free_ports(n: int) -> list[int]:
 
 def _cluster_id() -> str:
     """A Kafka cluster id (url-safe base64 UUID), made here to save a JVM start."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        # One starting with "-" would be read by the storage tool as an option (1 in 64).
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _server_properties(port: int, controller_port: int, log_dir: Path) -> str:
