@@ -5,6 +5,7 @@ PATH` (or `VIGO_CONFIG`) names the YAML file."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import sys
 
@@ -69,6 +70,11 @@ def print_config(settings: Settings, extra: list[str]) -> None:
 
 def run_faust(settings: Settings, rest: list[str]) -> None:
     """Faust's command line on the app; `worker` creates the topics first."""
+    # uvloop where installed (a dependency on Linux): Faust's per-event machinery is mostly
+    # asyncio callbacks and futures, which uvloop runs in C. Faust picks the loop when it is
+    # first imported; `FAUST_LOOP=aio` keeps asyncio's own loop.
+    if importlib.util.find_spec("uvloop") is not None:
+        os.environ.setdefault("FAUST_LOOP", "uvloop")
     from vigo.processor.app import kafka_client_options
     from vigo.processor.topics_admin import TopicSetupError, ensure_topics
     from vigo.processor.topology import build_app
