@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from vigo.projections.liveness import StaleAfter, offline_deadline_ms, stale_deadline_ms
 from vigo.projections.runs import (
@@ -228,41 +228,35 @@ def _apply_enrollment(state: EnvoyState | None, event: Enrollment, record_ms: in
 def _apply_liveness_event(
     state: EnvoyState, event: Checkin | Run, record_ms: int, *, first: bool
 ) -> Applied:
+    """A check-in or run: alive again, and for a run its history and counters. The new
+    state is built in one step (`replace` is the rules' main cost per event)."""
     if isinstance(event, Run) and _seen_run(state, event.run_id):
         return Applied(state, None, "duplicate")
-    alive = state
+    fields: dict[str, Any] = {"offline": False, "stale": False}
     if state.last_seen_ms is None or record_ms >= state.last_seen_ms:
-        seen_at = event.finished_at if isinstance(event, Run) else event.at
-        alive = replace(state, last_seen_ms=record_ms, last_seen_at=seen_at)
-    alive = replace(alive, offline=False, stale=False)
+        fields["last_seen_ms"] = record_ms
+        fields["last_seen_at"] = event.finished_at if isinstance(event, Run) else event.at
     if isinstance(event, Checkin):
-        status = _status_of(alive)
-        return _with_status(alive, status, record_ms, Cause.CHECKIN, None, first=first)
+        alive = replace(state, **fields)
+        return _with_status(alive, _status_of(alive), record_ms, Cause.CHECKIN, None, first=first)
 
     summary = classify_run(event)
-    remembered = replace(
-        alive,
-        recent_run_ids=(event.run_id, *alive.recent_run_ids)[:RECENT_RUN_IDS],
-        history=_insert_history(alive.history, summary),
-    )
-    last_finished = remembered.last_run_finished_ms
-    if last_finished is not None and event.finished_at_ms < last_finished:
-        # Late: kept in the history, but it changes neither the status nor the counts.
-        late = _with_status(
-            remembered, _status_of(remembered), record_ms, Cause.RUN, event.run_id, first=first
+    fields["recent_run_ids"] = (event.run_id, *state.recent_run_ids)[:RECENT_RUN_IDS]
+    fields["history"] = _insert_history(state.history, summary)
+    last_finished = state.last_run_finished_ms
+    late = last_finished is not None and event.finished_at_ms < last_finished
+    if not late:
+        fields["last_outcome"] = summary.outcome
+        fields["last_run_finished_ms"] = event.finished_at_ms
+        fields["consecutive_changed"] = next_consecutive_changed(
+            state.consecutive_changed, summary.outcome
         )
-        return Applied(late.state, late.change, "late")
-    applied = replace(
-        remembered,
-        last_outcome=summary.outcome,
-        last_run_finished_ms=event.finished_at_ms,
-        consecutive_changed=next_consecutive_changed(
-            remembered.consecutive_changed, summary.outcome
-        ),
-    )
-    return _with_status(
+    applied = replace(state, **fields)
+    result = _with_status(
         applied, _status_of(applied), record_ms, Cause.RUN, event.run_id, first=first
     )
+    # Late: kept in the history, but it changes neither the status nor the counts.
+    return Applied(result.state, result.change, "late") if late else result
 
 
 def sweep_envoy(state: EnvoyState, now_ms: int, rules: Rules) -> Swept:
