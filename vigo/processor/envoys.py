@@ -34,6 +34,7 @@ from vigo.projections.envoy import (
     next_deadline_ms,
     sweep_envoy,
 )
+from vigo.projections.fleet import FleetCounts
 from vigo.topics.codec import encode_deadletter, encode_status_change
 from vigo.topics.decode import decode_input
 from vigo.topics.events import DeadLetter, RecordMeta
@@ -72,6 +73,8 @@ class EnvoyProcessor:
     stale_handlers: list[StaleHandler] = field(default_factory=list)
     deadlines: dict[int, Deadlines] = field(default_factory=dict)
     held: HeldWrites = field(default_factory=HeldWrites)
+    #: Per partition, its envoys by status (the fleet projection's first stage).
+    counts: dict[int, FleetCounts] = field(default_factory=dict)
     _events: Counter[tuple[str, str]] = field(default_factory=Counter)
     _transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
 
@@ -190,6 +193,9 @@ class EnvoyProcessor:
             labels=change.labels,
         )
         self.outputs.send(self.status_topic, key=key, value=value, partition=partition)
+        counts = self.counts.get(partition)
+        if counts is not None:
+            self.counts[partition] = counts.moved(change.from_status, change.to_status)
         from_status = change.from_status.value if change.from_status else "none"
         self._transitions[(from_status, change.to_status.value)] += 1
 
@@ -203,6 +209,24 @@ class EnvoyProcessor:
     def forget_partitions(self, partitions: set[int]) -> None:
         for partition in partitions:
             self.deadlines.pop(partition, None)
+            self.counts.pop(partition, None)
+
+    def counts_for(self, partition: int) -> FleetCounts:
+        """The partition's envoys by status: built from the table (and the batch's held
+        states) once per assignment, then moved with every status change published."""
+        counts = self.counts.get(partition)
+        if counts is None:
+            records = {
+                key: record
+                for key, record in self.table.items()
+                if record is not None and record.partition == partition
+            }
+            for key, record in self.held.values(self.table):
+                if record.partition == partition:
+                    records[key] = record
+            counts = FleetCounts.of_statuses(r.state.status for r in records.values())
+            self.counts[partition] = counts
+        return counts
 
     def _deadlines_for(self, partition: int) -> Deadlines:
         """Built from the table (and the batch's held states) on the first tick after the

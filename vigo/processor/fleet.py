@@ -1,8 +1,9 @@
 """The fleet projection, in two stages (like a Kafka Streams aggregation):
 
-1. per partition, on the worker that owns it: the fleet agent keeps each envoy's latest
-   status (by version) from the status changes, and the counts of that partition;
-   a timer publishes those counts as a partial to the internal one-partition topic;
+1. per partition, on the worker that owns it: the envoy agent keeps the counts of the
+   partition's statuses next to its envoy states (rebuilt from them after an assignment,
+   so they can never disagree); a timer publishes them as a partial to the internal
+   one-partition topic;
 2. fleet-wide, on the worker that owns that topic's only partition (the fleet owner):
    the aggregator sums the partials, publishes `vigo.fleet.convergence`, keeps the
    sparkline history and runs the threshold detector, all inside its stream.
@@ -10,94 +11,57 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import faust
 from faust.types import EventT, TableT
 
-from vigo.processor.faust_compat import DeliveryGuard, write_under
+from vigo.processor.envoys import EnvoyProcessor
+from vigo.processor.faust_compat import DeliveryGuard
 from vigo.processor.metrics import Metrics
 from vigo.processor.outputs import HeldWrites, Outputs
-from vigo.processor.progress import CatchUp
 from vigo.processor.records import (
     TICK_KEY,
     TICK_MAX_AGE_MS,
-    StoredFleetEntry,
     decode_fleet_partial,
     encode_fleet_partial,
 )
-from vigo.projections.fleet import FleetCounts, newer_entry
+from vigo.projections.fleet import FleetCounts
 from vigo.projections.history import ConvergenceHistory, history_bucket_ms, record_point
 from vigo.projections.threshold import ThresholdState, check_threshold
-from vigo.topics.codec import encode_fleet_convergence, read_status_change
+from vigo.topics.codec import encode_fleet_convergence
 from vigo.topics.timestamps import iso_from_ms
 
 
 @dataclass
 class FleetProjection:
-    """Stage 1: per-partition latest statuses and counts."""
+    """Stage 1: each owned, caught-up partition's counts, which the envoy agent keeps next
+    to its states (`EnvoyProcessor.counts_for`), published as a partial."""
 
     app: faust.App
-    table: TableT[Any, Any]
+    envoys: EnvoyProcessor
     partials_topic: faust.TopicT
-    guard: DeliveryGuard
-    catch_up: CatchUp
     interval_s: int
     clock: Callable[[], float]
-    counts: dict[int, FleetCounts] = field(default_factory=dict)
     _sent: dict[int, tuple[FleetCounts, int]] = field(default_factory=dict)
-
-    def process_batch(self, stream: faust.Stream[Any], events: Sequence[EventT[Any]]) -> None:
-        for event in events:
-            message = event.message
-            if not self.guard.accept(message.tp, message.offset):
-                continue
-            change = read_status_change(message.value) if message.value else None
-            if change is None or message.key is None:
-                continue
-            _envoy_id, version, status = change
-            kept = self.table.get(message.key)
-            entry = newer_entry(kept.entry if kept else None, version, status)
-            if entry is None:
-                continue  # a replay or an older change: a no-op
-            stored = StoredFleetEntry(message.partition, entry)
-            write_under(stream, event, partial(self.table.__setitem__, message.key, stored))
-            counts = self.counts.get(message.partition)
-            if counts is not None:
-                old = kept.entry.status if kept else None
-                self.counts[message.partition] = counts.moved(old, status)
 
     def forget_partitions(self, partitions: set[int]) -> None:
         for partition in partitions:
-            self.counts.pop(partition, None)
             self._sent.pop(partition, None)
 
-    def _counts_for(self, partition: int) -> FleetCounts:
-        """Rebuilt from the table once per assignment, then kept incrementally."""
-        counts = self.counts.get(partition)
-        if counts is None:
-            counts = FleetCounts.of_statuses(
-                record.entry.status
-                for record in self.table.values()
-                if record is not None and record.partition == partition
-            )
-            self.counts[partition] = counts
-        return counts
-
     async def publish_partials(self) -> None:
-        """Each owned, caught-up partition's counts: on change, and at least twice an
-        interval so a new fleet owner learns them quickly."""
+        """On change, and at least twice an interval so a new fleet owner learns them
+        quickly."""
         if self.app.rebalancing or self.app.in_recovery:
             return
-        await self.catch_up.refresh()
+        catch_up = self.envoys.catch_up
         now_ms = int(self.clock() * 1000)
-        for partition in sorted(self.catch_up.active_partitions()):
-            if not self.catch_up.partition_caught_up(partition):
+        for partition in sorted(catch_up.active_partitions()):
+            if not catch_up.partition_caught_up(partition):
                 continue
-            counts = self._counts_for(partition)
+            counts = self.envoys.counts_for(partition)
             sent = self._sent.get(partition)
             if sent and sent[0] == counts and now_ms - sent[1] < self.interval_s * 500:
                 continue

@@ -1,14 +1,14 @@
 """The map of the system: every topic, table, agent, timer and signal, and alerting.
 
     enrollments ─┐
-    checkins ────┼─▶ [envoys agent] ──▶ envoy.status-changes ──▶ [fleet agent] ─▶ fleet.partials
-    runs ────────┤     table: envoys        (co-partitioned)      table: fleet      (1 partition)
-    ticks ───────┘     (changelog)                                (changelog)            │
-       ▲                  │                                                               ▼
-    [tick timer]          ├─▶ deadletter                          [aggregator] ─▶ fleet.convergence
-                          └─▶ alerts (stale) ◀──────────────────── (threshold)
-                                 │                                 tables: fleet-parts, fleet-state
-                                 ▼
+    checkins ────┼─▶ [envoys agent] ──▶ envoy.status-changes (output, co-partitioned)
+    runs ────────┤     table: envoys
+    ticks ───────┘     (changelog), counts per partition ──[partials timer]─▶ fleet.partials
+       ▲                  │                                                  (1 partition)
+    [tick timer]          ├─▶ deadletter                                           │
+                          └─▶ alerts (stale) ◀── (threshold) ── [aggregator] ◀─────┘
+                                 │                 tables: fleet-parts, fleet-state
+                                 ▼                 ─▶ fleet.convergence
                           [alert sender] ──SMTP──▶ ops     table: alerts-sent
 
 Each agent is a short loop over its stream; the rules live in `vigo.projections`, the
@@ -41,7 +41,6 @@ from vigo.processor.records import (
     TICK_KEY,
     AlertSentType,
     EnvoyRecordType,
-    FleetEntryType,
     FleetPartsType,
     FleetStateType,
     register_codecs,
@@ -132,15 +131,16 @@ def build_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> 
     def guard(*topic_names: str) -> DeliveryGuard:
         return DeliveryGuard(app, frozenset(topic_names), end_offsets, metrics.delivery_gap)
 
+    envoys = envoy_processor(
+        app, settings, topics, guard(*names.inputs, names.ticks), outputs, metrics, clock
+    )
     vigo = Vigo(
         app,
         settings,
         names,
         metrics,
-        envoys=envoy_processor(
-            app, settings, topics, guard(*names.inputs, names.ticks), outputs, metrics, clock
-        ),
-        fleet=fleet_projection(app, settings, topics, guard(names.status_changes), clock),
+        envoys=envoys,
+        fleet=FleetProjection(app, envoys, topics.partials, settings.checkin.interval_s, clock),
         aggregator=fleet_aggregator(
             app, settings, topics, guard(names.fleet_partials), outputs, metrics, clock
         ),
@@ -191,24 +191,6 @@ def envoy_processor(
     )
 
 
-def fleet_projection(
-    app: faust.App,
-    settings: Settings,
-    topics: Topics,
-    guard: DeliveryGuard,
-    clock: Callable[[], float],
-) -> FleetProjection:
-    return FleetProjection(
-        app=app,
-        table=declare_table(app, "fleet", settings.kafka.partitions, bytes, FleetEntryType),
-        partials_topic=topics.partials,
-        guard=guard,
-        catch_up=CatchUp(app, guard),
-        interval_s=settings.checkin.interval_s,
-        clock=clock,
-    )
-
-
 def fleet_aggregator(
     app: faust.App,
     settings: Settings,
@@ -235,7 +217,7 @@ def fleet_aggregator(
 
 
 def add_agents(vigo: Vigo, topics: Topics) -> None:
-    app, envoys, fleet, aggregator = vigo.app, vigo.envoys, vigo.fleet, vigo.aggregator
+    app, envoys, aggregator = vigo.app, vigo.envoys, vigo.aggregator
 
     @app.agent(topics.envoy_inputs, name="envoys")
     async def envoy_agent(stream: Any) -> None:
@@ -243,12 +225,6 @@ def add_agents(vigo: Vigo, topics: Topics) -> None:
             envoys.process_batch(batch)
             await envoys.commit(stream)
             await envoys.guard.settle()
-
-    @app.agent(topics.status_changes, name="fleet")
-    async def fleet_agent(stream: Any) -> None:
-        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            fleet.process_batch(stream, batch)
-            await fleet.guard.settle()
 
     @app.agent(topics.partials, name="aggregator")
     async def aggregator_agent(stream: Any) -> None:
@@ -275,7 +251,7 @@ def add_timers(vigo: Vigo, topics: Topics) -> None:
                     key=TICK_KEY, value=b"", partition=partition, timestamp=envoys.clock()
                 )
         await fleet.publish_partials()
-        for guard in (envoys.guard, fleet.guard, aggregator.guard):
+        for guard in (envoys.guard, aggregator.guard):
             await guard.watch()
         await aggregator.send_tick()
 
@@ -285,16 +261,14 @@ def add_signals(vigo: Vigo) -> None:
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
-        for catch_up in (envoys.catch_up, fleet.catch_up):
-            catch_up.on_revoked(revoked)
-        for guard in (envoys.guard, fleet.guard, vigo.aggregator.guard):
+        envoys.catch_up.on_revoked(revoked)
+        for guard in (envoys.guard, vigo.aggregator.guard):
             guard.forget(revoked)
         if vigo.sender is not None:
             vigo.sender.forget_position()
-        envoys.forget_partitions({tp.partition for tp in revoked if tp.topic in names.inputs})
-        fleet.forget_partitions(
-            {tp.partition for tp in revoked if tp.topic == names.status_changes}
-        )
+        partitions = {tp.partition for tp in revoked if tp.topic in names.inputs}
+        envoys.forget_partitions(partitions)
+        fleet.forget_partitions(partitions)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, assigned: set[TP], **_: Any) -> None:
