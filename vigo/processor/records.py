@@ -11,7 +11,7 @@ the unnumbered forms of the first release and fields added later.
   follows the configured default; format 1 entries are read with the counts of their lists
   and bounded, and format 1's interval, the default frozen at enrollment, is read as the
   envoy's own since the two cannot be told apart);
-- table `fleet`: envoy id -> `StoredFleetEntry`, a JSON list, `FLEET_ENTRY_FORMAT` first;
+- table `fleet` (first release only, no longer declared): envoy id -> `StoredFleetEntry`;
 - table `fleet-parts`: partition -> `FleetCounts`, JSON, `FLEET_PARTS_FORMAT` in `"f"`;
 - table `fleet-state`: `threshold` -> `ThresholdState`, `history` -> `ConvergenceHistory`,
   JSON, `FLEET_STATE_FORMAT` in `"f"`;
@@ -274,7 +274,6 @@ _CODECS: Final = {
 }
 
 EnvoyRecordType: Final = _value_type("vigo_envoy")
-FleetEntryType: Final = _value_type("vigo_fleet_entry")
 FleetPartsType: Final = _value_type("vigo_fleet_parts")
 FleetStateType: Final = _value_type("vigo_fleet_state")
 AlertSentType: Final = _value_type("vigo_alert_sent")
