@@ -8,8 +8,8 @@ Run: .venv/bin/python benchmarks/bench_recovery.py [--envoys 1000000] [--quick]
 
 The tables are loaded by writing their changelog topics directly, as the worker writes
 them: `<prefix>compliance-envoys-changelog` (key: envoy id, value: `encode_stored_envoy`
-of an envoy with a full 10-run history, in the envoy's input partition) and
-`<prefix>compliance-fleet-changelog` (its fleet entry). Working N envoys through a worker
+of an envoy with a full 10-run history, in the envoy's input partition), the only
+per-envoy table (the fleet counts are rebuilt from it). Working N envoys through a worker
 would take far longer than the measurement. The input topics are empty, so ready means
 recovered.
 
@@ -45,12 +45,9 @@ from benchcommon import (
 from tests.harness import Worker, worker_config
 from vigo.processor.records import (
     StoredEnvoy,
-    StoredFleetEntry,
-    encode_fleet_entry,
     encode_stored_envoy,
 )
 from vigo.projections.envoy import EnvoyState, Rules, apply_event
-from vigo.projections.fleet import FleetEntry
 from vigo.topics.events import Enrollment, ModuleError, Resource, Run
 from vigo.topics.names import TopicNames
 
@@ -98,24 +95,12 @@ def partition_of(key: bytes) -> int:
     return int(murmur2(key) & 0x7FFFFFFF) % PARTITIONS
 
 
-def changelog_records(
-    envoys: int, base: EnvoyState
-) -> tuple[Iterator[tuple[bytes, bytes, int]], Iterator[tuple[bytes, bytes, int]]]:
-    def envoys_log() -> Iterator[tuple[bytes, bytes, int]]:
-        for i in range(envoys):
-            name = envoy_id(i)
-            key = name.encode()
-            p = partition_of(key)
-            yield key, encode_stored_envoy(StoredEnvoy(p, replace(base, envoy_id=name))), p
-
-    def fleet_log() -> Iterator[tuple[bytes, bytes, int]]:
-        entry = FleetEntry(base.version, base.status)
-        for i in range(envoys):
-            key = envoy_id(i).encode()
-            p = partition_of(key)
-            yield key, encode_fleet_entry(StoredFleetEntry(p, entry)), p
-
-    return envoys_log(), fleet_log()
+def changelog_records(envoys: int, base: EnvoyState) -> Iterator[tuple[bytes, bytes, int]]:
+    for i in range(envoys):
+        name = envoy_id(i)
+        key = name.encode()
+        p = partition_of(key)
+        yield key, encode_stored_envoy(StoredEnvoy(p, replace(base, envoy_id=name))), p
 
 
 def ready_after(worker: Worker, timeout: float) -> float | None:
@@ -154,18 +139,15 @@ def main() -> None:
         names = TopicNames(prefix)
         asyncio.run(create_topics(bootstrap, [*names.inputs, names.ticks], PARTITIONS))
         envoys_cl = f"{prefix}compliance-envoys-changelog"
-        fleet_cl = f"{prefix}compliance-fleet-changelog"
         compact = {"cleanup.policy": "compact"}
-        asyncio.run(create_topics(bootstrap, [envoys_cl, fleet_cl], PARTITIONS, compact))
+        asyncio.run(create_topics(bootstrap, [envoys_cl], PARTITIONS, compact))
         base = template()
         size = len(encode_stored_envoy(StoredEnvoy(0, base)))
         started = time.perf_counter()
-        envoy_records, fleet_records = changelog_records(n, base)
-        asyncio.run(preload(bootstrap, envoys_cl, envoy_records))
-        asyncio.run(preload(bootstrap, fleet_cl, fleet_records))
+        asyncio.run(preload(bootstrap, envoys_cl, changelog_records(n, base)))
         print(
             f"wrote {n:,} envoy records ({size:,} bytes each, {n * size / 2**20:,.0f} MiB) "
-            f"and {n:,} fleet records in {time.perf_counter() - started:.1f} s"
+            f"in {time.perf_counter() - started:.1f} s"
         )
 
         def phase(label: str, store: str, data: str, replayed: int | None) -> None:
@@ -188,13 +170,13 @@ def main() -> None:
             rows.append((label, f"{seconds:.1f}", rate, f"{rss / 2**20:,.0f}", f"{per_100k:,.0f}"))
 
         if "rocksdb" in stores:
-            phase("fresh node, rocksdb store (changelog replay)", "rocksdb", "rocks", 2 * n)
+            phase("fresh node, rocksdb store (changelog replay)", "rocksdb", "rocks", n)
             phase("restart, rocksdb store, local state kept", "rocksdb", "rocks", None)
         if "memory" in stores:
-            phase("fresh node, memory store (changelog replay)", "memory", "mem", 2 * n)
+            phase("fresh node, memory store (changelog replay)", "memory", "mem", n)
 
     print()
-    print(f"{n:,} envoys in the tables (envoys + fleet changelogs: {2 * n:,} records)")
+    print(f"{n:,} envoys in the table (envoys changelog: {n:,} records)")
     header = ("phase", "start to ready (s)", "records/s", "RSS MiB", "RSS MiB per 100k envoys")
     print(table(rows, header))
     restart = next((r for r in rows if r[0].startswith("restart")), None)
