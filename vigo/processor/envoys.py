@@ -2,9 +2,11 @@
 `projections.envoy`, publishes status changes, dead-letters what cannot be applied, and
 sweeps liveness deadlines on tick records.
 
-The per-record path stays lean: raw bytes and orjson, no Faust Records, no per-record
-logging; records are taken in batches and each envoy's table entry is written once per
-batch, after the batch's outputs were acknowledged (`vigo.processor.outputs`).
+The per-record path stays lean: raw bytes and orjson, no Faust Records or events, no
+per-record logging; records come in the batches the consumer fetched
+(`faust_compat.InputBatches`) and each envoy's table entry is written once per batch, after
+the batch's outputs were acknowledged (`vigo.processor.outputs`), with its changelog
+records in one producer batch per partition (`faust_compat.TableWriter`).
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
-from faust.types import EventT, TableT
+from faust.types import Message, TableT
 
 from vigo.processor.deadlines import Deadlines
-from vigo.processor.faust_compat import DeliveryGuard
+from vigo.processor.faust_compat import DeliveryGuard, TableWriter
 from vigo.processor.metrics import Metrics
-from vigo.processor.outputs import HeldWrites, Outputs
+from vigo.processor.outputs import Outputs
 from vigo.processor.progress import CatchUp
 from vigo.processor.records import StoredEnvoy
 from vigo.projections.envoy import (
@@ -60,6 +62,7 @@ StaleHandler = Callable[[int, list[StaleEnvoy], int], None]
 @dataclass
 class EnvoyProcessor:
     table: TableT[Any, Any]
+    writer: TableWriter
     names: TopicNames
     status_topic: faust.TopicT
     deadletter_topic: faust.TopicT
@@ -72,7 +75,8 @@ class EnvoyProcessor:
     max_event_bytes: int
     stale_handlers: list[StaleHandler] = field(default_factory=list)
     deadlines: dict[int, Deadlines] = field(default_factory=dict)
-    held: HeldWrites = field(default_factory=HeldWrites)
+    #: The batch's new states, written by `commit` (reads see them first).
+    held: dict[bytes, StoredEnvoy] = field(default_factory=dict)
     #: Per partition, its envoys by status (the fleet projection's first stage).
     counts: dict[int, FleetCounts] = field(default_factory=dict)
     _events: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -83,51 +87,52 @@ class EnvoyProcessor:
 
     # -- input records -------------------------------------------------------------------
 
-    def process_batch(self, events: Sequence[EventT[Any]]) -> None:
+    def process_batch(self, messages: Sequence[Message]) -> None:
         """Apply a batch; synchronous, so no timer or web view interleaves with it. The new
         states are held until `commit` (outputs first: see `vigo.processor.outputs`)."""
         started = time.perf_counter()
-        newest_ticks = self._newest_ticks(events)
+        newest_ticks = self._newest_ticks(messages)
         applied_count = 0
-        for event in events:
-            message = event.message
-            if not self.guard.accept(message.tp, message.offset):
+        ticks = self.names.ticks
+        accept = self.guard.accept
+        for message in messages:
+            if not accept(message.tp, message.offset):
                 continue
-            if message.topic == self.names.ticks:
+            if message.topic == ticks:
                 if newest_ticks.get(message.partition) == message.offset:
-                    self._on_tick(event)
+                    self._on_tick(message)
                 continue
             applied_count += 1
-            self._apply(event)
+            self._apply(message)
         self._flush_counts()
         if applied_count:
             per_record = (time.perf_counter() - started) / applied_count
             self.metrics.event_processing.observe(per_record)
 
-    async def commit(self, stream: faust.Stream[Any]) -> None:
-        """Once the batch's outputs are acknowledged, write the states that record them."""
-        try:
-            await self.outputs.acknowledged()
-        finally:
-            # Also when the wait is cancelled (shutdown, rebalance): take_events acks the
-            # batch on the way out and Faust commits its offsets, so the states must be
-            # written now; they are flushed with the outputs still in the producer.
-            self.held.apply(stream)
+    async def commit(self) -> None:
+        """Once the batch's outputs are acknowledged, write the states that record them;
+        returns when those are acknowledged too, so the batch's offsets may be committed.
+        Cancelled half-way (shutdown), the batch is not acked and is read again."""
+        await self.outputs.acknowledged()
+        held, self.held = self.held, {}
+        await self.writer.write((record.partition, key, record) for key, record in held.items())
 
-    def _newest_ticks(self, events: Sequence[EventT[Any]]) -> dict[int, int]:
+    def _stored(self, key: bytes) -> StoredEnvoy | None:
+        held = self.held.get(key)
+        return held if held is not None else self.table.get(key)
+
+    def _newest_ticks(self, messages: Sequence[Message]) -> dict[int, int]:
         """The offset of the newest tick per partition: a lagging worker sweeps once, on
         the newest tick it sees, instead of once per tick it is behind."""
         newest: dict[int, int] = {}
-        for event in events:
-            message = event.message
+        for message in messages:
             if message.topic == self.names.ticks:
                 newest[message.partition] = max(message.offset, newest.get(message.partition, -1))
         return newest
 
-    def _apply(self, event: EventT[Any]) -> None:
+    def _apply(self, message: Message) -> None:
         """One input record: decode, apply the rules, publish the change, and hold the new
         state until the batch is committed."""
-        message = event.message
         meta = RecordMeta(
             message.topic, message.partition, message.offset, int(message.timestamp * 1000)
         )
@@ -137,7 +142,7 @@ class EnvoyProcessor:
             return
         key = message.key
         assert key is not None  # decode_input dead-letters a missing key
-        record = self.held.get(self.table, key)
+        record = self._stored(key)
         state = record.state if record is not None else None
         position = Position(self.topic_index[message.topic], message.offset)
         applied = apply_event(state, decoded, meta.timestamp_ms, self.rules, position)
@@ -147,7 +152,7 @@ class EnvoyProcessor:
             self._dead_letter(DeadLetter(meta, key, message.value, reason, _REFUSALS[reason]))
         if applied.state is None or applied.state is state:
             return
-        self.held.put(self.table, key, StoredEnvoy(message.partition, applied.state), event)
+        self.held[key] = StoredEnvoy(message.partition, applied.state)
         if applied.change is not None:
             self._publish(key, message.partition, applied.change)
         self._schedule(message.partition, key, applied.state)
@@ -221,7 +226,7 @@ class EnvoyProcessor:
                 for key, record in self.table.items()
                 if record is not None and record.partition == partition
             }
-            for key, record in self.held.values(self.table):
+            for key, record in self.held.items():
                 if record.partition == partition:
                     records[key] = record
             counts = FleetCounts.of_statuses(r.state.status for r in records.values())
@@ -234,21 +239,21 @@ class EnvoyProcessor:
         deadlines = self.deadlines.get(partition)
         if deadlines is None:
             deadlines = Deadlines()
-            for key, record in [*self.table.items(), *self.held.values(self.table)]:
+            for key, record in [*self.table.items(), *self.held.items()]:
                 if record is not None and record.partition == partition:
                     deadlines.schedule(key, next_deadline_ms(record.state, self.rules))
             self.deadlines[partition] = deadlines
         return deadlines
 
-    def _on_tick(self, tick: EventT[Any]) -> None:
+    def _on_tick(self, tick: Message) -> None:
         """Sweep the partition's expired deadlines as of the tick's own record time, so a
         replayed tick sweeps exactly as the first reading did."""
-        partition = tick.message.partition
+        partition = tick.partition
         if partition not in self.catch_up.active_partitions():
             return
         if not self.catch_up.partition_caught_up(partition) or self.guard.settling(partition):
             return
-        now_ms = int(tick.message.timestamp * 1000)
+        now_ms = int(tick.timestamp * 1000)
         self.metrics.sweep_lag.set(max(0.0, self.clock() - now_ms / 1000))
         stale, swept_records = self._sweep(partition, now_ms)
         # Alerts are sent before the states that record them are written (`commit`).
@@ -256,7 +261,7 @@ class EnvoyProcessor:
             for handler in self.stale_handlers:
                 handler(partition, stale, now_ms)
         for key, stored, change in swept_records:
-            self.held.put(self.table, key, stored, tick)
+            self.held[key] = stored
             if change is not None:
                 self._publish(key, partition, change)
 
@@ -269,7 +274,7 @@ class EnvoyProcessor:
         stale: list[StaleEnvoy] = []
         swept_records: list[tuple[bytes, StoredEnvoy, StatusChange | None]] = []
         for key in list(deadlines.due(now_ms, SWEEP_LIMIT)):
-            record = self.held.get(self.table, key)
+            record = self._stored(key)
             if record is None or record.partition != partition:
                 continue
             state = record.state

@@ -17,6 +17,7 @@ bytes in `vigo.topics` and `vigo.processor.records`, Faust's internals in `faust
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from collections.abc import Callable
@@ -27,11 +28,16 @@ import faust
 from faust.types import TP, TableT
 
 from vigo.alerts.mail import MailSettings, dashboard_base, message_id_domain
-from vigo.processor.app import BATCH_MAX, BATCH_WITHIN_S, faust_app, kafka_client_options
+from vigo.processor.app import BATCH_MAX, faust_app, kafka_client_options
 from vigo.processor.config import Settings
 from vigo.processor.endoffsets import EndOffsets
 from vigo.processor.envoys import EnvoyProcessor
-from vigo.processor.faust_compat import DeliveryGuard, quiet_root_logger
+from vigo.processor.faust_compat import (
+    DeliveryGuard,
+    InputBatches,
+    TableWriter,
+    quiet_root_logger,
+)
 from vigo.processor.fleet import FleetAggregator, FleetProjection
 from vigo.processor.metrics import Metrics
 from vigo.processor.outbox import Outbox
@@ -53,6 +59,8 @@ from vigo.topics.names import TopicNames
 TICK_INTERVAL_S = 1.0
 #: How often the sender's progress is checked (and the pending gauge refreshed).
 SENDER_WATCH_INTERVAL_S = 5.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -171,9 +179,10 @@ def envoy_processor(
     metrics: Metrics,
     clock: Callable[[], float],
 ) -> EnvoyProcessor:
-    partitions = settings.kafka.partitions
+    table = declare_table(app, "envoys", settings.kafka.partitions, bytes, EnvoyRecordType)
     return EnvoyProcessor(
-        table=declare_table(app, "envoys", partitions, bytes, EnvoyRecordType),
+        table=table,
+        writer=TableWriter(app, table),
         names=TopicNames(settings.kafka.topic_prefix),
         status_topic=topics.status_changes,
         deadletter_topic=topics.deadletter,
@@ -219,12 +228,23 @@ def fleet_aggregator(
 def add_agents(vigo: Vigo, topics: Topics) -> None:
     app, envoys, aggregator = vigo.app, vigo.envoys, vigo.aggregator
 
-    @app.agent(topics.envoy_inputs, name="envoys")
-    async def envoy_agent(stream: Any) -> None:
-        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            envoys.process_batch(batch)
-            await envoys.commit(stream)
-            await envoys.guard.settle()
+    # The envoy agent takes its records in the batches they were fetched in, not through
+    # a Faust stream (`faust_compat.InputBatches`: 9x less overhead per record).
+    inputs = InputBatches(app, frozenset(topics.envoy_inputs.topics), max_records=BATCH_MAX)
+    inputs.install()
+    app.topics.add(topics.envoy_inputs)
+
+    @app.task
+    async def envoy_agent() -> None:
+        try:
+            async for batch in inputs.batches():
+                envoys.process_batch(batch)
+                await envoys.commit()
+                inputs.ack(batch)
+                await envoys.guard.settle()
+        except Exception as exc:  # a bug: stop the worker rather than stall its partitions
+            log.exception("the envoy agent failed")
+            await app.crash(exc)
 
     @app.agent(topics.partials, name="aggregator")
     async def aggregator_agent(stream: Any) -> None:
