@@ -1,6 +1,7 @@
 """The envoy agent's sweep logic (SPEC 10.9), driven without a broker: a batch of records
 as the consumer hands them over, the real `EnvoyProcessor`, `Outputs` and `Metrics`, a
-plain dict as the table (its writer puts entries into the dict). The partition is owned and caught up; the delivery guard lets all through.
+plain dict as the table (its writer puts entries into the dict). The partition is owned
+and caught up; the delivery guard lets all through.
 
 - A lagging worker does not drop old ticks: it sweeps once, on the newest tick of the
   batch, as of that tick's record time, and reports how far behind the clock it was.
