@@ -34,7 +34,8 @@
   every other topic goes through Faust's own callback. Records of an older consumer
   generation or read while the flow is suspended are dropped, as Faust's streams do.
   Records are tracked (`Consumer._unacked_messages`) while the agent works on them, so a
-  rebalance waits for the batch, and acked with the public `Consumer.ack`.
+  rebalance waits for the batch, and acked with the public `Consumer.ack`; their offsets
+  go to the monitor's read offsets (Faust's sensors would), which the lag metric reads.
 - `TableWriter`: Faust sends one changelog record per table write (`Table.send_changelog`
   with a `FutureMessage`, about 100 us each here, the largest single cost of the worker).
   The writer puts a batch of entries into the table's store and sends their changelog
@@ -294,9 +295,11 @@ class InputBatches:
             if not current:
                 continue
             unacked = cast(Any, self.app.consumer)._unacked_messages
+            read_offsets = self.app.monitor.tp_read_offsets  # the consumer lag metric
             for message in current:
                 message.tracked = True
                 unacked.add(message)
+                read_offsets[message.tp] = message.offset
             yield current
 
     def ack(self, messages: Sequence[Message]) -> None:
