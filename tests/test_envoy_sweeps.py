@@ -12,6 +12,7 @@ and caught up; the delivery guard lets all through.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -33,15 +34,34 @@ NOW_S = T0 / 1000 + 3600  # the worker's clock: an hour after the envoy was last
 
 
 class Topic:
-    """What the processor sends, with a future that the test acknowledges."""
+    """A Faust topic as `Outputs` uses it: what is sent to it, each record with a future
+    that the test acknowledges."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
+        self.name = name
         self.sent: list[tuple[bytes | None, bytes, asyncio.Future[Any]]] = []
 
-    def send_soon(self, *, key: bytes | None, value: bytes, partition: int | None) -> Any:
+    def get_topic_name(self) -> str:
+        return self.name
+
+    def send_soon(self, *, key: bytes | None, value: bytes) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.sent.append((key, value, future))
         return future
+
+
+class Batches:
+    """`faust_compat.BatchProducer` for these topics: one future per batch."""
+
+    def __init__(self, *topics: Topic) -> None:
+        self.topics = {topic.name: topic for topic in topics}
+
+    async def send(
+        self, topic: str, partition: int, records: Sequence[tuple[bytes | None, bytes]]
+    ) -> list[tuple[int, asyncio.Future[Any]]]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.topics[topic].sent.extend((key, value, future) for key, value in records)
+        return [(len(records), future)]
 
 
 class Everything:
@@ -91,11 +111,11 @@ def processor(status: Topic, table: dict[bytes, Any]) -> EnvoyProcessor:
         writer=DictWriter(table),  # type: ignore[arg-type]
         names=NAMES,
         status_topic=status,  # type: ignore[arg-type]
-        deadletter_topic=Topic(),  # type: ignore[arg-type]
+        deadletter_topic=Topic(NAMES.deadletter),  # type: ignore[arg-type]
         rules=Rules(default_interval_s=INTERVAL_S),
         guard=Everything(),  # type: ignore[arg-type]
         catch_up=Everything(),  # type: ignore[arg-type]
-        outputs=Outputs(),
+        outputs=Outputs(Batches(status)),
         metrics=Metrics(),
         clock=lambda: NOW_S,
         max_event_bytes=1 << 20,
@@ -120,26 +140,29 @@ def tick(offset: int, at_s: float) -> Any:
 
 def test_a_lagging_worker_sweeps_on_the_newest_old_tick() -> None:
     async def go() -> None:
-        status, table = Topic(), dict[bytes, Any]()
+        status, table = Topic(NAMES.status_changes), dict[bytes, Any]()
         envoys = processor(status, table)
         enroll_and_check_in(envoys)
         deadline_s = T0 / 1000 + 2 * INTERVAL_S
         # Three ticks, all far behind the clock: the first is before the deadline.
         ticks = [tick(0, deadline_s - 30), tick(1, deadline_s + 5), tick(2, deadline_s + 50)]
         envoys.process_batch(ticks)
+        commit = asyncio.ensure_future(envoys.commit())
+        await asyncio.sleep(0.01)  # the changes are sent when the batch is committed
         changes = [orjson.loads(v) for _, v, _ in status.sent]
         assert [c["to"] for c in changes] == ["no_data", "offline"]
         # Dated by the deadline that expired (strictly after enrolled + 2 x interval).
         assert changes[-1]["at"] == iso_from_ms(offline_deadline_ms(T0, INTERVAL_S))
         lag = envoys.metrics.sweep_lag._value.get()
         assert abs(lag - (NOW_S - (deadline_s + 50))) < 1e-6
+        commit.cancel()
 
     asyncio.run(go())
 
 
 def test_the_state_is_written_only_after_its_change_is_acknowledged() -> None:
     async def go() -> None:
-        status, table = Topic(), dict[bytes, Any]()
+        status, table = Topic(NAMES.status_changes), dict[bytes, Any]()
         envoys = processor(status, table)
         enroll_and_check_in(envoys)
         commit = asyncio.ensure_future(envoys.commit())

@@ -36,6 +36,10 @@
   Records are tracked (`Consumer._unacked_messages`) while the agent works on them, so a
   rebalance waits for the batch, and acked with the public `Consumer.ack`; their offsets
   go to the monitor's read offsets (Faust's sensors would), which the lag metric reads.
+- `BatchProducer`: records for one partition sent as aiokafka producer batches
+  (`AIOKafkaProducer.create_batch`/`send_batch`, through Faust's private
+  `Producer._ensure_producer`) instead of a Faust `FutureMessage` and an aiokafka future per
+  record. Used for the changelog (`TableWriter`) and for status changes (`Outputs`).
 - `TableWriter`: Faust sends one changelog record per table write (`Table.send_changelog`
   with a `FutureMessage`, about 100 us each here, the largest single cost of the worker).
   The writer puts a batch of entries into the table's store and sends their changelog
@@ -367,48 +371,71 @@ class _StandInEvent:
         self.message = message
 
 
+#: A record as sent: key and value bytes.
+Record = tuple[bytes | None, bytes]
+
+
+@dataclass
+class BatchProducer:
+    """Sends records to a partition in as few producer batches as they fit in."""
+
+    app: faust.App
+
+    async def send(
+        self, topic: str, partition: int, records: Sequence[Record]
+    ) -> list[tuple[int, asyncio.Future[Any]]]:
+        """Queue `records` in order; per batch, its record count and the future of its
+        metadata (the base offset; None without broker acknowledgements)."""
+        producer = cast(Any, self.app.producer)._ensure_producer()
+        sent: list[tuple[int, asyncio.Future[Any]]] = []
+        batch = producer.create_batch()
+        for key, value in records:
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                sent.append(
+                    (
+                        batch.record_count(),
+                        await producer.send_batch(batch, topic, partition=partition),
+                    )
+                )
+                batch = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None)
+        if batch.record_count():
+            sent.append(
+                (batch.record_count(), await producer.send_batch(batch, topic, partition=partition))
+            )
+        return sent
+
+
 @dataclass
 class TableWriter:
     """Writes one table's entries in batches (see the module text): into the store, and
     into the changelog as one producer batch per partition; `write` returns when the
     broker acknowledged them."""
 
-    app: faust.App
     table: TableT[Any, Any]
+    producer: BatchProducer
 
     async def write(self, entries: Iterable[tuple[int, Any, Any]]) -> None:
         """Write (partition, key, value) entries; a later entry of a key wins."""
         table = cast(Any, self.table)
         store, changelog = table.data, table.changelog_topic
-        records: dict[int, list[tuple[bytes, bytes]]] = {}
+        records: dict[int, list[Record]] = {}
         for partition, key, value in entries:
             with _under_partition(partition):
                 store[key] = value
             raw_key, _ = changelog.prepare_key(key, table.key_serializer)
             raw_value, _ = changelog.prepare_value(value, table.value_serializer)
             records.setdefault(partition, []).append((raw_key, raw_value))
-        if not records:
-            return
-        producer = cast(Any, self.app.producer)._ensure_producer()
         topic = changelog.get_topic_name()
-        sent: list[tuple[int, int, asyncio.Future[Any]]] = []
-
-        async def send(partition: int, batch: Any) -> None:
-            future = await producer.send_batch(batch, topic, partition=partition)
-            sent.append((partition, batch.record_count(), future))
-
-        for partition, pairs in records.items():
-            batch = producer.create_batch()
-            for raw_key, raw_value in pairs:
-                if batch.append(key=raw_key, value=raw_value, timestamp=None) is None:
-                    await send(partition, batch)
-                    batch = producer.create_batch()
-                    batch.append(key=raw_key, value=raw_value, timestamp=None)
-            await send(partition, batch)
+        sent = [
+            (partition, count, future)
+            for partition, batch in records.items()
+            for count, future in await self.producer.send(topic, partition, batch)
+        ]
         done = await asyncio.gather(*(future for _, _, future in sent))
         last: dict[int, int] = {}
         for (partition, count, _), metadata in zip(sent, done, strict=True):
-            if metadata is not None:  # None only without broker acknowledgements
+            if metadata is not None:
                 last[partition] = max(last.get(partition, -1), metadata.offset + count - 1)
         for partition, offset in last.items():
             store.set_persisted_offset(TP(topic, partition), offset)

@@ -16,33 +16,54 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import faust
 from faust.types import EventT, TableT
 
-from vigo.processor.faust_compat import write_under
+from vigo.processor.faust_compat import Record, write_under
 
 log = logging.getLogger(__name__)
 
 
+class PartitionSender(Protocol):
+    """Sends records to one partition in batches (`faust_compat.BatchProducer`)."""
+
+    async def send(
+        self, topic: str, partition: int, records: Sequence[Record]
+    ) -> list[tuple[int, asyncio.Future[Any]]]: ...
+
+
 @dataclass
 class Outputs:
-    """The records sent since the last `acknowledged`, shared by every agent's writer."""
+    """The records sent since the last `acknowledged`, shared by every agent's writer.
+    Records for a given partition (status changes) go out as producer batches when the
+    batch is acknowledged; others (keyed dead letters, alerts) one by one through Faust."""
 
+    batches: PartitionSender
     _sent: list[asyncio.Future[Any]] = field(default_factory=list)
+    _to_partitions: dict[tuple[str, int], list[Record]] = field(default_factory=dict)
 
     def send(
         self, topic: faust.TopicT, *, key: bytes | None, value: bytes, partition: int | None = None
     ) -> None:
-        self._sent.append(topic.send_soon(key=key, value=value, partition=partition))
+        if partition is None:
+            self._sent.append(topic.send_soon(key=key, value=value))
+        else:
+            destination = (topic.get_topic_name(), partition)
+            self._to_partitions.setdefault(destination, []).append((key, value))
 
     async def acknowledged(self) -> None:
         """Wait until the broker acknowledged every record sent so far. A record the
         broker refuses for good (too large) is logged: retrying cannot help, and holding
         the state back for ever would stop the agent."""
+        to_partitions, self._to_partitions = self._to_partitions, {}
+        for (topic, partition), records in to_partitions.items():
+            for _, future in await self.batches.send(topic, partition, records):
+                self._sent.append(future)
         sent, self._sent = self._sent, []
         if not sent:
             return

@@ -33,6 +33,7 @@ from vigo.processor.config import Settings
 from vigo.processor.endoffsets import EndOffsets
 from vigo.processor.envoys import EnvoyProcessor
 from vigo.processor.faust_compat import (
+    BatchProducer,
     DeliveryGuard,
     InputBatches,
     TableWriter,
@@ -134,13 +135,14 @@ def build_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> 
     topics = declare_topics(app, names, settings.kafka.partitions)
     # End offsets come from a client of our own, off Faust's consumer thread.
     end_offsets = EndOffsets(settings.kafka.bootstrap_servers, kafka_client_options(settings))
-    outputs = Outputs()
+    batches = BatchProducer(app)
+    outputs = Outputs(batches)
 
     def guard(*topic_names: str) -> DeliveryGuard:
         return DeliveryGuard(app, frozenset(topic_names), end_offsets, metrics.delivery_gap)
 
     envoys = envoy_processor(
-        app, settings, topics, guard(*names.inputs, names.ticks), outputs, metrics, clock
+        app, settings, topics, guard(*names.inputs, names.ticks), outputs, batches, metrics, clock
     )
     vigo = Vigo(
         app,
@@ -176,13 +178,14 @@ def envoy_processor(
     topics: Topics,
     guard: DeliveryGuard,
     outputs: Outputs,
+    batches: BatchProducer,
     metrics: Metrics,
     clock: Callable[[], float],
 ) -> EnvoyProcessor:
     table = declare_table(app, "envoys", settings.kafka.partitions, bytes, EnvoyRecordType)
     return EnvoyProcessor(
         table=table,
-        writer=TableWriter(app, table),
+        writer=TableWriter(table, batches),
         names=TopicNames(settings.kafka.topic_prefix),
         status_topic=topics.status_changes,
         deadletter_topic=topics.deadletter,

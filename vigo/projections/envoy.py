@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from operator import attrgetter
 from typing import Any, Literal
 
 from vigo.projections.liveness import StaleAfter, offline_deadline_ms, stale_deadline_ms
@@ -151,26 +152,32 @@ def apply_event(
     )
     if redelivered:
         return Applied(state, None, "duplicate")
-    applied = _apply(state, event, record_ms, rules)
+    if isinstance(event, Enrollment):
+        applied = _apply_enrollment(state, event, record_ms)
+    elif state is None and rules.strict_enrollment:
+        return Applied(None, None, "not_enrolled")
+    elif state is None:
+        fresh = EnvoyState(envoy_id=event.envoy_id, enrolled_at_ms=record_ms)
+        # An implicit enrollment publishes its first change with from: null.
+        applied = _apply_liveness_event(fresh, event, record_ms, position, first=True)
+    elif state.revoked:
+        applied = Applied(state, None, "revoked")
+    else:
+        applied = _apply_liveness_event(state, event, record_ms, position, first=False)
+    # Every record moves its topic's offset, refused or not (check-ins and runs that
+    # change the state carry it already).
     if position is None or applied.state is None:
         return applied
-    offsets = list(applied.state.offsets)
-    offsets[position.topic_index] = position.offset
-    return Applied(replace(applied.state, offsets=tuple(offsets)), applied.change, applied.outcome)
+    if applied.state.offsets[position.topic_index] == position.offset:
+        return applied
+    offsets = _with_offset(applied.state.offsets, position)
+    return Applied(replace(applied.state, offsets=offsets), applied.change, applied.outcome)
 
 
-def _apply(state: EnvoyState | None, event: InputEvent, record_ms: int, rules: Rules) -> Applied:
-    if isinstance(event, Enrollment):
-        return _apply_enrollment(state, event, record_ms)
-    if state is None:
-        if rules.strict_enrollment:
-            return Applied(None, None, "not_enrolled")
-        state = EnvoyState(envoy_id=event.envoy_id, enrolled_at_ms=record_ms)
-        # An implicit enrollment publishes its first change with from: null.
-        return _apply_liveness_event(state, event, record_ms, first=True)
-    if state.revoked:
-        return Applied(state, None, "revoked")
-    return _apply_liveness_event(state, event, record_ms, first=False)
+def _with_offset(offsets: tuple[int, ...], position: Position) -> tuple[int, ...]:
+    updated = list(offsets)
+    updated[position.topic_index] = position.offset
+    return tuple(updated)
 
 
 def _apply_enrollment(state: EnvoyState | None, event: Enrollment, record_ms: int) -> Applied:
@@ -226,37 +233,60 @@ def _apply_enrollment(state: EnvoyState | None, event: Enrollment, record_ms: in
 
 
 def _apply_liveness_event(
-    state: EnvoyState, event: Checkin | Run, record_ms: int, *, first: bool
+    state: EnvoyState,
+    event: Checkin | Run,
+    record_ms: int,
+    position: Position | None,
+    *,
+    first: bool,
 ) -> Applied:
     """A check-in or run: alive again, and for a run its history and counters. The new
-    state is built in one step (`replace` is the rules' main cost per event)."""
+    state, its status and offsets included, is built in one step: `replace` is the
+    rules' main cost per event."""
     if isinstance(event, Run) and _seen_run(state, event.run_id):
         return Applied(state, None, "duplicate")
     fields: dict[str, Any] = {"offline": False, "stale": False}
+    if position is not None:
+        fields["offsets"] = _with_offset(state.offsets, position)
     if state.last_seen_ms is None or record_ms >= state.last_seen_ms:
         fields["last_seen_ms"] = record_ms
         fields["last_seen_at"] = event.finished_at if isinstance(event, Run) else event.at
-    if isinstance(event, Checkin):
-        alive = replace(state, **fields)
-        return _with_status(alive, _status_of(alive), record_ms, Cause.CHECKIN, None, first=first)
-
-    summary = classify_run(event)
-    fields["recent_run_ids"] = (event.run_id, *state.recent_run_ids)[:RECENT_RUN_IDS]
-    fields["history"] = _insert_history(state.history, summary)
-    last_finished = state.last_run_finished_ms
-    late = last_finished is not None and event.finished_at_ms < last_finished
-    if not late:
-        fields["last_outcome"] = summary.outcome
-        fields["last_run_finished_ms"] = event.finished_at_ms
-        fields["consecutive_changed"] = next_consecutive_changed(
-            state.consecutive_changed, summary.outcome
-        )
-    applied = replace(state, **fields)
-    result = _with_status(
-        applied, _status_of(applied), record_ms, Cause.RUN, event.run_id, first=first
+    late = False
+    if isinstance(event, Run):
+        summary = classify_run(event)
+        fields["recent_run_ids"] = (event.run_id, *state.recent_run_ids)[:RECENT_RUN_IDS]
+        fields["history"] = _insert_history(state.history, summary)
+        last_finished = state.last_run_finished_ms
+        late = last_finished is not None and event.finished_at_ms < last_finished
+        if not late:
+            fields["last_outcome"] = summary.outcome
+            fields["last_run_finished_ms"] = event.finished_at_ms
+            fields["consecutive_changed"] = next_consecutive_changed(
+                state.consecutive_changed, summary.outcome
+            )
+    consecutive_changed = fields.get("consecutive_changed", state.consecutive_changed)
+    status = derive_status(
+        offline=False,
+        last_outcome=fields.get("last_outcome", state.last_outcome),
+        consecutive_changed=consecutive_changed,
     )
+    change = None
+    if first or status != state.status:
+        version = state.version + 1
+        fields.update(status=status, status_since_ms=record_ms, version=version)
+        change = StatusChange(
+            envoy_id=state.envoy_id,
+            from_status=None if first else state.status,
+            to_status=status,
+            at_ms=record_ms,
+            version=version,
+            cause=Cause.RUN if isinstance(event, Run) else Cause.CHECKIN,
+            run_id=event.run_id if isinstance(event, Run) else None,
+            consecutive_changed_runs=consecutive_changed,
+            labels=state.labels,
+        )
     # Late: kept in the history, but it changes neither the status nor the counts.
-    return Applied(result.state, result.change, "late") if late else result
+    return Applied(replace(state, **fields), change, "late" if late else "applied")
 
 
 def sweep_envoy(state: EnvoyState, now_ms: int, rules: Rules) -> Swept:
@@ -299,14 +329,6 @@ def next_deadline_ms(state: EnvoyState, rules: Rules) -> int | None:
     return min(pending) if pending else None
 
 
-def _status_of(state: EnvoyState) -> Status:
-    return derive_status(
-        offline=state.offline,
-        last_outcome=state.last_outcome,
-        consecutive_changed=state.consecutive_changed,
-    )
-
-
 def _with_status(
     state: EnvoyState,
     status: Status,
@@ -336,8 +358,11 @@ def _with_status(
     )
 
 
+_RUN_ID = attrgetter("run_id")
+
+
 def _seen_run(state: EnvoyState, run_id: str) -> bool:
-    return run_id in state.recent_run_ids or any(r.run_id == run_id for r in state.history)
+    return run_id in state.recent_run_ids or run_id in map(_RUN_ID, state.history)
 
 
 def _insert_history(history: tuple[RunSummary, ...], summary: RunSummary) -> tuple[RunSummary, ...]:

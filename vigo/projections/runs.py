@@ -86,6 +86,8 @@ def bound_history_ids(history: Sequence[RunSummary]) -> tuple[RunSummary, ...]:
     """Keep ids, newest run first (errored modules, failed, changed), while the history's
     budget lasts; from the first id that does not fit, every older id is dropped. Counts
     and outcomes are untouched. Idempotent, so it may run on every insert and restore."""
+    if _cost_bound(history) <= MAX_HISTORY_ID_BYTES:
+        return tuple(history)  # everything fits: the usual case, decided without `id_cost`
     budget = MAX_HISTORY_ID_BYTES
     bounded = []
     for run in history:
@@ -97,6 +99,17 @@ def bound_history_ids(history: Sequence[RunSummary]) -> tuple[RunSummary, ...]:
             run if kept else replace(run, errored_modules=errored, failed=failed, changed=changed)
         )
     return tuple(bounded)
+
+
+def _cost_bound(history: Sequence[RunSummary]) -> int:
+    """At least what `id_cost` charges for all ids: a character costs at most 6 bytes
+    (a \\uXXXX escape; UTF-8 takes at most 4)."""
+    ids = chars = 0
+    for run in history:
+        for kept in (run.errored_modules, run.failed, run.changed):
+            ids += len(kept)
+            chars += sum(map(len, kept))
+    return 6 * chars + 3 * ids
 
 
 def _take(ids: tuple[str, ...], budget: int) -> tuple[tuple[str, ...], int]:
