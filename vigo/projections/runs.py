@@ -41,19 +41,21 @@ class RunSummary:
     errored_modules_count: int
 
 
-def errored_modules(run: Run) -> frozenset[str]:
-    """A module errored when it has a module_errors entry or any failed resource."""
-    errored = {e.module for e in run.module_errors}
-    errored.update(r.module for r in run.resources if r.result == "failed")
-    return frozenset(errored)
-
-
 def classify_run(run: Run) -> RunSummary:
-    modules = {r.module for r in run.resources}
-    modules.update(e.module for e in run.module_errors)
-    errored = errored_modules(run)
-    changed = [r.id for r in run.resources if r.result == "changed"]
-    failed = [r.id for r in run.resources if r.result == "failed"]
+    """One pass over the resources (this runs for every run event)."""
+    modules: set[str] = set()
+    errored = {e.module for e in run.module_errors}
+    changed: list[str] = []
+    failed: list[str] = []
+    for resource in run.resources:
+        modules.add(resource.module)
+        result = resource.result
+        if result == "changed":
+            changed.append(resource.id)
+        elif result == "failed":
+            failed.append(resource.id)
+            errored.add(resource.module)
+    modules.update(errored)
     if errored and errored >= modules:
         outcome = RunOutcome.FAILED
     elif errored:
