@@ -419,13 +419,20 @@ class TableWriter:
         """Write (partition, key, value) entries; a later entry of a key wins."""
         table = cast(Any, self.table)
         store, changelog = table.data, table.changelog_topic
-        records: dict[int, list[Record]] = {}
+        by_partition: dict[int, list[tuple[Any, Any]]] = {}
         for partition, key, value in entries:
+            by_partition.setdefault(partition, []).append((key, value))
+        prepare_key, prepare_value = changelog.prepare_key, changelog.prepare_value
+        key_serializer, value_serializer = table.key_serializer, table.value_serializer
+        records: dict[int, list[Record]] = {}
+        for partition, pairs in by_partition.items():
             with _under_partition(partition):
-                store[key] = value
-            raw_key, _ = changelog.prepare_key(key, table.key_serializer)
-            raw_value, _ = changelog.prepare_value(value, table.value_serializer)
-            records.setdefault(partition, []).append((raw_key, raw_value))
+                for key, value in pairs:
+                    store[key] = value
+            records[partition] = [
+                (prepare_key(key, key_serializer)[0], prepare_value(value, value_serializer)[0])
+                for key, value in pairs
+            ]
         topic = changelog.get_topic_name()
         sent = [
             (partition, count, future)
