@@ -81,6 +81,8 @@ log = logging.getLogger(__name__)
 
 #: A partition with records but without progress for this long is fetched again.
 STALL_S = 10.0
+#: The envoy agent commits when it has worked off what was fetched, at most this often.
+COMMIT_CAUGHT_UP_S = 0.5
 
 
 def write_under(stream: faust.Stream[Any], event: EventT[Any], write: Callable[[], None]) -> None:
@@ -281,6 +283,7 @@ class InputBatches:
     #: Fetched batches waiting for the agent: the drain loop waits when it is full.
     queue_size: int = 4
     _queue: asyncio.Queue[list[Message]] = field(init=False)
+    _committed_at: float = 0.0
 
     def __post_init__(self) -> None:
         self._queue = asyncio.Queue(maxsize=self.queue_size)
@@ -325,6 +328,16 @@ class InputBatches:
         ack = self.app.consumer.ack
         for message in messages:
             ack(message)
+
+    async def commit_when_caught_up(self) -> None:
+        """Commit as soon as nothing is waiting (at most every `COMMIT_CAUGHT_UP_S`)
+        rather than at Faust's next interval (2.8 s): the committed offsets, which
+        operators' lag monitors read, then show a worked-off backlog at once, and a
+        restart reads less again."""
+        now = time.monotonic()
+        if self._queue.empty() and now - self._committed_at >= COMMIT_CAUGHT_UP_S:
+            self._committed_at = now
+            await self.app.consumer.commit()
 
     async def _drain(self, consumer: Any, fetcher: Any) -> None:
         """Faust's `Consumer._drain_messages` (0.15.3), except that records of `topics`

@@ -245,6 +245,7 @@ def add_agents(vigo: Vigo, topics: Topics) -> None:
                 await envoys.commit()
                 inputs.ack(batch)
                 await envoys.guard.settle()
+                await inputs.commit_when_caught_up()
         except Exception as exc:  # a bug: stop the worker rather than stall its partitions
             log.exception("the envoy agent failed")
             await app.crash(exc)
