@@ -531,7 +531,7 @@ def decode_alert_sent(data: bytes) -> int:
 # Faust derives a table's changelog codec from its `value_type` (`_options.serializer`), for
 # writing and for recovery alike, and rebuilds values through `from_data`; a table declared
 # with a codec in `schema` only would recover nothing. So each table's value type names one
-# of these codecs.
+# of these codecs (except `envoys`, whose values are raw bytes encoded by its agent).
 
 
 class _Codec(codecs.Codec):
@@ -559,14 +559,12 @@ def _value_type(codec_name: str) -> type:
 
 
 _CODECS: Final = {
-    "vigo_envoy": (encode_stored_envoy, decode_stored_envoy),
     "vigo_fleet_entry": (encode_fleet_entry, decode_fleet_entry),
     "vigo_fleet_parts": (encode_fleet_parts, decode_fleet_parts),
     "vigo_fleet_state": (encode_fleet_state, decode_fleet_state),
     "vigo_alert_sent": (encode_alert_sent, decode_alert_sent),
 }
 
-EnvoyRecordType: Final = _value_type("vigo_envoy")
 FleetPartsType: Final = _value_type("vigo_fleet_parts")
 FleetStateType: Final = _value_type("vigo_fleet_state")
 AlertSentType: Final = _value_type("vigo_alert_sent")
