@@ -1,13 +1,22 @@
-"""Memory per envoy of the table state, and the changelog bytes written per envoy update.
+"""Memory per envoy of the table state, the changelog bytes written per envoy update, and
+what reading and writing an envoy costs.
 
 Run: .venv/bin/python benchmarks/bench_memory.py [--envoys 20000] [--runs 25] [--quick]
 
 Each envoy gets an enrollment and `--runs` realistic runs (5-30 resources, 8% changed,
 2% failed), so its drift history is full (HISTORY_RUNS = 10 runs, plus RECENT_RUN_IDS run
-ids). The mean is traced Python allocations of the whole table (tracemalloc), not RSS:
-the worker's resident memory per 100,000 envoys is in bench_recovery.py. The baseline in
-the same run is the least any design must keep: a (status, version, last_seen) tuple per
-envoy.
+ids). Memory is traced Python allocations (tracemalloc), not RSS: the worker's resident
+memory per 100,000 envoys is in bench_recovery.py. Rows, in the same run:
+
+- the store as it is: the memory store's dict of envoy id -> encoded record (format 3;
+  the RocksDB store keeps the same bytes on disk), keys included;
+- before (issue 11): the same table as Python objects (`StoredEnvoy`), which the memory
+  store held until the table was given the encoded bytes; and the JSON records (format 2)
+  written to the changelog then;
+- the baseline, the least any design must keep: a (status, version, last_seen) tuple per
+  envoy;
+- microseconds per record to encode, to decode (once per event on the agent's path) and
+  to decode only the head (what the indexes built on a partition's assignment read).
 """
 
 from __future__ import annotations
@@ -15,7 +24,9 @@ from __future__ import annotations
 import argparse
 import gc
 import random
+import statistics
 import sys
+import time
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
@@ -25,9 +36,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchcommon import machine
 
-from vigo.processor.records import StoredEnvoy, encode_stored_envoy
+from tests.test_state_codec import format2
+from vigo.processor.records import (
+    StoredEnvoy,
+    decode_envoy_head,
+    decode_stored_envoy,
+    encode_stored_envoy,
+)
 from vigo.projections.envoy import HISTORY_RUNS, EnvoyState, Rules, apply_event
 from vigo.topics.events import Enrollment, ModuleError, Resource, Run
+from vigo.topics.timestamps import iso_from_ms
 
 T = TypeVar("T")
 RESULTS = ("ok",) * 90 + ("changed",) * 8 + ("failed",) * 2
@@ -58,8 +76,8 @@ def build(envoys: int, runs: int, seed: int = 3) -> dict[bytes, StoredEnvoy]:
             run = Run(
                 envoy,
                 f"{rng.getrandbits(128):032x}",
-                "2026-11-27T12:00:00Z",
-                "2026-11-27T12:00:04Z",
+                iso_from_ms(finished - 4_000),
+                iso_from_ms(finished),
                 finished,
                 resources,
                 errors,
@@ -81,6 +99,17 @@ def measure(factory: Callable[..., T], *args: Any) -> tuple[T, int]:
     return value, after - before
 
 
+def per_record_us(action: Callable[[Any], object], items: list[Any]) -> float:
+    """Mean microseconds of `action` over `items`, best of three passes."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        for item in items:
+            action(item)
+        best = min(best, time.perf_counter() - started)
+    return best / len(items) * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--envoys", type=int, default=20_000)
@@ -90,25 +119,42 @@ def main() -> None:
     if args.quick:
         args.envoys = 5_000
     print(machine())
+    n = args.envoys
 
-    table, table_bytes = measure(build, args.envoys, args.runs)
-    base, base_bytes = measure(
-        lambda n: {
-            f"host-{i:07d}.prod.example.com".encode(): ("converged", 7, T0) for i in range(n)
-        },
-        args.envoys,
+    objects, objects_bytes = measure(build, n, args.runs)
+    # What the memory store keeps: its own key and the encoded record of every envoy.
+    store, store_bytes = measure(
+        lambda: {r.state.envoy_id.encode(): encode_stored_envoy(r) for r in objects.values()}
     )
-    record_sizes = sorted(len(encode_stored_envoy(r)) for r in table.values())
-    per_envoy = table_bytes / args.envoys
-    full = sum(len(r.state.history) == HISTORY_RUNS for r in table.values())
-    print(f"{args.envoys:,} envoys, {args.runs} runs each; {full:,} with a full history")
-    print(f"{'measure':<46}{'value':>12}")
-    print(f"{'table state per envoy (bytes, in memory)':<46}{per_envoy:>12,.0f}")
-    print(f"{'baseline per envoy (status tuple in a dict)':<46}{base_bytes / args.envoys:>12,.0f}")
-    median = record_sizes[len(record_sizes) // 2]
-    print(f"{'changelog record per update, median (bytes)':<46}{median:>12,}")
-    print(f"{'changelog record per update, max (bytes)':<46}{record_sizes[-1]:>12,}")
-    print(f"{'1M envoys, table state (GiB)':<46}{per_envoy * 1e6 / 2**30:>12.2f}")
+    base, base_bytes = measure(
+        lambda: {f"host-{i:07d}.prod.example.com".encode(): ("converged", 7, T0) for i in range(n)}
+    )
+    sizes = sorted(len(data) for data in store.values())
+    json_sizes = sorted(len(format2(r)) for r in objects.values())
+    full = sum(len(r.state.history) == HISTORY_RUNS for r in objects.values())
+    sample = list(objects.values())[:2_000]
+    encoded = [encode_stored_envoy(r) for r in sample]
+    as_json = [format2(r) for r in sample]
+    assert all(decode_stored_envoy(d) == r for d, r in zip(encoded, sample, strict=True))
+    per_envoy = store_bytes / n
+
+    def row(label: str, value: float, unit: str = ",.0f") -> None:
+        print(f"{label:<52}{value:>12{unit}}")
+
+    print(f"{n:,} envoys, {args.runs} runs each; {full:,} with a full history")
+    print(f"{'measure':<52}{'value':>12}")
+    row("table state per envoy (bytes, memory store)", per_envoy)
+    row("  before: as Python objects (bytes)", objects_bytes / n)
+    row("baseline per envoy (status tuple in a dict)", base_bytes / n)
+    row("record (format 3), mean (bytes)", statistics.mean(sizes))
+    row("record (format 3), max (bytes)", sizes[-1])
+    row("  before: JSON record (format 2), mean (bytes)", statistics.mean(json_sizes))
+    row("  before: JSON record (format 2), max (bytes)", json_sizes[-1])
+    row("encode per record (us)", per_record_us(encode_stored_envoy, sample), ",.1f")
+    row("decode per record (us)", per_record_us(decode_stored_envoy, encoded), ",.1f")
+    row("decode the head only (us)", per_record_us(decode_envoy_head, encoded), ",.2f")
+    row("  before: decode a JSON record (us)", per_record_us(decode_stored_envoy, as_json), ",.1f")
+    row("1M envoys, table state (GiB, memory store)", per_envoy * 1e6 / 2**30, ",.2f")
     verdict = "met" if per_envoy < 1024 else "NOT met"
     print(f"goal < 1 KB of table state per envoy (mean, full history): {verdict}")
     del base

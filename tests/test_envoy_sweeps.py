@@ -1,7 +1,7 @@
 """The envoy agent's sweep logic (SPEC 10.9), driven without a broker: a batch of records
 as the consumer hands them over, the real `EnvoyProcessor`, `Outputs` and `Metrics`, a
-plain dict as the table (its writer puts entries into the dict). The partition is owned
-and caught up; the delivery guard lets all through.
+plain dict of encoded records as the table (its writer puts entries into the dict). The
+partition is owned and caught up; the delivery guard lets all through.
 
 - A lagging worker does not drop old ticks: it sweeps once, on the newest tick of the
   batch, as of that tick's record time, and reports how far behind the clock it was.
@@ -23,6 +23,7 @@ from tests.eventgen import T0
 from vigo.processor.envoys import EnvoyProcessor
 from vigo.processor.metrics import Metrics
 from vigo.processor.outputs import Outputs
+from vigo.processor.records import decode_stored_envoy
 from vigo.projections.envoy import Rules
 from vigo.projections.liveness import offline_deadline_ms
 from vigo.topics.names import TopicNames
@@ -84,7 +85,7 @@ class DictWriter:
     """Writes into the dict that stands for the table (the real `TableWriter` is
     exercised by the worker tests against the broker)."""
 
-    def __init__(self, table: dict[bytes, Any]) -> None:
+    def __init__(self, table: dict[bytes, bytes]) -> None:
         self.table = table
 
     async def write(self, entries: Any) -> None:
@@ -105,7 +106,7 @@ def record(topic: str, offset: int, timestamp_s: float, key: bytes, value: bytes
     return message
 
 
-def processor(status: Topic, table: dict[bytes, Any]) -> EnvoyProcessor:
+def processor(status: Topic, table: dict[bytes, bytes]) -> EnvoyProcessor:
     return EnvoyProcessor(
         table=table,  # type: ignore[arg-type]
         writer=DictWriter(table),  # type: ignore[arg-type]
@@ -140,7 +141,7 @@ def tick(offset: int, at_s: float) -> Any:
 
 def test_a_lagging_worker_sweeps_on_the_newest_old_tick() -> None:
     async def go() -> None:
-        status, table = Topic(NAMES.status_changes), dict[bytes, Any]()
+        status, table = Topic(NAMES.status_changes), dict[bytes, bytes]()
         envoys = processor(status, table)
         enroll_and_check_in(envoys)
         deadline_s = T0 / 1000 + 2 * INTERVAL_S
@@ -162,7 +163,7 @@ def test_a_lagging_worker_sweeps_on_the_newest_old_tick() -> None:
 
 def test_the_state_is_written_only_after_its_change_is_acknowledged() -> None:
     async def go() -> None:
-        status, table = Topic(NAMES.status_changes), dict[bytes, Any]()
+        status, table = Topic(NAMES.status_changes), dict[bytes, bytes]()
         envoys = processor(status, table)
         enroll_and_check_in(envoys)
         commit = asyncio.ensure_future(envoys.commit())
@@ -171,6 +172,6 @@ def test_the_state_is_written_only_after_its_change_is_acknowledged() -> None:
         for _, _, future in status.sent:
             future.set_result(None)
         await commit
-        assert table[b"web-01"].state.version == 1
+        assert decode_stored_envoy(table[b"web-01"]).state.version == 1
 
     asyncio.run(go())

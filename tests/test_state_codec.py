@@ -1,7 +1,11 @@
-"""The table records survive the changelog: decode(encode(x)) == x for any reachable state,
-so a worker restored from the changelog continues exactly where the old one stopped."""
+"""The table records survive the changelog: decode(encode(x)) == x for any state, so a
+worker restored from the changelog continues exactly where the old one stopped; and the
+envoy records of earlier formats (JSON, formats 1 and 2), which changelogs still hold,
+decode."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import orjson
 from hypothesis import given
@@ -17,6 +21,7 @@ from vigo.processor.records import (
     StoredEnvoy,
     StoredFleetEntry,
     decode_alert_sent,
+    decode_envoy_head,
     decode_fleet_entry,
     decode_fleet_partial,
     decode_fleet_parts,
@@ -29,15 +34,150 @@ from vigo.processor.records import (
     encode_fleet_state,
     encode_stored_envoy,
 )
-from vigo.projections.envoy import EnvoyState, Position, Rules, apply_event, sweep_envoy
+from vigo.projections.envoy import (
+    EnvoyState,
+    Position,
+    Rules,
+    apply_event,
+    next_deadline_ms,
+    sweep_envoy,
+)
 from vigo.projections.fleet import FleetCounts, FleetEntry
 from vigo.projections.history import ConvergenceHistory
+from vigo.projections.runs import RunSummary
 from vigo.projections.threshold import ThresholdState
 from vigo.topics.codec import FLEET_STATUSES
 from vigo.topics.events import Enrollment, InputEvent
-from vigo.topics.statuses import Status
+from vigo.topics.statuses import RunOutcome, Status
 
 RULES = Rules(default_interval_s=60)
+
+
+def format2(record: StoredEnvoy) -> bytes:
+    """An envoy record as the release before format 3 wrote it (JSON)."""
+    s = record.state
+    return orjson.dumps(
+        {
+            "f": 2,
+            "p": record.partition,
+            "id": s.envoy_id,
+            "rv": s.revoked,
+            "lb": s.labels,
+            "iv": s.interval_s,
+            "en": s.enrolled_at_ms,
+            "ls": s.last_seen_ms,
+            "la": s.last_seen_at,
+            "lo": s.last_outcome,
+            "lf": s.last_run_finished_ms,
+            "cc": s.consecutive_changed,
+            "of": s.offline,
+            "st": s.stale,
+            "se": s.stale_episodes,
+            "s": s.status,
+            "ss": s.status_since_ms,
+            "v": s.version,
+            "ri": s.recent_run_ids,
+            "h": [
+                [
+                    r.run_id,
+                    r.finished_at,
+                    r.finished_at_ms,
+                    r.outcome,
+                    r.changed,
+                    r.failed,
+                    r.errored_modules,
+                    r.changed_count,
+                    r.failed_count,
+                    r.errored_modules_count,
+                ]
+                for r in s.history
+            ],
+            "o": s.offsets,
+        }
+    )
+
+
+# Any text msgpack and JSON can hold (no lone surrogates: UTF-8 cannot), any times.
+texts = st.text(st.characters(exclude_categories=["Cs"]), max_size=30)
+times = st.integers(0, 2**53)
+counts = st.integers(0, 10**6)
+ids = st.lists(texts, max_size=4).map(tuple)
+run_ids = st.one_of(texts, st.uuids().map(str), st.binary(min_size=16, max_size=16).map(bytes.hex))
+run_summaries = st.builds(
+    RunSummary,
+    run_id=run_ids,
+    finished_at=texts,
+    finished_at_ms=times,
+    outcome=st.sampled_from(RunOutcome),
+    changed=ids,
+    failed=ids,
+    errored_modules=ids,
+    changed_count=counts,
+    failed_count=counts,
+    errored_modules_count=counts,
+)
+
+
+@st.composite
+def envoy_states(draw: st.DrawFn) -> EnvoyState:
+    """Any EnvoyState, reachable or not; its recent run ids partly those of its history."""
+    history = tuple(draw(st.lists(run_summaries, max_size=10)))
+    known = [r.run_id for r in history]
+    recent = draw(st.lists(st.sampled_from(known) | run_ids if known else run_ids, max_size=8))
+    return EnvoyState(
+        envoy_id=draw(texts),
+        revoked=draw(st.booleans()),
+        labels=draw(st.dictionaries(texts, texts, max_size=4)),
+        interval_s=draw(st.none() | st.integers(1, 10**7)),
+        enrolled_at_ms=draw(times),
+        last_seen_ms=draw(st.none() | times),
+        last_seen_at=draw(st.none() | texts),
+        last_outcome=draw(st.none() | st.sampled_from(RunOutcome)),
+        last_run_finished_ms=draw(st.none() | times),
+        consecutive_changed=draw(counts),
+        offline=draw(st.booleans()),
+        stale=draw(st.booleans()),
+        stale_episodes=draw(counts),
+        status=draw(st.sampled_from(Status)),
+        status_since_ms=draw(times),
+        version=draw(st.integers(0, 2**40)),
+        recent_run_ids=tuple(recent),
+        history=history,
+        offsets=tuple(draw(st.lists(st.integers(-1, 2**62), min_size=3, max_size=3))),
+    )
+
+
+@given(envoy_states(), st.integers(0, 1023))
+def test_format_3_round_trips_any_state_and_its_head_agrees(
+    state: EnvoyState, partition: int
+) -> None:
+    data = encode_stored_envoy(StoredEnvoy(partition, state))
+    assert decode_stored_envoy(data) == StoredEnvoy(partition, state)
+    head = decode_envoy_head(data)
+    assert (head.format, head.partition, head.status) == (ENVOY_FORMAT, partition, state.status)
+    # The head alone schedules the envoy exactly as its whole state does.
+    for rules in (RULES, Rules(default_interval_s=900)):
+        assert next_deadline_ms(head.liveness(), rules) == next_deadline_ms(state, rules)
+
+
+@given(st.lists(input_events(), min_size=1, max_size=25), st.integers(0, 63))
+def test_format_2_records_of_the_last_release_still_decode(
+    events: list[InputEvent], partition: int
+) -> None:
+    """What the changelog holds from before format 3 (JSON) decodes to the same state,
+    head included, and is written back as format 3."""
+    state: EnvoyState | None = None
+    for i, event in enumerate(events):
+        state = apply_event(state, event, T0 + i, RULES, Position(i % 3, i)).state
+    if state is None:
+        return
+    record = StoredEnvoy(partition, state)
+    old = format2(record)
+    assert decode_stored_envoy(old) == record
+    head = decode_envoy_head(old)
+    assert (head.partition, head.status) == (partition, state.status)
+    assert next_deadline_ms(head.liveness(), RULES) == next_deadline_ms(state, RULES)
+    assert decode_stored_envoy(encode_stored_envoy(record)) == record
 
 
 @given(st.lists(input_events(), min_size=1, max_size=25), st.integers(0, 63), st.booleans())
@@ -125,7 +265,7 @@ def test_every_record_kind_has_a_format_number() -> None:
     assert entry[0] == FLEET_ENTRY_FORMAT
     assert orjson.loads(encode_alert_sent(1))[0] == ALERT_SENT_FORMAT
     assert orjson.loads(encode_fleet_state(ThresholdState()))["f"] == FLEET_STATE_FORMAT
-    assert orjson.loads(encode_stored_envoy(StoredEnvoy(0, state)))["f"] == ENVOY_FORMAT
+    assert decode_envoy_head(encode_stored_envoy(StoredEnvoy(0, state))).format == ENVOY_FORMAT
 
 
 def test_envoy_records_of_the_first_release_still_decode_and_are_bounded() -> None:
@@ -174,20 +314,21 @@ def test_envoy_records_of_the_first_release_still_decode_and_are_bounded() -> No
     assert (run.changed_count, run.failed_count, run.errored_modules_count) == (5000, 0, 0)
     assert run.changed == tuple(f"file[/etc/{i}]" for i in range(20))
     again = encode_stored_envoy(record)
-    assert orjson.loads(again)["f"] == ENVOY_FORMAT == 2
+    assert decode_envoy_head(again).format == ENVOY_FORMAT == 3
     assert decode_stored_envoy(again) == record
-    assert len(again) < 2000
+    assert len(again) < 500
 
 
 def test_envoy_record_keeps_no_own_interval_and_reads_the_first_release() -> None:
-    """Format 2 stores null for "no own interval" (the envoy follows the configured
-    default); a format-1 record's number is read as the envoy's own interval, as the
-    first release judged it."""
+    """Formats 2 and 3 keep "no own interval" (the envoy follows the configured default);
+    a format-1 record's number is read as the envoy's own interval, as the first release
+    judged it."""
     state = apply_event(
         None, Enrollment("web-01", "enrolled", "2026-11-27T12:00:00Z"), T0, RULES, Position(0, 0)
     ).state
     assert state is not None and state.interval_s is None
-    raw = orjson.loads(encode_stored_envoy(StoredEnvoy(3, state)))
+    assert decode_envoy_head(encode_stored_envoy(StoredEnvoy(3, state))).interval_s is None
+    raw: dict[str, Any] = orjson.loads(format2(StoredEnvoy(3, state)))
     assert (raw["f"], raw["iv"]) == (2, None)
     assert decode_stored_envoy(orjson.dumps(raw)).state == state
     first_release = {**raw, "f": 1, "iv": 300}

@@ -11,9 +11,10 @@ records in one producer batch per partition (`faust_compat.TableWriter`).
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,13 @@ from vigo.processor.faust_compat import DeliveryGuard, TableWriter
 from vigo.processor.metrics import Metrics
 from vigo.processor.outputs import Outputs
 from vigo.processor.progress import CatchUp
-from vigo.processor.records import StoredEnvoy
+from vigo.processor.records import (
+    EnvoyHead,
+    StoredEnvoy,
+    decode_envoy_head,
+    decode_stored_envoy,
+    encode_stored_envoy,
+)
 from vigo.projections.envoy import (
     Applied,
     EnvoyState,
@@ -41,6 +48,7 @@ from vigo.topics.codec import encode_deadletter, encode_status_change
 from vigo.topics.decode import decode_input
 from vigo.topics.events import DeadLetter, RecordMeta
 from vigo.topics.names import TopicNames
+from vigo.topics.statuses import Status
 from vigo.topics.timestamps import iso_from_ms
 
 #: Envoys swept per tick and partition: a network partition is worked off over several
@@ -115,11 +123,30 @@ class EnvoyProcessor:
         Cancelled half-way (shutdown), the batch is not acked and is read again."""
         await self.outputs.acknowledged()
         held, self.held = self.held, {}
-        await self.writer.write((record.partition, key, record) for key, record in held.items())
+        await self.writer.write(
+            (record.partition, key, encode_stored_envoy(record)) for key, record in held.items()
+        )
 
     def _stored(self, key: bytes) -> StoredEnvoy | None:
         held = self.held.get(key)
-        return held if held is not None else self.table.get(key)
+        if held is not None:
+            return held
+        data = self.table.get(key)
+        return decode_stored_envoy(data) if data is not None else None
+
+    def _heads(self, partition: int) -> dict[bytes, EnvoyHead]:
+        """The heads of the partition's envoys (the batch's held states over the table's):
+        all that the indexes built on assignment need, read without decoding each envoy."""
+        heads = {}
+        for key, data in self.table.items():
+            if data is not None:
+                head = decode_envoy_head(data)
+                if head.partition == partition:
+                    heads[key] = head
+        for key, record in self.held.items():
+            if record.partition == partition:
+                heads[key] = decode_envoy_head(encode_stored_envoy(record))
+        return heads
 
     def _newest_ticks(self, messages: Sequence[Message]) -> dict[int, int]:
         """The offset of the newest tick per partition: a lagging worker sweeps once, on
@@ -221,15 +248,7 @@ class EnvoyProcessor:
         states) once per assignment, then moved with every status change published."""
         counts = self.counts.get(partition)
         if counts is None:
-            records = {
-                key: record
-                for key, record in self.table.items()
-                if record is not None and record.partition == partition
-            }
-            for key, record in self.held.items():
-                if record.partition == partition:
-                    records[key] = record
-            counts = FleetCounts.of_statuses(r.state.status for r in records.values())
+            counts = FleetCounts.of_statuses(h.status for h in self._heads(partition).values())
             self.counts[partition] = counts
         return counts
 
@@ -239,9 +258,8 @@ class EnvoyProcessor:
         deadlines = self.deadlines.get(partition)
         if deadlines is None:
             deadlines = Deadlines()
-            for key, record in [*self.table.items(), *self.held.items()]:
-                if record is not None and record.partition == partition:
-                    deadlines.schedule(key, next_deadline_ms(record.state, self.rules))
+            for key, head in self._heads(partition).items():
+                deadlines.schedule(key, next_deadline_ms(head.liveness(), self.rules))
             self.deadlines[partition] = deadlines
         return deadlines
 
@@ -304,21 +322,37 @@ class EnvoyProcessor:
     def owned(self, envoy_id: str) -> EnvoyState | None:
         """The envoy if this worker actively owns its partition: the local table may still
         hold entries of partitions that moved away, or standby copies."""
-        record = self.table.get(envoy_id.encode("utf-8"))
-        if record is None or record.partition not in self.catch_up.active_partitions():
+        data = self.table.get(envoy_id.encode("utf-8"))
+        if data is None:
             return None
-        state: EnvoyState = record.state
-        return state
+        record = decode_stored_envoy(data)
+        if record.partition not in self.catch_up.active_partitions():
+            return None
+        return record.state
 
-    def owned_envoys(self) -> list[EnvoyState]:
-        """Every envoy of the partitions this worker actively owns, read in one pass (no
-        await), so a batch never interleaves with the read."""
+    def owned_envoys(
+        self,
+        statuses: Container[Status] | None = None,
+        after: str | None = None,
+        first: int | None = None,
+    ) -> list[EnvoyState]:
+        """The envoys of the partitions this worker actively owns, read in one pass (no
+        await), so a batch never interleaves with the read: those with one of `statuses`
+        and an id after `after`, only the `first` in id order if given. Filtered by their
+        heads and keys (the envoy ids in UTF-8, which sort as the ids do) before anything
+        is decoded whole."""
         owned = self.catch_up.active_partitions()
-        return [
-            record.state
-            for record in self.table.values()
-            if record is not None and record.partition in owned
-        ]
+        after_key = after.encode("utf-8") if after is not None else None
+        keys = []
+        for key, data in self.table.items():
+            if data is None or (after_key is not None and key <= after_key):
+                continue
+            head = decode_envoy_head(data)
+            if head.partition in owned and (statuses is None or head.status in statuses):
+                keys.append(key)
+        if first is not None:
+            keys = heapq.nsmallest(first, keys)
+        return [decode_stored_envoy(self.table[key]).state for key in keys]
 
 
 _REFUSALS = {

@@ -47,7 +47,6 @@ from vigo.processor.progress import CatchUp
 from vigo.processor.records import (
     TICK_KEY,
     AlertSentType,
-    EnvoyRecordType,
     FleetPartsType,
     FleetStateType,
     register_codecs,
@@ -182,7 +181,9 @@ def envoy_processor(
     metrics: Metrics,
     clock: Callable[[], float],
 ) -> EnvoyProcessor:
-    table = declare_table(app, "envoys", settings.kafka.partitions, bytes, EnvoyRecordType)
+    # Raw bytes values: the store keeps each envoy encoded (`records.encode_stored_envoy`),
+    # the agent decodes it when it reads.
+    table = declare_table(app, "envoys", settings.kafka.partitions, bytes, bytes)
     return EnvoyProcessor(
         table=table,
         writer=TableWriter(table, batches),

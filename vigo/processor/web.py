@@ -183,6 +183,12 @@ def select_envoys(
     return [envoy_summary(s) for s in first[: query.limit]], len(first) > query.limit
 
 
+def owned_matches(envoys: EnvoyProcessor, query: ListQuery) -> list[EnvoyState]:
+    """This worker's candidates for a page: its first `limit + 1` matches, picked before
+    the envoys are decoded (the table keeps them encoded)."""
+    return envoys.owned_envoys(query.statuses, query.after, query.limit + 1)
+
+
 def merge_pages(pages: Iterable[tuple[list[dict[str, Any]], bool]], limit: int) -> dict[str, Any]:
     """Each worker's first `limit` matches hold the fleet's first `limit`; the page ends
     the listing only when no worker had more and nothing was cut here."""
@@ -369,7 +375,7 @@ class LocalEnvoys(VigoView):
             query = parse_list_query(request.query)
         except BadQuery as exc:
             return self.error(400, str(exc))
-        items, more = select_envoys(self.ctx.envoys.owned_envoys(), query)
+        items, more = select_envoys(owned_matches(self.ctx.envoys, query), query)
         return self.json({"envoys": items, "more": more})
 
 
@@ -382,7 +388,7 @@ class Envoys(VigoView):
         except BadQuery as exc:
             return self.error(400, str(exc))
         cluster = self.ctx.cluster
-        pages = [select_envoys(self.ctx.envoys.owned_envoys(), query)]
+        pages = [select_envoys(owned_matches(self.ctx.envoys, query), query)]
         peers = [url for url in cluster.members() if url != cluster.self_url]
         path_qs = "/api/local/envoys?" + urlencode(query.local_params())
         answers = await asyncio.gather(
