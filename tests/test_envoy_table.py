@@ -11,7 +11,7 @@ import asyncio
 import orjson
 
 from tests.eventgen import T0, checkin, enrolled, run
-from tests.test_envoy_sweeps import INTERVAL_S, Topic, processor, tick
+from tests.test_envoy_sweeps import INTERVAL_S, NAMES, Topic, processor, tick
 from tests.test_state_codec import format2
 from vigo.processor.records import (
     ENVOY_FORMAT,
@@ -51,7 +51,7 @@ def restored_table() -> dict[bytes, bytes]:
 
 def test_a_restored_table_of_any_format_is_counted_and_listed() -> None:
     table = restored_table()
-    envoys = processor(Topic(), table)
+    envoys = processor(Topic(NAMES.status_changes), table)
     assert envoys.counts_for(0) == FleetCounts.of_statuses([Status.CONVERGED, Status.DRIFTED])
     assert envoys.counts_for(1) == FleetCounts.of_statuses([Status.NO_DATA])
     web_02 = envoys.owned("web-02")
@@ -71,20 +71,22 @@ def test_a_restored_table_of_any_format_is_counted_and_listed() -> None:
 
 def test_a_restored_table_of_any_format_is_swept_and_written_back_as_format_3() -> None:
     async def go() -> None:
-        status, table = Topic(), restored_table()
+        status, table = Topic(NAMES.status_changes), restored_table()
         envoys = processor(status, table)
         # Past every offline deadline: both owned envoys go offline, from their heads'
         # deadlines (the JSON one's too); the other partition's envoy is not touched.
         envoys.process_batch([tick(0, T0 / 1000 + 10 * INTERVAL_S)])
+        before = table[b"web-03"]
+        commit = asyncio.ensure_future(envoys.commit())
+        await asyncio.sleep(0.01)  # the changes are sent when the batch is committed
         changes = [orjson.loads(v) for _, v, _ in status.sent]
         assert sorted((c["envoy_id"], c["to"]) for c in changes) == [
             ("web-01", "offline"),
             ("web-02", "offline"),
         ]
-        for _, _, future in status.sent:
+        for future in {future for _, _, future in status.sent}:  # one per batch
             future.set_result(None)
-        before = table[b"web-03"]
-        await envoys.commit()
+        await commit
         for key in (b"web-01", b"web-02"):
             assert decode_envoy_head(table[key]).format == ENVOY_FORMAT
             assert decode_stored_envoy(table[key]).state.status is Status.OFFLINE
