@@ -33,9 +33,10 @@
   the consumer Faust creates, with the same offset and gap bookkeeping as upstream's loop);
   every other topic goes through Faust's own callback. Records of an older consumer
   generation or read while the flow is suspended are dropped, as Faust's streams do.
-  Records are tracked (`Consumer._unacked_messages`) while the agent works on them, so a
-  rebalance waits for the batch, and acked with the public `Consumer.ack`; their offsets
-  go to the monitor's read offsets (Faust's sensors would), which the lag metric reads.
+  A batch is tracked (its last record in `Consumer._unacked_messages`) while the agent
+  works on it, so a rebalance waits for the batch; records are acked with the public
+  `Consumer.ack`, and their offsets go to the monitor's read offsets (Faust's sensors
+  would), which the lag metric reads.
 - `BatchProducer`: records for one partition sent as aiokafka producer batches
   (`AIOKafkaProducer.create_batch`/`send_batch`, through Faust's private
   `Producer._ensure_producer`) instead of a Faust `FutureMessage` and an aiokafka future per
@@ -316,11 +317,13 @@ class InputBatches:
             current = [m for m in batch if m.generation_id == generation]
             if not current:
                 continue
-            unacked = cast(Any, self.app.consumer)._unacked_messages
+            # One unacked message holds a rebalance until the batch is acked (`ack` acks
+            # them all); tracking each costs a WeakSet entry per record.
+            last = current[-1]
+            last.tracked = True
+            cast(Any, self.app.consumer)._unacked_messages.add(last)
             read_offsets = self.app.monitor.tp_read_offsets  # the consumer lag metric
             for message in current:
-                message.tracked = True
-                unacked.add(message)
                 read_offsets[message.tp] = message.offset
             yield current
 

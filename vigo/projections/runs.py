@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from itertools import chain
 from typing import Final
 
 from vigo.topics.events import Run
@@ -106,12 +107,12 @@ def bound_history_ids(history: Sequence[RunSummary]) -> tuple[RunSummary, ...]:
 def _cost_bound(history: Sequence[RunSummary]) -> int:
     """At least what `id_cost` charges for all ids: a character costs at most 6 bytes
     (a \\uXXXX escape; UTF-8 takes at most 4)."""
-    ids = chars = 0
-    for run in history:
-        for kept in (run.errored_modules, run.failed, run.changed):
-            ids += len(kept)
-            chars += sum(map(len, kept))
-    return 6 * chars + 3 * ids
+    ids = [
+        *chain.from_iterable(
+            chain.from_iterable((run.errored_modules, run.failed, run.changed) for run in history)
+        )
+    ]
+    return 6 * sum(map(len, ids)) + 3 * len(ids)
 
 
 def _take(ids: tuple[str, ...], budget: int) -> tuple[tuple[str, ...], int]:
