@@ -369,4 +369,8 @@ def _insert_history(history: tuple[RunSummary, ...], summary: RunSummary) -> tup
     """Newest first by finish time, bounded in runs and in ids; a late run lands in its
     place (and may take ids from older runs)."""
     runs = sorted((summary, *history), key=lambda r: r.finished_at_ms, reverse=True)
+    if not (summary.changed or summary.failed or summary.errored_modules):
+        # A run without ids (most runs) costs nothing of a history that is within its
+        # budget already, and dropping the oldest run only frees budget.
+        return tuple(runs[:HISTORY_RUNS])
     return bound_history_ids(runs[:HISTORY_RUNS])
