@@ -25,7 +25,7 @@ the unnumbered forms of the first release and fields added later.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Final
 
 import lz4.block
@@ -271,7 +271,7 @@ def decode_stored_envoy(data: bytes) -> StoredEnvoy:
         _STATUSES[head.status_code],
         t0,
         version,
-        tuple([entries[r][0] if type(r) is int else r for r in recent]),
+        tuple([entries[r][0] if isinstance(r, int) else r for r in recent]),
         tuple(history),
         offsets,
     )
@@ -285,11 +285,8 @@ def decode_envoy_head(data: bytes) -> EnvoyHead:
     return _UNPACK_HEAD(data)
 
 
-# Decoding builds eleven frozen dataclasses per envoy; their `__init__` sets each field
-# through `object.__setattr__`, half of the decoding time. These builders set the slots
-# directly, as unpickling does, with every field given: a field added to either class
-# fails here at import, not later in a half-built state.
-_new: Final = object.__new__
+# Field order, as format 3 builds both classes by position: a field added to either fails
+# here at import, not later in a half-built state.
 _RUN_FIELDS: Final = (
     "run_id",
     "finished_at",
@@ -323,69 +320,10 @@ _ENVOY_FIELDS: Final = (
     "history",
     "offsets",
 )
-if (
-    tuple(f.name for f in fields(RunSummary)) != _RUN_FIELDS
-    or tuple(f.name for f in fields(EnvoyState)) != _ENVOY_FIELDS
-):
+if RunSummary.__struct_fields__ != _RUN_FIELDS or EnvoyState.__struct_fields__ != _ENVOY_FIELDS:
     raise ImportError("records: RunSummary or EnvoyState changed; update format 3")
-_r0, _r1, _r2, _r3, _r4, _r5, _r6, _r7, _r8, _r9 = (
-    getattr(RunSummary, name).__set__ for name in _RUN_FIELDS
-)
-_e = tuple(getattr(EnvoyState, name).__set__ for name in _ENVOY_FIELDS)
-(_e0, _e1, _e2, _e3, _e4, _e5, _e6, _e7, _e8, _e9) = _e[:10]
-(_e10, _e11, _e12, _e13, _e14, _e15, _e16, _e17, _e18) = _e[10:]
-
-
-def _run_summary(
-    run_id: str,
-    finished_at: str,
-    finished_at_ms: int,
-    outcome: RunOutcome,
-    changed: tuple[str, ...],
-    failed: tuple[str, ...],
-    errored_modules: tuple[str, ...],
-    changed_count: int,
-    failed_count: int,
-    errored_modules_count: int,
-) -> RunSummary:
-    run: RunSummary = _new(RunSummary)
-    _r0(run, run_id)
-    _r1(run, finished_at)
-    _r2(run, finished_at_ms)
-    _r3(run, outcome)
-    _r4(run, changed)
-    _r5(run, failed)
-    _r6(run, errored_modules)
-    _r7(run, changed_count)
-    _r8(run, failed_count)
-    _r9(run, errored_modules_count)
-    return run
-
-
-def _envoy_state(*values: Any) -> EnvoyState:
-    """An EnvoyState from the values of `_ENVOY_FIELDS`, in that order."""
-    (v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15, v16, v17, v18) = values
-    state: EnvoyState = _new(EnvoyState)
-    _e0(state, v0)
-    _e1(state, v1)
-    _e2(state, v2)
-    _e3(state, v3)
-    _e4(state, v4)
-    _e5(state, v5)
-    _e6(state, v6)
-    _e7(state, v7)
-    _e8(state, v8)
-    _e9(state, v9)
-    _e10(state, v10)
-    _e11(state, v11)
-    _e12(state, v12)
-    _e13(state, v13)
-    _e14(state, v14)
-    _e15(state, v15)
-    _e16(state, v16)
-    _e17(state, v17)
-    _e18(state, v18)
-    return state
+_run_summary: Final = RunSummary
+_envoy_state: Final = EnvoyState
 
 
 def _decode_json_envoy(data: bytes) -> StoredEnvoy:
