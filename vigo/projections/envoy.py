@@ -249,8 +249,8 @@ def _apply_liveness_event(
     first: bool,
 ) -> Applied:
     """A check-in or run: alive again, and for a run its history and counters. The new
-    state, its status and offsets included, is built in one step: `replace` is the
-    rules' main cost per event."""
+    state, its status and offsets included, is built in one `replace` (a dataclass's was
+    the rules' main cost per event; a Struct's costs a tenth of it)."""
     if isinstance(event, Run) and _seen_run(state, event.run_id):
         return Applied(state, None, "duplicate")
     fields: dict[str, Any] = {"offline": False, "stale": False}
