@@ -27,7 +27,6 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 from aiokafka.partitioner import murmur2
@@ -41,6 +40,7 @@ from benchcommon import (
     rss_bytes,
     table,
 )
+from msgspec.structs import replace
 
 from tests.harness import Worker, worker_config
 from vigo.processor.records import (

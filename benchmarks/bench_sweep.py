@@ -17,9 +17,9 @@ import argparse
 import gc
 import statistics
 import time
-from dataclasses import replace
 
 from benchcommon import machine, table
+from msgspec.structs import replace
 
 from vigo.processor.deadlines import Deadlines
 from vigo.processor.envoys import SWEEP_LIMIT

@@ -123,7 +123,11 @@ def envoy_states(draw: st.DrawFn) -> EnvoyState:
     """Any EnvoyState, reachable or not; its recent run ids partly those of its history."""
     history = tuple(draw(st.lists(run_summaries, max_size=10)))
     known = [r.run_id for r in history]
-    recent = draw(st.lists(st.sampled_from(known) | run_ids if known else run_ids, max_size=8))
+    # Often the run ids of the newest entries, as the rules keep them (format 3 then
+    # stores their count), else any.
+    newest = st.integers(0, min(len(known), 8)).map(lambda n: known[:n])
+    anything = st.lists(st.sampled_from(known) | run_ids if known else run_ids, max_size=8)
+    recent = draw(newest | anything)
     return EnvoyState(
         envoy_id=draw(texts),
         revoked=draw(st.booleans()),

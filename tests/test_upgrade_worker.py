@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from msgspec.structs import replace as replace_struct
 
 from tests.harness import (
     Worker,
@@ -64,7 +65,7 @@ def test_a_changelog_of_json_records_is_restored_and_continued(
         # labels of its own, to tell it from the record before it).
         last = newest(kafka_bootstrap, changelog)
         stored = decode_stored_envoy(last.value)
-        old = format2(replace(stored, state=replace(stored.state, labels={"tier": "json"})))
+        old = format2(replace(stored, state=replace_struct(stored.state, labels={"tier": "json"})))
         send_to(kafka_bootstrap, changelog, last.partition, ENVOY.encode(), old)
         assert newest(kafka_bootstrap, changelog).value == old
         worker.start()

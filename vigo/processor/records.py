@@ -6,7 +6,7 @@ outlive releases, so every record kind carries a format number and decoding tole
 the unnumbered forms of the first release and fields added later.
 
 - table `envoys`: envoy id -> `StoredEnvoy` as raw bytes (the table keeps them encoded,
-  in memory too: about 550 bytes an envoy with a full history); format 3 is msgpack
+  in memory too: about 790 bytes an envoy with a full history); format 3 is msgpack
   (laid out in the format 3 section below); formats 1 and 2 were JSON objects with
   the format in `"f"` and still decode (format 2 added the counts of changed/failed
   resources and errored modules to each history entry, and stores `"iv"` null for an
@@ -25,7 +25,8 @@ the unnumbered forms of the first release and fields added later.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, Final
 
 import lz4.block
@@ -65,7 +66,7 @@ class StoredEnvoy:
 #
 # The table keeps every envoy as these bytes (the memory store too) and the agent decodes
 # one per event, so the format is small and quick to read. One msgpack array, fields by
-# position, times as integers and statuses/outcomes as the small codes below:
+# position, times as integers, the status and the last outcome as the small codes below:
 #
 #   3, partition, status code, flags (revoked 1, offline 2, stale 4), own interval or nil,
 #   status since (ms), enrolled at and last seen or nil (both as "status since minus"),
@@ -74,17 +75,23 @@ class StoredEnvoy:
 # The first eight are the head, read alone by `decode_envoy_head`. The tail is the rest, a
 # msgpack array compressed with LZ4 (block format, its size first). What dominates it is
 # text: run ids, timestamps, resource ids that recur from run to run; LZ4 takes a full
-# history's tail from about 1,240 bytes to 700 in 2 us (raw deflate at its fastest level:
-# 520 bytes in 17 us, the worker's largest single cost per event), where front-coding or a
-# string table of our own measured less for a Python step per string:
+# history's tail from about 1,340 bytes to 760 in 2 us (raw deflate at its fastest level:
+# 580 bytes in 20 us, which would be the worker's largest single cost per event), where
+# front-coding or a string table of our own measured less for a Python step per string:
 #
 #   envoy id, labels, last seen at, last outcome code or nil, last run finished
 #   ("status since minus") or nil, consecutive changed, stale episodes, version, offsets,
-#   recent run ids (an int n: the run id of history entry n), history
+#   recent run ids (an int n when they are the run ids of the first n history entries,
+#   as they are but after a late run; else the ids), history
 #
-# and each history entry, newest first: run id, finished_at, finished_at_ms as "the
-# previous entry's minus" (the first: last run finished, else status since), outcome
-# code, changed, failed, errored modules, the three counts.
+# and the history is `RunSummary` Structs as msgspec writes them (`array_like`): each
+# entry, newest first, is the array of its fields in their order (run id, finished_at,
+# finished_at_ms, outcome as its text, changed, failed, errored modules, the three
+# counts). msgspec encodes the history and decodes it straight into `RunSummary`s, with
+# no Python step per entry. Outcome codes and times as deltas, as format 3 first had them
+# before any release, were about 65 bytes a record smaller (of 790 with a full history)
+# but took a Python step per entry: decoding 8 us instead of 6, encoding 11 instead of 9
+# (`bench_memory.py`).
 #
 # The codes are append-only (changelogs hold them). Formats 1 and 2 are JSON objects;
 # their first byte tells them apart.
@@ -104,25 +111,28 @@ _OUTCOMES: Final = (RunOutcome.CLEAN, RunOutcome.CHANGED, RunOutcome.PARTIAL, Ru
 _STATUS_CODE: Final = {status: code for code, status in enumerate(_STATUSES)}
 _OUTCOME_CODE: Final = {outcome: code for code, outcome in enumerate(_OUTCOMES)}
 
-_Ids = tuple[str, ...]
-_Entry = tuple[str, str, int, int, _Ids, _Ids, _Ids, int, int, int]
-_Tail = tuple[
-    str,
-    dict[str, str],
-    str | None,
-    int | None,
-    int | None,
-    int,
-    int,
-    int,
-    tuple[int, ...],
-    tuple[int | str, ...],
-    tuple[_Entry, ...],
-]
-
 _PACK: Final = msgspec.msgpack.Encoder().encode
 _PACK_INTO: Final = msgspec.msgpack.Encoder().encode_into
+
+
+class _Tail(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """A format 3 record's tail, decompressed (see above)."""
+
+    envoy_id: str
+    labels: dict[str, str]
+    last_seen_at: str | None
+    last_outcome: int | None
+    last_finished: int | None
+    consecutive_changed: int
+    stale_episodes: int
+    version: int
+    offsets: tuple[int, ...]
+    recent: int | tuple[str, ...]
+    history: tuple[RunSummary, ...]
+
+
 _UNPACK_TAIL: Final = msgspec.msgpack.Decoder(_Tail).decode
+_RUN_ID: Final = attrgetter("run_id")
 
 
 class EnvoyHead(msgspec.Struct, array_like=True, frozen=True, gc=False):
@@ -168,26 +178,7 @@ def encode_stored_envoy(record: StoredEnvoy) -> bytes:
     s = record.state
     t0 = s.status_since_ms
     last_seen, last_finished = s.last_seen_ms, s.last_run_finished_ms
-    entries = []
-    positions: dict[str, int] = {}
-    ref_ms = last_finished if last_finished is not None else t0
-    for i, run in enumerate(s.history):
-        positions.setdefault(run.run_id, i)
-        entries.append(
-            (
-                run.run_id,
-                run.finished_at,
-                ref_ms - run.finished_at_ms,
-                _OUTCOME_CODE[run.outcome],
-                run.changed,
-                run.failed,
-                run.errored_modules,
-                run.changed_count,
-                run.failed_count,
-                run.errored_modules_count,
-            )
-        )
-        ref_ms = run.finished_at_ms
+    recent, history = s.recent_run_ids, s.history
     tail = _PACK(
         (
             s.envoy_id,
@@ -199,8 +190,8 @@ def encode_stored_envoy(record: StoredEnvoy) -> bytes:
             s.stale_episodes,
             s.version,
             s.offsets,
-            [positions.get(run_id, run_id) for run_id in s.recent_run_ids],
-            entries,
+            len(recent) if recent == tuple(map(_RUN_ID, history[: len(recent)])) else recent,
+            history,
         )
     )
     # Into a buffer, then copied: msgspec's `encode` returns its growing buffer as it is,
@@ -229,51 +220,29 @@ def decode_stored_envoy(data: bytes) -> StoredEnvoy:
     if data[:1] == b"{":
         return _decode_json_envoy(data)
     head = _UNPACK_HEAD(data)
-    (
-        envoy_id,
-        labels,
-        last_seen_at,
-        last_outcome,
-        last_finished,
-        consecutive_changed,
-        stale_episodes,
-        version,
-        offsets,
-        recent,
-        entries,
-    ) = _UNPACK_TAIL(lz4.block.decompress(head.tail))
-    t0, flags, last_seen = head.t0, head.flags, head.last_seen
-    if last_finished is not None:
-        last_finished = t0 - last_finished
-    ref_ms = last_finished if last_finished is not None else t0
-    history = []
-    for run_id, at, delta, outcome, changed, failed, errored, nc, nf, ne in entries:
-        ref_ms -= delta
-        history.append(
-            _run_summary(
-                run_id, at, ref_ms, _OUTCOMES[outcome], changed, failed, errored, nc, nf, ne
-            )
-        )
-    state = _envoy_state(
-        envoy_id,
+    tail = _UNPACK_TAIL(lz4.block.decompress(head.tail))
+    t0, flags, last_seen, last_finished = head.t0, head.flags, head.last_seen, tail.last_finished
+    recent, history, last_outcome = tail.recent, tail.history, tail.last_outcome
+    state = EnvoyState(
+        tail.envoy_id,
         bool(flags & 1),
-        labels,
+        tail.labels,
         head.interval_s,
         t0 - head.enrolled,
         None if last_seen is None else t0 - last_seen,
-        last_seen_at,
+        tail.last_seen_at,
         None if last_outcome is None else _OUTCOMES[last_outcome],
-        last_finished,
-        consecutive_changed,
+        None if last_finished is None else t0 - last_finished,
+        tail.consecutive_changed,
         bool(flags & 2),
         bool(flags & 4),
-        stale_episodes,
+        tail.stale_episodes,
         _STATUSES[head.status_code],
         t0,
-        version,
-        tuple([entries[r][0] if type(r) is int else r for r in recent]),
-        tuple(history),
-        offsets,
+        tail.version,
+        tuple(map(_RUN_ID, history[:recent])) if isinstance(recent, int) else recent,
+        history,
+        tail.offsets,
     )
     return StoredEnvoy(head.partition, state)
 
@@ -285,11 +254,9 @@ def decode_envoy_head(data: bytes) -> EnvoyHead:
     return _UNPACK_HEAD(data)
 
 
-# Decoding builds eleven frozen dataclasses per envoy; their `__init__` sets each field
-# through `object.__setattr__`, half of the decoding time. These builders set the slots
-# directly, as unpickling does, with every field given: a field added to either class
-# fails here at import, not later in a half-built state.
-_new: Final = object.__new__
+# Field order: format 3 stores `RunSummary` as the array of its fields and builds
+# `EnvoyState` by position, so a field added to, removed from or moved in either fails
+# here at import, not later in a half-built state or a misread changelog.
 _RUN_FIELDS: Final = (
     "run_id",
     "finished_at",
@@ -323,69 +290,8 @@ _ENVOY_FIELDS: Final = (
     "history",
     "offsets",
 )
-if (
-    tuple(f.name for f in fields(RunSummary)) != _RUN_FIELDS
-    or tuple(f.name for f in fields(EnvoyState)) != _ENVOY_FIELDS
-):
+if RunSummary.__struct_fields__ != _RUN_FIELDS or EnvoyState.__struct_fields__ != _ENVOY_FIELDS:
     raise ImportError("records: RunSummary or EnvoyState changed; update format 3")
-_r0, _r1, _r2, _r3, _r4, _r5, _r6, _r7, _r8, _r9 = (
-    getattr(RunSummary, name).__set__ for name in _RUN_FIELDS
-)
-_e = tuple(getattr(EnvoyState, name).__set__ for name in _ENVOY_FIELDS)
-(_e0, _e1, _e2, _e3, _e4, _e5, _e6, _e7, _e8, _e9) = _e[:10]
-(_e10, _e11, _e12, _e13, _e14, _e15, _e16, _e17, _e18) = _e[10:]
-
-
-def _run_summary(
-    run_id: str,
-    finished_at: str,
-    finished_at_ms: int,
-    outcome: RunOutcome,
-    changed: tuple[str, ...],
-    failed: tuple[str, ...],
-    errored_modules: tuple[str, ...],
-    changed_count: int,
-    failed_count: int,
-    errored_modules_count: int,
-) -> RunSummary:
-    run: RunSummary = _new(RunSummary)
-    _r0(run, run_id)
-    _r1(run, finished_at)
-    _r2(run, finished_at_ms)
-    _r3(run, outcome)
-    _r4(run, changed)
-    _r5(run, failed)
-    _r6(run, errored_modules)
-    _r7(run, changed_count)
-    _r8(run, failed_count)
-    _r9(run, errored_modules_count)
-    return run
-
-
-def _envoy_state(*values: Any) -> EnvoyState:
-    """An EnvoyState from the values of `_ENVOY_FIELDS`, in that order."""
-    (v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15, v16, v17, v18) = values
-    state: EnvoyState = _new(EnvoyState)
-    _e0(state, v0)
-    _e1(state, v1)
-    _e2(state, v2)
-    _e3(state, v3)
-    _e4(state, v4)
-    _e5(state, v5)
-    _e6(state, v6)
-    _e7(state, v7)
-    _e8(state, v8)
-    _e9(state, v9)
-    _e10(state, v10)
-    _e11(state, v11)
-    _e12(state, v12)
-    _e13(state, v13)
-    _e14(state, v14)
-    _e15(state, v15)
-    _e16(state, v16)
-    _e17(state, v17)
-    _e18(state, v18)
-    return state
 
 
 def _decode_json_envoy(data: bytes) -> StoredEnvoy:
