@@ -45,7 +45,7 @@ def faust_app(settings: Settings) -> faust.App:
         stream_buffer_maxsize=4000,
         # Fewer, larger produce requests: the changelog and status-change writes of a
         # batch leave together (measured: +18% events/s on the first release's backlog).
-        producer_linger_ms=20,
+        producer_linger_ms=2,
         producer_max_batch_size=512_000,
         broker_max_poll_records=2000,
         TableManager=PromptTableManager,
