@@ -130,6 +130,10 @@ def test_revoked_envoys_leave_the_counts(
             (t.enrollments, b"gone-1", enrollment("gone-1", action="revoked")),
         ],
     )
+    # The run is refused only if it comes after the revocation, and the two topics are not
+    # ordered against each other: send it once the revocation is applied (a fast worker
+    # otherwise may take both from one fetch, the run first, and apply it).
+    wait_changes(kafka_bootstrap, topic_prefix, lambda rs: last_to(rs, "gone-1") == "revoked")
     produce(kafka_bootstrap, [(t.runs, b"gone-1", run_event("gone-1", "failed"))])
 
     def settled(rs: list[Any]) -> bool:
