@@ -262,6 +262,17 @@ def test_load_settings_defaults_without_file_or_environment() -> None:
     assert settings.smtp.events.envoy_stale is not None
 
 
+def test_runs_intentional_changes_from_file_environment_and_default(tmp_path: Path) -> None:
+    assert load_settings(environ={}).runs.intentional_changes is True
+    path = write_config(tmp_path, {"runs": {"intentional_changes": False}})
+    assert load_settings(path, environ={}).runs.intentional_changes is False
+    from_env = load_settings(environ={"VIGO_RUNS__INTENTIONAL_CHANGES": "false"})
+    assert from_env.runs.intentional_changes is False
+    # The environment wins over the file, per key.
+    both = load_settings(path, environ={"VIGO_RUNS__INTENTIONAL_CHANGES": "true"})
+    assert both.runs.intentional_changes is True
+
+
 def test_groups_are_validated_and_flagged_as_not_applied_yet() -> None:
     settings = load_settings(
         environ={"VIGO_SMTP__EVENTS__CONVERGENCE_THRESHOLD__GROUPS": '{"env=prod": 95}'}
@@ -312,6 +323,8 @@ BAD_VALUES: list[tuple[str, dict[str, Any] | None, dict[str, str]]] = [
     ("smtp.password_file", {"smtp": {"password_file": "/nonexistent/pw"}}, {}),
     ("smtp", None, {"VIGO_SMTP__STARTTLS": "true", "VIGO_SMTP__TLS": "true"}),
     ("smtp.to", None, {"VIGO_SMTP__TO__FIRST": "x"}),
+    ("runs.intentional_changes", None, {"VIGO_RUNS__INTENTIONAL_CHANGES": "maybe"}),
+    ("runs.intentional_changes", {"runs": {"intentional_changes": "sometimes"}}, {}),
 ]
 
 

@@ -28,20 +28,20 @@ TOPIC_INDEX = {"Enrollment": 0, "Checkin": 1, "Run": 2}
 
 
 def fold(
-    events: list[InputEvent], positions: bool = False
+    events: list[InputEvent], positions: bool = False, rules: Rules = RULES
 ) -> tuple[EnvoyState | None, list[StatusChange]]:
     state: EnvoyState | None = None
     changes: list[StatusChange] = []
     for i, event in enumerate(events):
         pos = Position(TOPIC_INDEX[type(event).__name__], i) if positions else None
-        applied = apply_event(state, event, T0 + i, RULES, pos)
+        applied = apply_event(state, event, T0 + i, rules, pos)
         state = applied.state
         if applied.change:
             changes.append(applied.change)
     return state, changes
 
 
-def reference_status(history: list[Run]) -> Status:
+def reference_status(history: list[Run], intentional_changes: bool = True) -> Status:
     """SPEC section 4 recomputed from the whole run history, independently of the
     incremental counters: dedupe by run_id, skip late runs, read the trailing runs."""
     seen: set[str] = set()
@@ -68,14 +68,27 @@ def reference_status(history: list[Run]) -> Status:
             return "partial"
         return "changed" if any(res.result == "changed" for res in r.resources) else "clean"
 
-    last = outcome(applied[-1])
+    # SPEC 10.1: the remembered version, replayed over the applied runs in order.
+    outcomes: list[str] = []
+    remembered: str | None = None
+    for r in applied:
+        o = outcome(r)
+        version = r.config_version
+        new_version = version is not None and remembered not in (None, version)
+        if intentional_changes and o == "changed" and new_version:
+            o = "intentional"
+        if o != "partial" and o != "failed" and version is not None:
+            remembered = version
+        outcomes.append(o)
+
+    last = outcomes[-1]
     if last == "failed":
         return Status.FAILED
     if last == "partial":
         return Status.DEGRADED
     trailing = 0
-    for r in reversed(applied):
-        if outcome(r) != "changed":
+    for o in reversed(outcomes):
+        if o != "changed":
             break
         trailing += 1
     return {0: Status.CONVERGED, 1: Status.DRIFTED, 2: Status.RELAPSED}.get(
@@ -83,14 +96,19 @@ def reference_status(history: list[Run]) -> Status:
     )
 
 
-@given(st.lists(st.one_of(runs(), st.just(checkin())), max_size=40))
+@given(
+    st.lists(st.one_of(runs(), runs(errors=False), st.just(checkin())), max_size=40),
+    st.booleans(),
+)
 def test_incremental_status_equals_recomputation_from_history(
-    events: list[Run | object],
+    events: list[Run | object], intentional_changes: bool
 ) -> None:
     history: list[InputEvent] = [enrolled(), *events]  # type: ignore[list-item]
-    state, _ = fold(history)
+    rules = Rules(default_interval_s=60, intentional_changes=intentional_changes)
+    state, _ = fold(history, rules=rules)
     assert state is not None
-    assert state.status == reference_status([e for e in history if isinstance(e, Run)])
+    run_history = [e for e in history if isinstance(e, Run)]
+    assert state.status == reference_status(run_history, intentional_changes)
 
 
 @given(st.lists(input_events(), min_size=1, max_size=40))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.eventgen import T0, checkin, enrolled, revoked, run
@@ -18,7 +20,7 @@ from vigo.projections.envoy import (
 from vigo.projections.liveness import StaleAfter
 from vigo.projections.runs import classify_run
 from vigo.projections.status import parse_status_filter
-from vigo.topics.events import InputEvent
+from vigo.topics.events import InputEvent, Run
 from vigo.topics.statuses import RunOutcome, Status
 
 RULES = Rules(default_interval_s=60)
@@ -320,3 +322,145 @@ def test_stale_after_with_a_unit_is_a_duration(text: str, ms: int) -> None:
 def test_stale_after_refuses_what_is_neither(bad: str | float) -> None:
     with pytest.raises(ValueError):
         StaleAfter.parse(bad)
+
+
+# -- SPEC 10.1: intentional and corrective changes ---------------------------------------------
+
+
+def versioned(*results: str, version: str | None, **kwargs: Any) -> Run:
+    return run(*results, config_version=version, **kwargs)
+
+
+def test_changes_under_a_new_version_are_intentional_and_converged() -> None:
+    state, changes = fold(
+        [
+            enrolled(),
+            run("changed"),
+            run("changed"),  # relapsed, from changes without a version
+            versioned("ok", version="v1"),
+            versioned("changed", "ok", version="v2"),
+        ]
+    )
+    assert state.status == Status.CONVERGED
+    assert state.consecutive_changed == 0
+    assert state.config_version == "v2"
+    assert state.last_outcome == RunOutcome.INTENTIONAL
+    assert state.history[0].outcome == RunOutcome.INTENTIONAL
+    assert state.history[1].outcome == RunOutcome.CLEAN
+    assert [c.to_status for c in changes][-2:] == [Status.RELAPSED, Status.CONVERGED]
+
+
+def test_an_intentional_run_resets_the_count_of_a_diverged_envoy() -> None:
+    state, _ = fold(
+        [
+            enrolled(),
+            versioned("ok", version="v1"),
+            *(versioned("changed", version="v1") for _ in range(3)),
+            versioned("changed", version="v2"),
+        ]
+    )
+    assert (state.status, state.consecutive_changed) == (Status.CONVERGED, 0)
+
+
+def test_changes_again_under_the_same_version_drift_then_relapse() -> None:
+    rollout: list[InputEvent] = [
+        enrolled(),
+        versioned("ok", version="v1"),
+        versioned("changed", version="v2"),
+    ]
+    state, _ = fold([*rollout, versioned("changed", version="v2")])
+    assert (state.status, state.consecutive_changed) == (Status.DRIFTED, 1)
+    assert state.history[0].outcome == RunOutcome.CHANGED
+    state, _ = fold([*rollout, versioned("changed", version="v2"), run("changed")])
+    assert (state.status, state.consecutive_changed) == (Status.RELAPSED, 2)
+    assert state.config_version == "v2"
+
+
+def test_a_clean_run_with_a_new_version_is_clean_and_updates_the_memory() -> None:
+    state, _ = fold([enrolled(), versioned("ok", version="v1"), versioned("ok", version="v2")])
+    assert (state.status, state.last_outcome, state.config_version) == (
+        Status.CONVERGED,
+        RunOutcome.CLEAN,
+        "v2",
+    )
+    # v2 is remembered now: changes under it are corrective.
+    state, _ = fold(
+        [
+            enrolled(),
+            versioned("ok", version="v1"),
+            versioned("ok", version="v2"),
+            versioned("changed", version="v2"),
+        ]
+    )
+    assert state.status == Status.DRIFTED
+
+
+def test_a_run_without_a_version_leaves_the_memory_alone() -> None:
+    state, _ = fold([enrolled(), versioned("ok", version="v1"), run("changed")])
+    assert (state.status, state.config_version) == (Status.DRIFTED, "v1")
+    state, _ = fold(
+        [enrolled(), versioned("ok", version="v1"), run("ok"), versioned("changed", version="v2")]
+    )
+    assert (state.status, state.config_version) == (Status.CONVERGED, "v2")
+
+
+@pytest.mark.parametrize(
+    ("results", "module_errors", "expected"),
+    [
+        (("a:changed", "b:failed"), (), Status.DEGRADED),
+        (("failed",), (), Status.FAILED),
+        (("a:changed", "b:ok"), ("b",), Status.DEGRADED),
+    ],
+    ids=["partial", "failed", "module_error"],
+)
+def test_a_run_with_errored_modules_is_judged_as_before_and_does_not_update_memory(
+    results: tuple[str, ...], module_errors: tuple[str, ...], expected: Status
+) -> None:
+    first = versioned("ok", version="v1")
+    errored = versioned(*results, version="v2", module_errors=module_errors)
+    state, _ = fold([enrolled(), first, errored])
+    assert state.status == expected
+    assert state.config_version == "v1"
+    # So the rollout's changes, once the module is fixed, are still intentional.
+    state, _ = fold([enrolled(), first, errored, versioned("changed", version="v2")])
+    assert state.status == Status.CONVERGED
+
+
+def test_a_first_run_with_nothing_remembered_is_judged_as_in_section_4() -> None:
+    state, _ = fold([enrolled(), versioned("changed", version="v1")])
+    assert (state.status, state.last_outcome, state.config_version) == (
+        Status.DRIFTED,
+        RunOutcome.CHANGED,
+        "v1",
+    )
+    # State of the first release remembers nothing either.
+    old, _ = fold([enrolled(), run("ok")])
+    assert old.config_version is None
+    applied = apply_event(old, versioned("changed", version="v7"), T0 + 60_000, RULES)
+    assert applied.state is not None and applied.state.status == Status.DRIFTED
+
+
+def test_a_late_run_does_not_update_the_memory() -> None:
+    newer = versioned("ok", version="v2", finished_ms=T0 + 20_000)
+    late = versioned("ok", version="v3", finished_ms=T0 + 10_000)
+    state, _ = fold([enrolled(), versioned("ok", version="v1", finished_ms=T0 + 5_000), newer])
+    applied = apply_event(state, late, T0 + 30_000, RULES)
+    assert applied.outcome == "late"
+    assert applied.state is not None and applied.state.config_version == "v2"
+    after = apply_event(applied.state, versioned("changed", version="v3"), T0 + 40_000, RULES)
+    assert after.state is not None and after.state.status == Status.CONVERGED
+
+
+def test_intentional_changes_off_gives_the_section_4_rules() -> None:
+    off = Rules(default_interval_s=60, intentional_changes=False)
+    events: list[InputEvent] = [
+        enrolled(),
+        versioned("ok", version="v1"),
+        versioned("changed", version="v2"),
+    ]
+    state, _ = fold(events, off)
+    assert (state.status, state.consecutive_changed) == (Status.DRIFTED, 1)
+    assert state.history[0].outcome == RunOutcome.CHANGED
+    # The memory is still kept, so turning it on again judges the next rollout.
+    assert state.config_version == "v2"
+    assert fold(events)[0].status == Status.CONVERGED

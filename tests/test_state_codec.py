@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import lz4.block
+import msgspec
 import orjson
 from hypothesis import given
 from hypothesis import strategies as st
+from msgspec.structs import replace
 
 from tests.eventgen import T0, input_events
 from vigo.processor.records import (
@@ -148,6 +151,7 @@ def envoy_states(draw: st.DrawFn) -> EnvoyState:
         recent_run_ids=tuple(recent),
         history=history,
         offsets=tuple(draw(st.lists(st.integers(-1, 2**62), min_size=3, max_size=3))),
+        config_version=draw(st.none() | texts),
     )
 
 
@@ -177,11 +181,27 @@ def test_format_2_records_of_the_last_release_still_decode(
         return
     record = StoredEnvoy(partition, state)
     old = format2(record)
-    assert decode_stored_envoy(old) == record
+    # Formats 1 and 2 had no remembered config version: they decode with none (SPEC 10.1).
+    assert decode_stored_envoy(old) == StoredEnvoy(partition, replace(state, config_version=None))
     head = decode_envoy_head(old)
     assert (head.partition, head.status) == (partition, state.status)
     assert next_deadline_ms(head.liveness(), RULES) == next_deadline_ms(state, RULES)
     assert decode_stored_envoy(encode_stored_envoy(record)) == record
+
+
+@given(envoy_states(), st.integers(0, 1023))
+def test_format_3_records_without_a_remembered_version_decode_with_none(
+    state: EnvoyState, partition: int
+) -> None:
+    """Format 3 as first written, before SPEC 10.1: the tail ends with the history."""
+    head = decode_envoy_head(encode_stored_envoy(StoredEnvoy(partition, state)))
+    tail = msgspec.msgpack.decode(lz4.block.decompress(head.tail))
+    assert tail[-1] == state.config_version
+    short = lz4.block.compress(msgspec.msgpack.encode(tail[:-1]))
+    old = msgspec.msgpack.encode([*msgspec.to_builtins(replace(head, tail=b""))[:-1], short])
+    assert decode_envoy_head(old) == replace(head, tail=short)
+    expected = StoredEnvoy(partition, replace(state, config_version=None))
+    assert decode_stored_envoy(old) == expected
 
 
 @given(st.lists(input_events(), min_size=1, max_size=25), st.integers(0, 63), st.booleans())

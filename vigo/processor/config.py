@@ -121,6 +121,11 @@ class EnrollmentConfig(_Section):
     strict: bool = False
 
 
+class RunsConfig(_Section):
+    #: Changes under a new `config_version` are a rollout, not drift (SPEC 10.1).
+    intentional_changes: bool = True
+
+
 Percent = Annotated[float, Field(ge=0, le=100)]
 
 
@@ -227,6 +232,7 @@ class Settings(_Section):
     kafka: KafkaConfig = Field(default_factory=KafkaConfig)  # type: ignore[arg-type]
     checkin: CheckinConfig = Field(default_factory=CheckinConfig)
     enrollment: EnrollmentConfig = Field(default_factory=EnrollmentConfig)
+    runs: RunsConfig = Field(default_factory=RunsConfig)
     smtp: SmtpConfig = Field(default_factory=SmtpConfig)  # type: ignore[arg-type]
     web: WebConfig = Field(default_factory=WebConfig)  # type: ignore[arg-type]
     processor: ProcessorConfig = Field(default_factory=ProcessorConfig)  # type: ignore[arg-type]

@@ -82,7 +82,8 @@ class StoredEnvoy:
 #   envoy id, labels, last seen at, last outcome code or nil, last run finished
 #   ("status since minus") or nil, consecutive changed, stale episodes, version, offsets,
 #   recent run ids (an int n when they are the run ids of the first n history entries,
-#   as they are but after a late run; else the ids), history
+#   as they are but after a late run; else the ids), history, remembered config version
+#   or nil (SPEC 10.1; a tail without it, as format 3 was first written, reads as nil)
 #
 # and the history is `RunSummary` Structs as msgspec writes them (`array_like`): each
 # entry, newest first, is the array of its fields in their order (run id, finished_at,
@@ -107,7 +108,13 @@ _STATUSES: Final = (
     Status.CONVERGED,
     Status.REVOKED,
 )
-_OUTCOMES: Final = (RunOutcome.CLEAN, RunOutcome.CHANGED, RunOutcome.PARTIAL, RunOutcome.FAILED)
+_OUTCOMES: Final = (
+    RunOutcome.CLEAN,
+    RunOutcome.CHANGED,
+    RunOutcome.PARTIAL,
+    RunOutcome.FAILED,
+    RunOutcome.INTENTIONAL,
+)
 _STATUS_CODE: Final = {status: code for code, status in enumerate(_STATUSES)}
 _OUTCOME_CODE: Final = {outcome: code for code, outcome in enumerate(_OUTCOMES)}
 
@@ -129,6 +136,8 @@ class _Tail(msgspec.Struct, array_like=True, frozen=True, gc=False):
     offsets: tuple[int, ...]
     recent: int | tuple[str, ...]
     history: tuple[RunSummary, ...]
+    #: Added before format 3 was released (SPEC 10.1); absent: nothing remembered.
+    config_version: str | None = None
 
 
 _UNPACK_TAIL: Final = msgspec.msgpack.Decoder(_Tail).decode
@@ -192,6 +201,7 @@ def encode_stored_envoy(record: StoredEnvoy) -> bytes:
             s.offsets,
             len(recent) if recent == tuple(map(_RUN_ID, history[: len(recent)])) else recent,
             history,
+            s.config_version,
         )
     )
     # Into a buffer, then copied: msgspec's `encode` returns its growing buffer as it is,
@@ -243,6 +253,7 @@ def decode_stored_envoy(data: bytes) -> StoredEnvoy:
         tuple(map(_RUN_ID, history[:recent])) if isinstance(recent, int) else recent,
         history,
         tail.offsets,
+        tail.config_version,
     )
     return StoredEnvoy(head.partition, state)
 
@@ -289,6 +300,7 @@ _ENVOY_FIELDS: Final = (
     "recent_run_ids",
     "history",
     "offsets",
+    "config_version",
 )
 if RunSummary.__struct_fields__ != _RUN_FIELDS or EnvoyState.__struct_fields__ != _ENVOY_FIELDS:
     raise ImportError("records: RunSummary or EnvoyState changed; update format 3")

@@ -194,6 +194,7 @@ def envoy_processor(
             default_interval_s=settings.checkin.interval_s,
             stale_after=settings.checkin.stale_policy,
             strict_enrollment=settings.enrollment.strict,
+            intentional_changes=settings.runs.intentional_changes,
         ),
         guard=guard,
         catch_up=CatchUp(app, guard),

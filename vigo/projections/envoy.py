@@ -50,6 +50,9 @@ class Rules:
     default_interval_s: int = 300
     stale_after: StaleAfter = field(default_factory=StaleAfter)
     strict_enrollment: bool = False
+    #: `runs.intentional_changes` (SPEC 10.1): changes under a new `config_version` are
+    #: a rollout, not drift.
+    intentional_changes: bool = True
 
 
 class EnvoyState(msgspec.Struct, frozen=True, gc=False):
@@ -88,6 +91,9 @@ class EnvoyState(msgspec.Struct, frozen=True, gc=False):
     #: Last applied offset per input topic (enrollments, check-ins, runs): a redelivered
     #: record is recognised exactly, whatever its type.
     offsets: tuple[int, ...] = (-1, -1, -1)
+    #: The last non-null `config_version` of an applied (not late) run with no errored
+    #: module (SPEC 10.1); None: nothing remembered, as for state of the first release.
+    config_version: str | None = None
 
     @property
     def last_alive_ms(self) -> int:
@@ -167,11 +173,11 @@ def apply_event(
     elif state is None:
         fresh = EnvoyState(envoy_id=event.envoy_id, enrolled_at_ms=record_ms)
         # An implicit enrollment publishes its first change with from: null.
-        applied = _apply_liveness_event(fresh, event, record_ms, position, first=True)
+        applied = _apply_liveness_event(fresh, event, record_ms, rules, position, first=True)
     elif state.revoked:
         applied = Applied(state, None, "revoked")
     else:
-        applied = _apply_liveness_event(state, event, record_ms, position, first=False)
+        applied = _apply_liveness_event(state, event, record_ms, rules, position, first=False)
     # Every record moves its topic's offset, refused or not (check-ins and runs that
     # change the state carry it already).
     if position is None or applied.state is None:
@@ -244,6 +250,7 @@ def _apply_liveness_event(
     state: EnvoyState,
     event: Checkin | Run,
     record_ms: int,
+    rules: Rules,
     position: Position | None,
     *,
     first: bool,
@@ -262,11 +269,17 @@ def _apply_liveness_event(
     late = False
     if isinstance(event, Run):
         summary = classify_run(event)
-        fields["recent_run_ids"] = (event.run_id, *state.recent_run_ids)[:RECENT_RUN_IDS]
-        fields["history"] = _insert_history(state.history, summary)
         last_finished = state.last_run_finished_ms
         late = last_finished is not None and event.finished_at_ms < last_finished
+        if rules.intentional_changes and is_intentional(
+            summary.outcome, event.config_version, state.config_version
+        ):
+            summary = replace(summary, outcome=RunOutcome.INTENTIONAL)
+        fields["recent_run_ids"] = (event.run_id, *state.recent_run_ids)[:RECENT_RUN_IDS]
+        fields["history"] = _insert_history(state.history, summary)
         if not late:
+            if event.config_version is not None and summary.outcome in _REMEMBERS_VERSION:
+                fields["config_version"] = event.config_version
             fields["last_outcome"] = summary.outcome
             fields["last_run_finished_ms"] = event.finished_at_ms
             fields["consecutive_changed"] = next_consecutive_changed(
@@ -295,6 +308,21 @@ def _apply_liveness_event(
         )
     # Late: kept in the history, but it changes neither the status nor the counts.
     return Applied(replace(state, **fields), change, "late" if late else "applied")
+
+
+#: Outcomes of runs with no errored module: their `config_version` is remembered.
+_REMEMBERS_VERSION = frozenset((RunOutcome.CLEAN, RunOutcome.CHANGED, RunOutcome.INTENTIONAL))
+
+
+def is_intentional(outcome: RunOutcome, config_version: str | None, remembered: str | None) -> bool:
+    """SPEC 10.1: changes, no errored module, and a version that differs from the one
+    remembered; with nothing remembered (a first run) the run is judged as in section 4."""
+    return (
+        outcome is RunOutcome.CHANGED
+        and config_version is not None
+        and remembered is not None
+        and config_version != remembered
+    )
 
 
 def sweep_envoy(state: EnvoyState, now_ms: int, rules: Rules) -> Swept:

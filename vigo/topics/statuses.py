@@ -24,6 +24,8 @@ class RunOutcome(StrEnum):
     CHANGED = "changed"
     PARTIAL = "partial"
     FAILED = "failed"
+    #: Changes made by a new `config_version` (SPEC 10.1): a rollout, not drift.
+    INTENTIONAL = "intentional"
 
 
 #: Statuses counted in the fleet breakdown, in display order; the breakdown sums to active.
