@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness import Worker, checkin, enrollment, produce, run_event
@@ -23,7 +24,9 @@ from tests.webharness import (
     running_workers,
     threshold_config,
 )
+from vigo.processor.metrics import Metrics
 from vigo.topics.names import TopicNames
+from vigo.topics.statuses import RunOutcome
 
 Sample = tuple[str, frozenset[tuple[str, str]]]
 FLEET_METRICS = ("vigo_fleet_envoys", "vigo_fleet_convergence_ratio")
@@ -175,3 +178,16 @@ def test_faust_numbers_next_to_ours(workers: list[Worker]) -> None:
     # Lag is known for the partitions that received records since the last rebalance.
     assert set(lags) & set(t.inputs), lags
     assert all(v >= 0 for v in lags.values())
+
+
+def test_runs_counter_exports_every_outcome_from_the_start() -> None:
+    """No broker: the registry alone. `vigo_runs_total{outcome}` (SPEC 10.1) has a sample
+    for every outcome before any run, so rates over it start from zero."""
+    samples = {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(generate_latest(Metrics().registry).decode())
+        for sample in family.samples
+    }
+    for outcome in ("clean", "changed", "intentional", "partial", "failed"):
+        assert samples[key("vigo_runs_total", outcome=outcome)] == 0.0
+    assert {o.value for o in RunOutcome} == {"clean", "changed", "intentional", "partial", "failed"}

@@ -445,7 +445,7 @@ def test_a_late_run_does_not_update_the_memory() -> None:
     late = versioned("ok", version="v3", finished_ms=T0 + 10_000)
     state, _ = fold([enrolled(), versioned("ok", version="v1", finished_ms=T0 + 5_000), newer])
     applied = apply_event(state, late, T0 + 30_000, RULES)
-    assert applied.outcome == "late"
+    assert (applied.outcome, applied.run_outcome) == ("late", RunOutcome.CLEAN)
     assert applied.state is not None and applied.state.config_version == "v2"
     after = apply_event(applied.state, versioned("changed", version="v3"), T0 + 40_000, RULES)
     assert after.state is not None and after.state.status == Status.CONVERGED
@@ -464,3 +464,12 @@ def test_intentional_changes_off_gives_the_section_4_rules() -> None:
     # The memory is still kept, so turning it on again judges the next rollout.
     assert state.config_version == "v2"
     assert fold(events)[0].status == Status.CONVERGED
+
+
+def test_applied_names_the_run_outcome_for_the_runs_metric() -> None:
+    state, _ = fold([enrolled(), versioned("ok", version="v1")])
+    rollout = apply_event(state, versioned("changed", version="v2"), T0 + 60_000, RULES)
+    assert rollout.run_outcome == RunOutcome.INTENTIONAL
+    assert apply_event(state, checkin(), T0 + 60_000, RULES).run_outcome is None
+    with_position = apply_event(state, run("a:ok", "b:failed"), T0 + 60_000, RULES, Position(2, 9))
+    assert with_position.run_outcome == RunOutcome.PARTIAL

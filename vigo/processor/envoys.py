@@ -89,6 +89,7 @@ class EnvoyProcessor:
     counts: dict[int, FleetCounts] = field(default_factory=dict)
     _events: Counter[tuple[str, str]] = field(default_factory=Counter)
     _transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    _runs: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         self.topic_index = {name: i for i, name in enumerate(self.names.inputs)}
@@ -193,6 +194,8 @@ class EnvoyProcessor:
         else:
             label = "deadletter"
         self._events[(topic, label)] += 1
+        if applied.run_outcome is not None:
+            self._runs[applied.run_outcome] += 1
 
     def _flush_counts(self) -> None:
         """Counters are added once per batch and label set, not once per record."""
@@ -200,8 +203,11 @@ class EnvoyProcessor:
             self.metrics.events.labels(topic=topic, outcome=outcome).inc(n)
         for (from_status, to_status), n in self._transitions.items():
             self.metrics.status_transitions.labels(**{"from": from_status}, to=to_status).inc(n)
+        for outcome, n in self._runs.items():
+            self.metrics.runs.labels(outcome=outcome).inc(n)
         self._events.clear()
         self._transitions.clear()
+        self._runs.clear()
 
     def _dead_letter(self, dead: DeadLetter) -> None:
         if dead.reason not in ("not_enrolled", "revoked"):

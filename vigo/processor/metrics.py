@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from vigo.projections.fleet import FleetCounts
-from vigo.topics.statuses import ACTIVE_STATUSES
+from vigo.topics.statuses import ACTIVE_STATUSES, RunOutcome
 
 
 class Metrics:
@@ -68,6 +68,19 @@ class Metrics:
         self.fleet_convergence_ratio.set(float("nan"))
 
         self._add_delivery_metrics(r)
+        self._add_run_metrics(r)
+
+    def _add_run_metrics(self, r: CollectorRegistry) -> None:
+        """Runs by outcome (SPEC 10.1), every outcome exported from the start."""
+        self.runs = Counter(
+            "vigo_runs",
+            "Runs applied (late ones too), by outcome (clean, changed, intentional, "
+            "partial, failed).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in RunOutcome:
+            self.runs.labels(outcome=outcome.value)
 
     def _add_delivery_metrics(self, r: CollectorRegistry) -> None:
         """Whether records are read in order and sweeps keep up (SPEC 10.9)."""

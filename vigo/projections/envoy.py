@@ -128,6 +128,8 @@ class Applied:
     state: EnvoyState | None
     change: StatusChange | None
     outcome: Outcome
+    #: The outcome of the run applied (late or not; `vigo_runs_total`), else None.
+    run_outcome: RunOutcome | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +187,12 @@ def apply_event(
     if applied.state.offsets[position.topic_index] == position.offset:
         return applied
     offsets = _with_offset(applied.state.offsets, position)
-    return Applied(replace(applied.state, offsets=offsets), applied.change, applied.outcome)
+    return Applied(
+        replace(applied.state, offsets=offsets),
+        applied.change,
+        applied.outcome,
+        applied.run_outcome,
+    )
 
 
 def _with_offset(offsets: tuple[int, ...], position: Position) -> tuple[int, ...]:
@@ -267,6 +274,7 @@ def _apply_liveness_event(
         fields["last_seen_ms"] = record_ms
         fields["last_seen_at"] = event.finished_at if isinstance(event, Run) else event.at
     late = False
+    run_outcome = None
     if isinstance(event, Run):
         summary = classify_run(event)
         last_finished = state.last_run_finished_ms
@@ -275,6 +283,7 @@ def _apply_liveness_event(
             summary.outcome, event.config_version, state.config_version
         ):
             summary = replace(summary, outcome=RunOutcome.INTENTIONAL)
+        run_outcome = summary.outcome
         fields["recent_run_ids"] = (event.run_id, *state.recent_run_ids)[:RECENT_RUN_IDS]
         fields["history"] = _insert_history(state.history, summary)
         if not late:
@@ -307,7 +316,7 @@ def _apply_liveness_event(
             labels=state.labels,
         )
     # Late: kept in the history, but it changes neither the status nor the counts.
-    return Applied(replace(state, **fields), change, "late" if late else "applied")
+    return Applied(replace(state, **fields), change, "late" if late else "applied", run_outcome)
 
 
 #: Outcomes of runs with no errored module: their `config_version` is remembered.
