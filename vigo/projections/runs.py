@@ -1,6 +1,8 @@
 """Run classification: which modules errored, and whether a run was clean, changed,
-partial or failed (SPEC section 4); and the bounds on what the history keeps of runs
-(SPEC 10.9), so that an envoy's stored state stays small whatever its runs hold.
+partial or failed (SPEC section 4; whether changes were `intentional`, SPEC 10.1, depends
+on the envoy's remembered version and is decided in `envoy.py`); and the bounds on what
+the history keeps of runs (SPEC 10.9), so that an envoy's stored state stays small
+whatever its runs hold.
 
 The outcome is decided from the whole run before anything is cut, so the bounds never
 change a status: statuses depend on outcomes only, and the counts stay exact.
