@@ -252,25 +252,31 @@ def checkin(envoy: str) -> bytes:
 
 
 def run_event(
-    envoy: str, *results: str, run_id: str | None = None, module_errors: Iterable[str] = ()
+    envoy: str,
+    *results: str,
+    run_id: str | None = None,
+    module_errors: Iterable[str] = (),
+    config_version: str | None = None,
 ) -> bytes:
-    """A run whose resources have `results`; `module:result` puts a resource in a module."""
+    """A run whose resources have `results`; `module:result` puts a resource in a module.
+    `config_version` is left out of the event when None."""
     now = iso(int(time.time() * 1000))
     resources = []
     for i, spec in enumerate(results):
         module, _, result = spec.rpartition(":")
         resources.append({"id": f"res[{i}]", "module": module or f"m{i}", "result": result})
-    return orjson.dumps(
-        {
-            "schema": "vigo.run/1",
-            "envoy_id": envoy,
-            "run_id": run_id or str(uuid.uuid4()),
-            "started_at": now,
-            "finished_at": now,
-            "resources": resources,
-            "module_errors": [{"module": m, "message": "boom"} for m in module_errors],
-        }
-    )
+    event: dict[str, Any] = {
+        "schema": "vigo.run/1",
+        "envoy_id": envoy,
+        "run_id": run_id or str(uuid.uuid4()),
+        "started_at": now,
+        "finished_at": now,
+        "resources": resources,
+        "module_errors": [{"module": m, "message": "boom"} for m in module_errors],
+    }
+    if config_version is not None:
+        event["config_version"] = config_version
+    return orjson.dumps(event)
 
 
 def get_json(url: str, timeout: float = 10) -> Any:

@@ -209,6 +209,51 @@ def test_threshold_mails_once_per_fall_below(
             worker.stop()
 
 
+def test_a_config_rollout_mails_no_threshold_alert(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """SPEC 10.1: every envoy reports changes once under a new `config_version`; the fleet
+    stays converged and the checker, which would mail for as much corrective drift, does
+    not."""
+    t = TopicNames(topic_prefix)
+    fleet = [f"roll-{i}" for i in range(4)]
+
+    def percent_is(value: float) -> Any:
+        return lambda rs: bool(rs) and rs[-1]["active"] == 4 and rs[-1]["percent"] == value
+
+    def runs(envoys: list[str], result: str, version: str) -> None:
+        produce(
+            kafka_bootstrap,
+            [(t.runs, e.encode(), run_event(e, result, config_version=version)) for e in envoys],
+        )
+
+    with SmtpServer() as smtp:
+        config = alert_config(
+            kafka_bootstrap, topic_prefix, smtp.port, {"convergence.threshold": {"threshold": 60}}
+        )
+        worker = Worker(config, tmp_path).start()  # creates the topics
+        try:
+            produce(
+                kafka_bootstrap,
+                [(t.enrollments, e.encode(), enrollment(e, interval_s=3600)) for e in fleet],
+            )
+            runs(fleet, "ok", "v1")
+            consume(kafka_bootstrap, t.fleet_convergence, until=percent_is(100), timeout=60)
+            runs(fleet, "changed", "v2")  # the rollout
+            intentional = ("vigo_runs_total", (("outcome", "intentional"),))
+            wait_until(lambda: metrics(worker).get(intentional) == 4, 30, "the rollout")
+            time.sleep(5)  # two more checks
+            assert smtp.messages == []
+            assert alerts_total(worker, "convergence.threshold", "queued") == 0
+            assert consume(kafka_bootstrap, t.fleet_convergence)[-1]["percent"] == 100
+            # The same changes again under v2 are drift: the checker does mail for them.
+            runs(fleet[:2], "changed", "v2")
+            (mail,) = smtp.wait_for(1)
+            assert "below the 60% threshold" in mail.subject
+        finally:
+            worker.stop()
+
+
 def test_stale_envoys_mail_once_per_episode_and_storms_as_a_digest(
     kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
 ) -> None:

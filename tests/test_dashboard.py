@@ -12,13 +12,16 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.harness import Worker
+from tests.harness import Worker, enrollment, produce, run_event
 from tests.webharness import (
     http_get,
+    poll,
+    prefix_of,
     publish_status_fleet,
     running_workers,
     threshold_config,
 )
+from vigo.topics.names import TopicNames
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -36,6 +39,8 @@ class Dom(HTMLParser):
         self.text_by_id: dict[str, str] = {}
         self.counts: dict[str, int] = {}
         self.runs: list[tuple[str, str]] = []
+        #: The class of each drift-history item, in the order of `runs`.
+        self.run_classes: list[str] = []
         self._open: list[tuple[str, str | None]] = []
         self._row_status: str | None = None
         self.feed(html)
@@ -48,6 +53,7 @@ class Dom(HTMLParser):
             self.counts[self._row_status] = int(a["data-count"] or 0)
         if tag == "li" and a.get("data-run"):
             self.runs.append((a["data-run"] or "", a.get("data-outcome") or ""))
+            self.run_classes.append(a.get("class") or "")
         element_id = a.get("id")
         if element_id:
             self.text_by_id.setdefault(element_id, "")
@@ -126,3 +132,31 @@ def test_envoy_page_shows_the_drift_history(dashboard: tuple[Worker, dict[str, s
         assert dom.text_by_id["consecutive"] == str(api["consecutive_changed_runs"])
     missing = rendered(worker.url + "/envoys/no-such-envoy")
     assert "No envoy named" in missing.text_by_id["facts"]
+
+
+def test_envoy_page_marks_intentional_runs(
+    dashboard: tuple[Worker, dict[str, str]], kafka_bootstrap: str
+) -> None:
+    """SPEC 10.1: a rollout's run is shown as `intentional`, with a class of its own."""
+    worker, _ = dashboard
+    t = TopicNames(prefix_of(worker))
+    envoy = "rollout-<1>"
+    produce(
+        kafka_bootstrap,
+        [
+            (t.enrollments, envoy.encode(), enrollment(envoy, interval_s=3600)),
+            (t.runs, envoy.encode(), run_event(envoy, "ok", config_version="v1")),
+            (t.runs, envoy.encode(), run_event(envoy, "changed", config_version="v2")),
+        ],
+    )
+    path = "/envoys/" + quote(envoy, safe="")
+    api = poll(
+        lambda: http_get(worker.url + "/api" + path),
+        lambda r: r.status == 200 and len(r.json()["history"]) == 2,
+    ).json()
+    assert [r["outcome"] for r in api["history"]] == ["intentional", "clean"]
+    assert api["status"] == "converged"
+    dom = rendered(worker.url + path)
+    assert dom.text_by_id["envoy-id"] == envoy
+    assert dom.runs == [(r["run_id"], r["outcome"]) for r in api["history"]]
+    assert dom.run_classes == ["intentional", ""]

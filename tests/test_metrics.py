@@ -124,6 +124,10 @@ def test_counters_move_with_real_events(workers: list[Worker], kafka_bootstrap: 
         key("vigo_events_total", topic=t.runs, outcome="duplicate"): 1.0,
         key("vigo_events_total", topic=t.runs, outcome="deadletter"): 1.0,
         key("vigo_events_total", topic=t.checkins, outcome="applied"): 1.0,
+        # The duplicate is not counted again (SPEC 10.1's runs by outcome).
+        key("vigo_runs_total", outcome="clean"): 1.0,
+        key("vigo_runs_total", outcome="changed"): 1.0,
+        key("vigo_runs_total", outcome="failed"): 1.0,
         key("vigo_status_transitions_total", **{"from": "no_data"}, to="converged"): 1.0,
         key("vigo_status_transitions_total", **{"from": "no_data"}, to="drifted"): 1.0,
         key("vigo_status_transitions_total", **{"from": "no_data"}, to="failed"): 1.0,

@@ -4,21 +4,25 @@ dead letters for bad records, duplicates ignored, liveness, revocation."""
 from __future__ import annotations
 
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness import (
     Worker,
     checkin,
     consume,
     enrollment,
+    get_json,
     produce,
     run_event,
     worker_config,
 )
+from tests.webharness import poll
 from vigo.topics.names import TopicNames
 
 
@@ -320,3 +324,86 @@ def test_worker_creates_its_topics_co_partitioned(
     expected = {name: 4 for name in (*t.inputs, t.status_changes, t.deadletter, t.ticks)}
     expected |= {t.fleet_convergence: 1, t.fleet_partials: 1, t.alerts: 1}
     assert {name: partitions.get(name) for name in expected} == expected
+
+
+# -- SPEC 10.1: a config rollout is not drift ------------------------------------------------
+
+
+def runs_by_outcome(worker: Worker) -> dict[str, float]:
+    with urllib.request.urlopen(worker.url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        sample.labels["outcome"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "vigo_runs_total"
+    }
+
+
+def history_outcomes(worker: Worker, envoy: str) -> list[str]:
+    return [r["outcome"] for r in get_json(f"{worker.url}/api/envoys/{envoy}")["history"]]
+
+
+def test_a_rollout_leaves_the_fleet_converged_and_a_repeat_still_drifts(
+    worker: Worker, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    t = TopicNames(topic_prefix)
+    fleet = [f"roll-{i}" for i in range(6)]
+    records = []
+    for envoy in fleet:
+        records.append((t.enrollments, envoy.encode(), enrollment(envoy, interval_s=3600)))
+        records.append((t.runs, envoy.encode(), run_event(envoy, "ok", config_version="v1")))
+    produce(kafka_bootstrap, records)
+    consume(
+        kafka_bootstrap,
+        t.fleet_convergence,
+        until=lambda rs: bool(rs) and rs[-1]["compliant"] == rs[-1]["active"] == 6,
+        timeout=40,
+    )
+
+    # The rollout: every envoy reports changed resources once, under a new version.
+    rollout = [
+        (t.runs, envoy.encode(), run_event(envoy, "changed", "ok", config_version="v2"))
+        for envoy in fleet
+    ]
+    produce(kafka_bootstrap, rollout)
+    applied = poll(
+        lambda: {envoy: history_outcomes(worker, envoy) for envoy in fleet},
+        lambda seen: all(h[:1] == ["intentional"] for h in seen.values()),
+        timeout=40,
+    )
+    assert applied == {envoy: ["intentional", "clean"] for envoy in fleet}
+    compliance = get_json(worker.url + "/api/compliance")
+    assert (compliance["percent"], compliance["by_status"]["drifted"]) == (100.0, 0)
+    fleet_records = consume(
+        kafka_bootstrap,
+        t.fleet_convergence,
+        until=lambda rs: bool(rs) and rs[-1]["active"] == 6,
+        timeout=10,
+    )
+    assert fleet_records[-1]["percent"] == 100.0
+    assert all(r["by_status"]["drifted"] == 0 for r in fleet_records)
+    changes = wait_changes(kafka_bootstrap, topic_prefix, lambda rs: True, timeout=5)
+    assert {c["to"] for c in changes if c["envoy_id"] in fleet} <= {"no_data", "converged"}
+    assert runs_by_outcome(worker)["intentional"] == 6.0
+
+    # Changes again under the same version are corrective: drifted, then relapsed.
+    again = "roll-0"
+    produce(
+        kafka_bootstrap,
+        [
+            (t.runs, again.encode(), run_event(again, "changed", config_version="v2")),
+            (t.runs, again.encode(), run_event(again, "changed")),
+        ],
+    )
+    out = wait_changes(kafka_bootstrap, topic_prefix, lambda rs: last_to(rs, again) == "relapsed")
+    tos = [c["to"] for c in out if c["envoy_id"] == again and c["to"] != "no_data"]
+    assert tos == ["converged", "drifted", "relapsed"]
+    assert history_outcomes(worker, again) == ["changed", "changed", "intentional", "clean"]
+    fleet_records = consume(
+        kafka_bootstrap,
+        t.fleet_convergence,
+        until=lambda rs: bool(rs) and rs[-1]["by_status"]["relapsed"] == 1,
+        timeout=20,
+    )
+    assert fleet_records[-1]["by_status"]["converged"] == 5
