@@ -111,6 +111,17 @@ def test_incremental_status_equals_recomputation_from_history(
     assert state.status == reference_status(run_history, intentional_changes)
 
 
+@settings(max_examples=500)
+@given(st.lists(st.one_of(runs(), runs(errors=False), runs(errors=False)), max_size=8))
+def test_incremental_status_equals_recomputation_from_runs_in_order(history: list[Run]) -> None:
+    """The same without late runs (random finish times make most runs late), so that
+    every run counts: which runs set the remembered version is exercised run by run."""
+    in_order = sorted(history, key=lambda r: r.finished_at_ms)
+    state, _ = fold([enrolled(), *in_order])
+    assert state is not None
+    assert state.status == reference_status(in_order)
+
+
 @given(st.lists(input_events(), min_size=1, max_size=40))
 def test_changes_form_a_gapless_chain(events: list[InputEvent]) -> None:
     state, changes = fold(events)
