@@ -146,7 +146,7 @@ def test_envoy_page_marks_intentional_runs(
         [
             (t.enrollments, envoy.encode(), enrollment(envoy, interval_s=3600)),
             (t.runs, envoy.encode(), run_event(envoy, "ok", config_version="v1")),
-            (t.runs, envoy.encode(), run_event(envoy, "changed", config_version="v2")),
+            (t.runs, envoy.encode(), run_event(envoy, "changed", config_version="v2<")),
         ],
     )
     path = "/envoys/" + quote(envoy, safe="")
@@ -160,3 +160,5 @@ def test_envoy_page_marks_intentional_runs(
     assert dom.text_by_id["envoy-id"] == envoy
     assert dom.runs == [(r["run_id"], r["outcome"]) for r in api["history"]]
     assert dom.run_classes == ["intentional", ""]
+    assert api["config_version"] == "v2<"
+    assert dom.text_by_id["config-version"] == "v2<"

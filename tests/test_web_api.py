@@ -99,9 +99,11 @@ def test_envoy_detail_has_the_drift_history(fleet: tuple[list[Worker], dict[str,
         "interval_s",
         "labels",
         "consecutive_changed_runs",
+        "config_version",
         "stale",
         "history",
     }
+    assert doc["config_version"] is None  # its runs gave none (SPEC 10.1)
     assert doc["status"] == "diverged"
     assert doc["consecutive_changed_runs"] == 3
     assert doc["interval_s"] == 3600

@@ -95,12 +95,14 @@ def envoy_detail(state: EnvoyState, rules: Rules) -> dict[str, Any]:
     `last_seen` is the Kafka record time that liveness uses; `last_reported_at` is the
     envoy's own `at` of that check-in or run, kept for display (SPEC section 3). Each run
     lists the ids the history kept (SPEC 10.9 bounds them) and counts them all.
-    `interval_s` is the interval liveness judges by now (the envoy's own or the default)."""
+    `interval_s` is the interval liveness judges by now (the envoy's own or the default).
+    `config_version` is the version the envoy remembers (SPEC 10.1), null if none."""
     return {
         **envoy_summary(state),
         "last_reported_at": state.last_seen_at,
         "interval_s": state.effective_interval_s(rules),
         "consecutive_changed_runs": state.consecutive_changed,
+        "config_version": state.config_version,
         "stale": state.stale,
         "history": [
             {
