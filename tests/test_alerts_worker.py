@@ -240,10 +240,15 @@ def test_a_config_rollout_mails_no_threshold_alert(
             runs(fleet, "ok", "v1")
             consume(kafka_bootstrap, t.fleet_convergence, until=percent_is(100), timeout=60)
             runs(fleet, "changed", "v2")  # the rollout
-            intentional = ("vigo_runs_total", (("outcome", "intentional"),))
-            wait_until(lambda: metrics(worker).get(intentional) == 4, 30, "the rollout")
+
+            def runs_total(outcome: str) -> float:
+                return metrics(worker).get(("vigo_runs_total", (("outcome", outcome),)), 0.0)
+
+            applied = ("clean", "changed", "intentional")
+            wait_until(lambda: sum(map(runs_total, applied)) == 8, 30, "the rollout")
             time.sleep(5)  # two more checks
             assert smtp.messages == []
+            assert runs_total("intentional") == 4
             assert alerts_total(worker, "convergence.threshold", "queued") == 0
             assert consume(kafka_bootstrap, t.fleet_convergence)[-1]["percent"] == 100
             # The same changes again under v2 are drift: the checker does mail for them.
