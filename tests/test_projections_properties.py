@@ -16,7 +16,6 @@ from vigo.projections.envoy import (
     next_deadline_ms,
     sweep_envoy,
 )
-from vigo.projections.fleet import FleetCounts, FleetEntry, newer_entry
 from vigo.projections.history import ConvergenceHistory, history_bucket_ms, record_point
 from vigo.projections.liveness import offline_deadline_ms
 from vigo.projections.threshold import ThresholdState, check_threshold
@@ -194,37 +193,6 @@ def test_deadlines_follow_the_default_interval_of_the_moment(
 
 envoy_ids = st.sampled_from([f"e{i}" for i in range(6)])
 statuses = st.sampled_from([*ACTIVE_STATUSES, Status.REVOKED])
-
-
-@given(st.lists(st.tuples(envoy_ids, statuses), max_size=60), st.data())
-def test_fleet_counts_equal_latest_status_per_envoy_despite_replays(
-    stream: list[tuple[str, Status]], data: st.DataObject
-) -> None:
-    versions: dict[str, int] = {}
-    changes = []
-    for envoy, status in stream:
-        versions[envoy] = versions.get(envoy, 0) + 1
-        changes.append((envoy, versions[envoy], status))
-    # At-least-once delivery: any change may come again, later, any number of times.
-    delivered = list(changes)
-    for change in data.draw(st.lists(st.sampled_from(changes), max_size=20)) if changes else []:
-        delivered.insert(data.draw(st.integers(delivered.index(change), len(delivered))), change)
-
-    kept: dict[str, FleetEntry] = {}
-    counts = FleetCounts()
-    for envoy, version, status in delivered:
-        entry = newer_entry(kept.get(envoy), version, status)
-        if entry is None:
-            continue
-        old = kept.get(envoy)
-        counts = counts.moved(old.status if old else None, status)
-        kept[envoy] = entry
-
-    latest = {envoy: status for envoy, _, status in changes}
-    assert counts == FleetCounts.of_statuses(latest.values())
-    assert counts.active == sum(1 for s in latest.values() if s != Status.REVOKED)
-    assert sum(counts.by_status.values()) == counts.active
-    assert counts.compliant == sum(1 for s in latest.values() if s == Status.CONVERGED)
 
 
 percents = st.one_of(st.none(), st.floats(0, 100, allow_nan=False))

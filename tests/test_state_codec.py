@@ -18,20 +18,16 @@ from tests.eventgen import T0, input_events
 from vigo.processor.records import (
     ALERT_SENT_FORMAT,
     ENVOY_FORMAT,
-    FLEET_ENTRY_FORMAT,
     FLEET_PARTS_FORMAT,
     FLEET_STATE_FORMAT,
     StoredEnvoy,
-    StoredFleetEntry,
     decode_alert_sent,
     decode_envoy_head,
-    decode_fleet_entry,
     decode_fleet_partial,
     decode_fleet_parts,
     decode_fleet_state,
     decode_stored_envoy,
     encode_alert_sent,
-    encode_fleet_entry,
     encode_fleet_partial,
     encode_fleet_parts,
     encode_fleet_state,
@@ -45,7 +41,7 @@ from vigo.projections.envoy import (
     next_deadline_ms,
     sweep_envoy,
 )
-from vigo.projections.fleet import FleetCounts, FleetEntry
+from vigo.projections.fleet import FleetCounts
 from vigo.projections.history import ConvergenceHistory
 from vigo.projections.runs import RunSummary
 from vigo.projections.threshold import ThresholdState
@@ -231,12 +227,6 @@ def test_envoy_record_round_trips_and_restored_state_continues_identically(
         )
 
 
-@given(st.integers(0, 100), st.integers(1, 10**9), st.sampled_from(list(Status)))
-def test_fleet_entry_round_trips(partition: int, version: int, status: Status) -> None:
-    record = StoredFleetEntry(partition, FleetEntry(version, status))
-    assert decode_fleet_entry(encode_fleet_entry(record)) == record
-
-
 @given(st.lists(st.integers(0, 10**6), min_size=8, max_size=8))
 def test_fleet_parts_round_trip_and_read_the_first_release(numbers: list[int]) -> None:
     counts = FleetCounts.from_dict(dict(zip(FLEET_STATUSES, numbers, strict=True)))
@@ -285,8 +275,6 @@ def test_every_record_kind_has_a_format_number() -> None:
         None, Enrollment("web-01", "enrolled", "2026-11-27T12:00:00Z"), T0, RULES, Position(0, 0)
     ).state
     assert state is not None
-    entry = orjson.loads(encode_fleet_entry(StoredFleetEntry(0, FleetEntry(1, Status.CONVERGED))))
-    assert entry[0] == FLEET_ENTRY_FORMAT
     assert orjson.loads(encode_alert_sent(1))[0] == ALERT_SENT_FORMAT
     assert orjson.loads(encode_fleet_state(ThresholdState()))["f"] == FLEET_STATE_FORMAT
     assert decode_envoy_head(encode_stored_envoy(StoredEnvoy(0, state))).format == ENVOY_FORMAT

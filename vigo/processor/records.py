@@ -14,7 +14,6 @@ the unnumbered forms of the first release and fields added later.
   entries are read with the counts of their lists and bounded, and format 1's interval,
   the default frozen at enrollment, is read as the envoy's own since the two cannot be
   told apart);
-- table `fleet` (first release only, no longer declared): envoy id -> `StoredFleetEntry`;
 - table `fleet-parts`: partition -> `FleetCounts`, JSON, `FLEET_PARTS_FORMAT` in `"f"`;
 - table `fleet-state`: `threshold` -> `ThresholdState`, `history` -> `ConvergenceHistory`,
   JSON, `FLEET_STATE_FORMAT` in `"f"`;
@@ -35,14 +34,13 @@ import orjson
 from faust.serializers import codecs
 
 from vigo.projections.envoy import EnvoyState
-from vigo.projections.fleet import FleetCounts, FleetEntry
+from vigo.projections.fleet import FleetCounts
 from vigo.projections.history import ConvergenceHistory
 from vigo.projections.runs import MAX_IDS_PER_RUN, RunSummary, bound_history_ids
 from vigo.projections.threshold import ThresholdState
 from vigo.topics.statuses import RunOutcome, Status
 
 ENVOY_FORMAT: Final = 3
-FLEET_ENTRY_FORMAT: Final = 1
 FLEET_PARTS_FORMAT: Final = 1
 FLEET_STATE_FORMAT: Final = 1
 ALERT_SENT_FORMAT: Final = 1
@@ -352,23 +350,6 @@ def _decode_run_summary(h: list[Any]) -> RunSummary:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class StoredFleetEntry:
-    partition: int
-    entry: FleetEntry
-
-
-def encode_fleet_entry(record: StoredFleetEntry) -> bytes:
-    return orjson.dumps(
-        [FLEET_ENTRY_FORMAT, record.partition, record.entry.version, record.entry.status]
-    )
-
-
-def decode_fleet_entry(data: bytes) -> StoredFleetEntry:
-    _fmt, partition, version, status = orjson.loads(data)
-    return StoredFleetEntry(partition, FleetEntry(version, Status(status)))
-
-
 PARTIAL_SCHEMA = "vigo.fleet-partial/1"
 
 
@@ -474,7 +455,6 @@ def _value_type(codec_name: str) -> type:
 
 
 _CODECS: Final = {
-    "vigo_fleet_entry": (encode_fleet_entry, decode_fleet_entry),
     "vigo_fleet_parts": (encode_fleet_parts, decode_fleet_parts),
     "vigo_fleet_state": (encode_fleet_state, decode_fleet_state),
     "vigo_alert_sent": (encode_alert_sent, decode_alert_sent),

@@ -1,8 +1,5 @@
-"""The fleet projection: each envoy's latest status by version, and the counts over them.
-
-Idempotent by construction: a change whose version is not newer than the one kept is a
-no-op, so replays and duplicates never move the counts.
-"""
+"""The fleet projection's numbers: envoys by status over the active ones, moved by each
+status change and summed over partitions."""
 
 from __future__ import annotations
 
@@ -13,19 +10,6 @@ from types import MappingProxyType
 from vigo.topics.statuses import ACTIVE_STATUSES, Status
 
 _COUNTED = frozenset(ACTIVE_STATUSES)
-
-
-@dataclass(frozen=True, slots=True)
-class FleetEntry:
-    version: int
-    status: Status
-
-
-def newer_entry(kept: FleetEntry | None, version: int, status: Status) -> FleetEntry | None:
-    """The entry to keep after a change, or None when the change is stale or a replay."""
-    if kept is not None and version <= kept.version:
-        return None
-    return FleetEntry(version, status)
 
 
 @dataclass(frozen=True, slots=True)
