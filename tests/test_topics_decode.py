@@ -258,6 +258,13 @@ DEAD_CASES: list[tuple[str, bytes | None, bytes | None, str, str]] = [
     ("no-run-id", b"web-01", _bytes(run_doc(run_id=None)), "schema_violation", "run_id"),
     ("empty-run-id", b"web-01", _bytes(run_doc(run_id="")), "schema_violation", "run_id"),
     ("long-run-id", b"web-01", _bytes(run_doc(run_id="r" * 129)), "schema_violation", "run_id"),
+    (
+        "long-config-version",
+        b"web-01",
+        _bytes(run_doc(config_version="v" * 129)),
+        "schema_violation",
+        "config_version",
+    ),
     ("no-resources", b"web-01", _bytes(run_doc(resources=None)), "schema_violation", "resources"),
     ("resources-obj", b"web-01", _bytes(run_doc(resources={})), "schema_violation", "resources"),
     (

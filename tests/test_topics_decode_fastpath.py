@@ -319,6 +319,7 @@ EDGES: dict[str, list[Any]] = {
         *("web-01\n", "web-01\r", "web\x7f", "\x1fweb", "web-\x00", Escaped("web-01")),
     ],
     "run_id": ["x" * 128, "x" * 129, "😀" * 128, "😀" * 129, "\x00", Escaped("r")],
+    "config_version": ["v" * 128, "v" * 129, "😀" * 128, "😀" * 129, None, "", 7, Escaped("v")],
     "started_at": ODD_TIMESTAMP_LIST,
     "finished_at": ODD_TIMESTAMP_LIST,
     "at": ODD_TIMESTAMP_LIST,

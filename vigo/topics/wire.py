@@ -35,6 +35,8 @@ EnvoyId = Annotated[
 #: ``maxLength`` 64; that it is RFC 3339 is checked after decoding (`parse_timestamp_ms`).
 Timestamp = Annotated[str, Meta(max_length=64)]
 RunId = Annotated[str, Meta(min_length=1, max_length=128)]
+#: Kept in the envoy's state (SPEC 10.1), so bounded like a run id.
+ConfigVersion = Annotated[str, Meta(max_length=128)]
 LabelKey = Annotated[str, Meta(min_length=1, max_length=63)]
 LabelValue = Annotated[str, Meta(max_length=255)]
 Labels = Annotated[dict[LabelKey, LabelValue], Meta(max_length=64)]
@@ -51,7 +53,7 @@ class RunWire(Struct, tag_field="schema", tag=RUN_V1, forbid_unknown_fields=True
     started_at: Timestamp
     finished_at: Timestamp
     resources: Resources
-    config_version: str | None = None
+    config_version: ConfigVersion | None = None
     module_errors: ModuleErrors | None = None
 
 
