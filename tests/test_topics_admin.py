@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from tests.harness import Worker, checkin, enrollment, produce, worker_config
+from tests.harness import Worker, checkin, enrollment, produce, send_one, worker_config
 from vigo.processor.config import Settings
 from vigo.processor.topics_admin import ensure_topics
 from vigo.topics.names import TopicNames
@@ -99,18 +98,6 @@ def test_an_existing_create_time_input_topic_gets_one_warning(
     assert types == {names.checkins: "CreateTime", names.runs: "LogAppendTime"}
 
 
-def produce_with_timestamp(bootstrap: str, topic: str, key: bytes, value: bytes, ms: int) -> None:
-    async def go() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-        await producer.start()
-        try:
-            await producer.send_and_wait(topic, value=value, key=key, timestamp_ms=ms)
-        finally:
-            await producer.stop()
-
-    asyncio.run(go())
-
-
 def envoy(worker: Worker, envoy_id: str) -> dict[str, Any] | None:
     try:
         with urllib.request.urlopen(f"{worker.url}/api/envoys/{envoy_id}", timeout=5) as r:
@@ -131,8 +118,12 @@ def test_liveness_runs_on_the_brokers_clock_not_the_producers(
     try:
         produce(kafka_bootstrap, [(names.enrollments, b"skewed", enrollment("skewed"))])
         sent_ms = int(time.time() * 1000)
-        produce_with_timestamp(
-            kafka_bootstrap, names.checkins, b"skewed", checkin("skewed"), sent_ms - HOUR_MS
+        send_one(
+            kafka_bootstrap,
+            names.checkins,
+            b"skewed",
+            checkin("skewed"),
+            timestamp_ms=sent_ms - HOUR_MS,
         )
         deadline = time.monotonic() + 30
         doc = envoy(worker, "skewed")
