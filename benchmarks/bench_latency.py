@@ -8,8 +8,9 @@ One worker (memory store) is started on fresh topics and waited for (/readyz). R
 then sent at a steady pace (in 10 ms slices) to `<prefix>envoy.runs`, alternating clean
 and changed per envoy, so every run flips its envoy's status (converged <-> drifted; an
 envoy's first run enrolls it) and yields one status change. Latency is the status-change
-record's timestamp minus the run record's timestamp (both CreateTime, one host clock),
-matched by run_id. A low-rate baseline runs first, then the target rate.
+record's timestamp minus the run record's timestamp (the worker's CreateTime minus the
+broker's LogAppendTime of the run, one host clock: the producer-to-broker leg is not in
+it), matched by run_id. A low-rate baseline runs first, then the target rate.
 """
 
 from __future__ import annotations

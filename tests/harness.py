@@ -146,6 +146,30 @@ def produce(bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes | N
     run(go())
 
 
+def send_one(
+    bootstrap: str,
+    topic: str,
+    key: bytes,
+    value: bytes,
+    *,
+    partition: int | None = None,
+    timestamp_ms: int | None = None,
+) -> None:
+    """One record, to a chosen partition or with a chosen timestamp, acknowledged."""
+
+    async def go() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        await producer.start()
+        try:
+            await producer.send_and_wait(
+                topic, value=value, key=key, partition=partition, timestamp_ms=timestamp_ms
+            )
+        finally:
+            await producer.stop()
+
+    run(go())
+
+
 def consume(
     bootstrap: str,
     topic: str,

@@ -8,7 +8,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
 from msgspec.structs import replace as replace_struct
 
 from tests.harness import (
@@ -17,8 +16,8 @@ from tests.harness import (
     enrollment,
     produce,
     read_raw,
-    run,
     run_event,
+    send_one,
     worker_config,
 )
 from tests.test_state_codec import format2
@@ -33,15 +32,7 @@ def newest(bootstrap: str, changelog: str) -> Any:
 
 
 def send_to(bootstrap: str, topic: str, partition: int, key: bytes, value: bytes) -> None:
-    async def go() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-        await producer.start()
-        try:
-            await producer.send_and_wait(topic, value=value, key=key, partition=partition)
-        finally:
-            await producer.stop()
-
-    run(go())
+    send_one(bootstrap, topic, key, value, partition=partition)
 
 
 def test_a_changelog_of_json_records_is_restored_and_continued(

@@ -3,14 +3,23 @@
 Left to chance, a consumer's metadata request or a producer can get a topic auto-created
 with the broker's default partition count, and co-partitioning is lost for good. So the
 worker creates them first with `kafka.partitions`, and refuses to start on a mismatch.
+
+Input topics and the ticks topic are created with `message.timestamp.type=LogAppendTime`
+(SPEC 10.7): liveness and lifecycle run on record timestamps, and with LogAppendTime
+those are the broker's clock, not each producer's (an envoy whose clock is an hour
+behind would otherwise look offline). An existing input topic with `CreateTime` is left
+as it is, with one warning naming the command that changes it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from vigo.processor.config import Settings
@@ -18,6 +27,11 @@ from vigo.topics.names import TopicNames
 
 #: The internal ticks topic is worthless after a minute.
 TICKS_RETENTION_MS = 3_600_000
+TIMESTAMP_TYPE = "message.timestamp.type"
+#: Record timestamps set by the broker when it appends (SPEC 10.7).
+BROKER_CLOCK = {TIMESTAMP_TYPE: "LogAppendTime"}
+
+log = logging.getLogger(__name__)
 
 
 class TopicSetupError(Exception):
@@ -28,9 +42,10 @@ def topic_plan(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
     names = TopicNames(settings.kafka.topic_prefix)
     n = settings.kafka.partitions
     plan: dict[str, tuple[int, dict[str, str]]] = {
-        name: (n, {}) for name in (*names.inputs, names.status_changes, names.deadletter)
+        name: (n, {}) for name in (names.status_changes, names.deadletter)
     }
-    plan[names.ticks] = (n, {"retention.ms": str(TICKS_RETENTION_MS)})
+    plan.update({name: (n, dict(BROKER_CLOCK)) for name in names.inputs})
+    plan[names.ticks] = (n, {"retention.ms": str(TICKS_RETENTION_MS), **BROKER_CLOCK})
     plan[names.fleet_partials] = (1, {"cleanup.policy": "compact"})
     plan[names.fleet_convergence] = (1, {})
     plan[names.alerts] = (1, {})
@@ -69,5 +84,38 @@ async def ensure_topics(settings: Settings, client_options: dict[str, object]) -
                     f"topic {name} has {have} partitions, kafka.partitions says {want}: "
                     "inputs must be co-partitioned; fix the topic or the setting"
                 )
+        await warn_about_producer_clocks(admin, settings, TopicNames(settings.kafka.topic_prefix))
     finally:
         await admin.close()
+
+
+async def warn_about_producer_clocks(
+    admin: AIOKafkaAdminClient, settings: Settings, names: TopicNames
+) -> None:
+    """One warning per input topic whose records carry the producers' clocks."""
+    resources = [
+        ConfigResource(ConfigResourceType.TOPIC, name, configs={TIMESTAMP_TYPE: None})
+        for name in names.inputs
+    ]
+    for response in await admin.describe_configs(resources):
+        for resource in response.resources:
+            topic, entries = resource[3], resource[4]
+            value = _config_value(entries, TIMESTAMP_TYPE)
+            if value == "CreateTime":
+                log.warning(
+                    "topic %s uses message.timestamp.type=CreateTime: liveness runs on the "
+                    "producers' clocks; to run it on the broker's (SPEC 10.7): "
+                    "kafka-configs.sh --bootstrap-server %s --alter --entity-type topics "
+                    "--entity-name %s --add-config message.timestamp.type=LogAppendTime",
+                    topic,
+                    settings.kafka.bootstrap_servers,
+                    topic,
+                )
+
+
+def _config_value(entries: Any, name: str) -> str | None:
+    """A config entry's value from a DescribeConfigs response (name first, value second)."""
+    for entry in entries:
+        if entry[0] == name:
+            return str(entry[1])
+    return None
