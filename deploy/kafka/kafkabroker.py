@@ -196,16 +196,125 @@ def _cluster_id() -> str:
             return cluster_id
 
 
-def _server_properties(port: int, controller_port: int, log_dir: Path) -> str:
+class SaslSsl:
+    """A SASL_SSL listener with SCRAM-SHA-512 next to the plaintext one (issue 13: the
+    worker against a broker that requires authentication over TLS).
+
+    The certificate is made with openssl at start (a CA and a broker certificate for
+    127.0.0.1, PEM, in the data dir); the users are created by Kafka's own storage tool
+    (`format --add-scram`), from the same jars. The plaintext listener stays for the
+    controller, for `probe` and for test tools that only read or write topics."""
+
+    def __init__(self, users: dict[str, str]) -> None:
+        self.users = dict(users)
+        self.port = 0
+        self.ca_file: Path | None = None
+
+    def make_certificates(self, data: Path) -> Path:
+        """CA + broker key and certificate; returns the broker's PEM keystore."""
+        openssl = _require("openssl", "openssl (apt-get install openssl)")
+        tls = data / "tls"
+        tls.mkdir(exist_ok=True)
+
+        def run(*args: str) -> None:
+            subprocess.run([openssl, *args], cwd=tls, check=True, capture_output=True)
+
+        run(
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=vigo-test-ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        )
+        run(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            f"/CN={HOST}",
+            "-keyout",
+            "broker.key",
+            "-out",
+            "broker.csr",
+        )
+        (tls / "san.ext").write_text(f"subjectAltName=IP:{HOST}\n")
+        run(
+            "x509",
+            "-req",
+            "-in",
+            "broker.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "broker.pem",
+        )
+        # Kafka's PEM keystore wants a PKCS#8 key, then the certificate chain.
+        run("pkcs8", "-topk8", "-nocrypt", "-in", "broker.key", "-out", "broker.p8")
+        keystore = tls / "keystore.pem"
+        keystore.write_text(
+            (tls / "broker.p8").read_text()
+            + (tls / "broker.pem").read_text()
+            + (tls / "ca.pem").read_text()
+        )
+        self.ca_file = tls / "ca.pem"
+        return keystore
+
+    def properties(self, keystore: Path) -> dict[str, str]:
+        return {
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            ),
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(keystore),
+        }
+
+    def format_args(self) -> list[str]:
+        args = []
+        for name, password in self.users.items():
+            args += ["--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]"]
+        return args
+
+
+def _server_properties(
+    port: int,
+    controller_port: int,
+    log_dir: Path,
+    secure: SaslSsl | None = None,
+    keystore: Path | None = None,
+) -> str:
+    listeners = f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}"
+    advertised = f"PLAINTEXT://{HOST}:{port}"
+    protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    if secure is not None:
+        listeners += f",SASL_SSL://{HOST}:{secure.port}"
+        advertised += f",SASL_SSL://{HOST}:{secure.port}"
+        protocols += ",SASL_SSL:SASL_SSL"
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.bootstrap.servers": f"{HOST}:{controller_port}",
-        "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
+        "listeners": listeners,
+        "advertised.listeners": advertised,
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map": protocols,
         "log.dirs": str(log_dir),
         "num.partitions": "1",
         "auto.create.topics.enable": "false",
@@ -225,6 +334,8 @@ def _server_properties(port: int, controller_port: int, log_dir: Path) -> str:
         "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
         "auto.leader.rebalance.enable": "false",
     }
+    if secure is not None and keystore is not None:
+        props.update(secure.properties(keystore))
     return "".join(f"{k}={v}\n" for k, v in props.items())
 
 
@@ -336,6 +447,8 @@ class Broker:
         self.data_dir = data_dir
         self.owns_data_dir = owns_data_dir
         self.log_path = data_dir / "server.log"
+        #: The SASL_SSL listener, if the broker was started with one.
+        self.secure: SaslSsl | None = None
         _LIVE.append(self)
 
     @property
@@ -416,6 +529,7 @@ def start_broker(
     *,
     timeout: float = START_TIMEOUT_S,
     die_with_parent: bool = True,
+    secure: SaslSsl | None = None,
 ) -> Broker:
     """Format fresh KRaft storage and start a combined broker+controller on 127.0.0.1.
 
@@ -432,13 +546,19 @@ def start_broker(
     data = data.resolve()
     try:
         data.mkdir(parents=True, exist_ok=True)
-        free = [p for p in _free_ports(2) if p != port]
+        free = [p for p in _free_ports(3) if p != port]
         broker_port = port if port is not None else free.pop(0)
         controller_port = free[0]
         log_dir = data / "kafka-logs"
         shutil.rmtree(log_dir, ignore_errors=True)
+        keystore = None
+        if secure is not None:
+            secure.port = free[1]
+            keystore = secure.make_certificates(data)
         props = data / "server.properties"
-        props.write_text(_server_properties(broker_port, controller_port, log_dir))
+        props.write_text(
+            _server_properties(broker_port, controller_port, log_dir, secure, keystore)
+        )
         log4j = data / "log4j2.properties"
         log4j.write_text(LOG4J2_PROPERTIES)
         base = [java, *JVM_FLAGS, f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*"]
@@ -452,6 +572,7 @@ def start_broker(
                 _cluster_id(),
                 "--config",
                 str(props),
+                *(secure.format_args() if secure is not None else []),
             ],
             stdin=subprocess.DEVNULL,
             capture_output=True,
@@ -476,6 +597,7 @@ def start_broker(
             shutil.rmtree(data, ignore_errors=True)
         raise
     broker = Broker(proc, broker_port, controller_port, data, owns)
+    broker.secure = secure
     deadline = time.monotonic() + timeout
     try:
         (data / "broker.pid").write_text(f"{proc.pid}\n")  # lets _sweep_stale_data_dirs judge

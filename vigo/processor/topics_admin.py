@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -58,12 +59,10 @@ async def ensure_topics(settings: Settings, client_options: dict[str, object]) -
         bootstrap_servers=settings.kafka.bootstrap_servers, **client_options
     )
     try:
-        await asyncio.wait_for(admin.start(), timeout=30)
+        with _client_errors() as errors:
+            await asyncio.wait_for(admin.start(), timeout=30)
     except (KafkaError, TimeoutError, OSError) as exc:
-        raise TopicSetupError(
-            f"cannot reach Kafka at {settings.kafka.bootstrap_servers} "
-            f"(kafka.bootstrap_servers): {exc or type(exc).__name__}"
-        ) from None
+        raise TopicSetupError(_connect_failure(settings, errors, exc)) from None
     try:
         existing = set(await admin.list_topics())
         missing = [
@@ -119,3 +118,43 @@ def _config_value(entries: Any, name: str) -> str | None:
         if entry[0] == name:
             return str(entry[1])
     return None
+
+
+@contextlib.contextmanager
+def _client_errors() -> Iterator[list[str]]:
+    """The errors aiokafka logs while connecting, kept instead of printed: the cause of a
+    failed start (bad password, untrusted certificate) is only in them, and the operator
+    gets it in the one line of `_connect_failure`."""
+    errors: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            errors.append(record.getMessage())
+
+    client_log = logging.getLogger("aiokafka")
+    handler, propagate = Keep(logging.ERROR), client_log.propagate
+    client_log.addHandler(handler)
+    client_log.propagate = False
+    try:
+        yield errors
+    finally:
+        client_log.removeHandler(handler)
+        client_log.propagate = propagate
+
+
+def _connect_failure(settings: Settings, errors: list[str], exc: BaseException) -> str:
+    """One line: where, why, and the keys to look at. No secret is in any of it."""
+    kafka = settings.kafka
+    where = f"cannot connect to Kafka at {kafka.bootstrap_servers}"
+    said = " ".join(errors)
+    if "SaslAuthenticationFailed" in said or "Authentication failed" in said:
+        return (
+            f"{where}: authentication failed ({kafka.sasl_mechanism} as "
+            f"{kafka.sasl_username!r}); check kafka.sasl_username and kafka.sasl_password_file"
+        )
+    if "CERTIFICATE_VERIFY_FAILED" in said or "certificate verify failed" in said:
+        return f"{where}: the broker's certificate is not trusted; check kafka.ssl_cafile"
+    return (
+        f"cannot reach Kafka at {kafka.bootstrap_servers} (kafka.bootstrap_servers): "
+        f"{exc or type(exc).__name__}"
+    )
