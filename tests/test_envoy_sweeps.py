@@ -40,7 +40,7 @@ class Topic:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.sent: list[tuple[bytes | None, bytes, asyncio.Future[Any]]] = []
+        self.sent: list[tuple[bytes | None, bytes | None, asyncio.Future[Any]]] = []
 
     def get_topic_name(self) -> str:
         return self.name
@@ -58,7 +58,7 @@ class Batches:
         self.topics = {topic.name: topic for topic in topics}
 
     async def send(
-        self, topic: str, partition: int, records: Sequence[tuple[bytes | None, bytes]]
+        self, topic: str, partition: int, records: Sequence[tuple[bytes | None, bytes | None]]
     ) -> list[tuple[int, asyncio.Future[Any]]]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.topics[topic].sent.extend((key, value, future) for key, value in records)
@@ -150,7 +150,7 @@ def test_a_lagging_worker_sweeps_on_the_newest_old_tick() -> None:
         envoys.process_batch(ticks)
         commit = asyncio.ensure_future(envoys.commit())
         await asyncio.sleep(0.01)  # the changes are sent when the batch is committed
-        changes = [orjson.loads(v) for _, v, _ in status.sent]
+        changes = [orjson.loads(v) for _, v, _ in status.sent if v is not None]
         assert [c["to"] for c in changes] == ["no_data", "offline"]
         # Dated by the deadline that expired (strictly after enrolled + 2 x interval).
         assert changes[-1]["at"] == iso_from_ms(offline_deadline_ms(T0, INTERVAL_S))
