@@ -87,6 +87,34 @@ def test_environment_only_stale_after_3_means_3_intervals_as_in_the_file(tmp_pat
     assert doc["checkin"]["stale_after"] == {"intervals": 2.5}
 
 
+def test_lifecycle_durations_from_the_file_the_environment_and_the_defaults(
+    tmp_path: Path,
+) -> None:
+    """SPEC 10.3: `lifecycle.deactivate_after` and `purge_after` are durations (printed in
+    seconds), 7d and 30d by default, `null` (also as the text of a variable) = never; they
+    reach the rules in milliseconds."""
+    assert printed(tmp_path)["lifecycle"] == {"deactivate_after": 604_800, "purge_after": 2_592_000}
+    config = {"lifecycle": {"deactivate_after": "36h", "purge_after": None}}
+    assert printed(tmp_path, config)["lifecycle"] == {
+        "deactivate_after": 129_600,
+        "purge_after": None,
+    }
+    doc = printed(
+        tmp_path,
+        config,
+        VIGO_LIFECYCLE__DEACTIVATE_AFTER="null",
+        VIGO_LIFECYCLE__PURGE_AFTER="90s",
+    )
+    assert doc["lifecycle"] == {"deactivate_after": None, "purge_after": 90}
+    # What `config` prints reads back as the same configuration.
+    assert printed(tmp_path, doc)["lifecycle"] == doc["lifecycle"]
+    settings = load_settings(environ={"VIGO_LIFECYCLE__DEACTIVATE_AFTER": "5"})
+    assert (settings.lifecycle.deactivate_after_ms, settings.lifecycle.purge_after_ms) == (
+        5000,
+        30 * 86_400_000,
+    )
+
+
 def test_environment_only_sets_event_keys_maps_and_lists(tmp_path: Path) -> None:
     doc = printed(
         tmp_path,
@@ -325,6 +353,13 @@ BAD_VALUES: list[tuple[str, dict[str, Any] | None, dict[str, str]]] = [
     ("smtp.to", None, {"VIGO_SMTP__TO__FIRST": "x"}),
     ("runs.intentional_changes", None, {"VIGO_RUNS__INTENTIONAL_CHANGES": "maybe"}),
     ("runs.intentional_changes", {"runs": {"intentional_changes": "sometimes"}}, {}),
+    ("lifecycle.deactivate_after", None, {"VIGO_LIFECYCLE__DEACTIVATE_AFTER": "a week"}),
+    ("lifecycle.deactivate_after", {"lifecycle": {"deactivate_after": "0s"}}, {}),
+    ("lifecycle.deactivate_after", {"lifecycle": {"deactivate_after": [7]}}, {}),
+    ("lifecycle.purge_after", None, {"VIGO_LIFECYCLE__PURGE_AFTER": "-30d"}),
+    ("lifecycle.purge_after", {"lifecycle": {"purge_after": "1500ms"}}, {}),
+    ("lifecycle.purge_after", {"lifecycle": {"purge_after": True}}, {}),
+    ("lifecycle.purge_afterr", {"lifecycle": {"purge_afterr": "1d"}}, {}),
 ]
 
 

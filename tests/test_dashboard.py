@@ -111,7 +111,13 @@ def test_compliance_page_shows_the_api_numbers(
         f"{api['compliant']} of {api['active']} active envoys compliant"
         in (dom.text_by_id["gauge-detail"])
     )
-    assert dom.counts == {**api["by_status"], "active": api["active"]}
+    assert dom.counts == {
+        **api["by_status"],
+        "active": api["active"],
+        # SPEC 10.3: beside active, not in it.
+        "inactive": api["inactive"],
+        "revoked": api["revoked"],
+    }
     assert "below the 50% threshold" in dom.text_by_id["verdict"]
     # Needs attention: the failed, degraded, diverged, relapsed and offline envoys.
     attention = dom.text_by_id["attention"]

@@ -40,7 +40,7 @@ class Topic:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.sent: list[tuple[bytes | None, bytes, asyncio.Future[Any]]] = []
+        self.sent: list[tuple[bytes | None, bytes | None, asyncio.Future[Any]]] = []
 
     def get_topic_name(self) -> str:
         return self.name
@@ -58,7 +58,7 @@ class Batches:
         self.topics = {topic.name: topic for topic in topics}
 
     async def send(
-        self, topic: str, partition: int, records: Sequence[tuple[bytes | None, bytes]]
+        self, topic: str, partition: int, records: Sequence[tuple[bytes | None, bytes | None]]
     ) -> list[tuple[int, asyncio.Future[Any]]]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.topics[topic].sent.extend((key, value, future) for key, value in records)
@@ -90,7 +90,10 @@ class DictWriter:
 
     async def write(self, entries: Any) -> None:
         for _partition, key, value in entries:
-            self.table[key] = value
+            if value is None:  # a delete (SPEC 10.3 purge): TableWriter's tombstone
+                del self.table[key]
+            else:
+                self.table[key] = value
 
 
 def record(topic: str, offset: int, timestamp_s: float, key: bytes, value: bytes) -> Any:
@@ -106,14 +109,17 @@ def record(topic: str, offset: int, timestamp_s: float, key: bytes, value: bytes
     return message
 
 
-def processor(status: Topic, table: dict[bytes, bytes]) -> EnvoyProcessor:
+RULES = Rules(default_interval_s=INTERVAL_S)
+
+
+def processor(status: Topic, table: dict[bytes, bytes], rules: Rules = RULES) -> EnvoyProcessor:
     return EnvoyProcessor(
         table=table,  # type: ignore[arg-type]
         writer=DictWriter(table),  # type: ignore[arg-type]
         names=NAMES,
         status_topic=status,  # type: ignore[arg-type]
         deadletter_topic=Topic(NAMES.deadletter),  # type: ignore[arg-type]
-        rules=Rules(default_interval_s=INTERVAL_S),
+        rules=rules,
         guard=Everything(),  # type: ignore[arg-type]
         catch_up=Everything(),  # type: ignore[arg-type]
         outputs=Outputs(Batches(status)),
@@ -150,7 +156,7 @@ def test_a_lagging_worker_sweeps_on_the_newest_old_tick() -> None:
         envoys.process_batch(ticks)
         commit = asyncio.ensure_future(envoys.commit())
         await asyncio.sleep(0.01)  # the changes are sent when the batch is committed
-        changes = [orjson.loads(v) for _, v, _ in status.sent]
+        changes = [orjson.loads(v) for _, v, _ in status.sent if v is not None]
         assert [c["to"] for c in changes] == ["no_data", "offline"]
         # Dated by the deadline that expired (strictly after enrolled + 2 x interval).
         assert changes[-1]["at"] == iso_from_ms(offline_deadline_ms(T0, INTERVAL_S))
@@ -173,5 +179,103 @@ def test_the_state_is_written_only_after_its_change_is_acknowledged() -> None:
             future.set_result(None)
         await commit
         assert decode_stored_envoy(table[b"web-01"]).state.version == 1
+
+    asyncio.run(go())
+
+
+LIFECYCLE = Rules(
+    default_interval_s=INTERVAL_S, deactivate_after_ms=600_000, purge_after_ms=1_200_000
+)
+
+
+def test_an_inactive_envoy_leaves_the_counts_and_a_purged_one_the_table() -> None:
+    """SPEC 10.3 in the agent: inactive at last seen + deactivate_after, counted beside
+    active; purged purge_after later: `to: purged` published, then the key deleted (the
+    writer gets a delete), the counts forget it; a later event starts it at version 1.
+    After inactive and purge deadlines both passed (a long stop), one tick makes the
+    envoy inactive and the next purges it, never the same change twice."""
+
+    async def go() -> None:
+        status, table = Topic(NAMES.status_changes), dict[bytes, bytes]()
+        envoys = processor(status, table, LIFECYCLE)
+        enroll_and_check_in(envoys)
+
+        async def committed() -> list[dict[str, Any]]:
+            commit = asyncio.ensure_future(envoys.commit())
+            await asyncio.sleep(0.01)
+            for _, _, future in status.sent:
+                if not future.done():
+                    future.set_result(None)
+            await commit
+            return [orjson.loads(v) for _, v, _ in status.sent if v is not None]
+
+        await committed()
+        assert envoys.counts_for(0).active == 1
+        inactive_at = T0 + 600_000
+        # Far past both deadlines: this tick makes it inactive (dated by its deadline)...
+        envoys.process_batch([tick(0, T0 / 1000 + 3600)])
+        changes = await committed()
+        assert [c["to"] for c in changes] == ["no_data", "inactive"]
+        assert changes[-1]["at"] == iso_from_ms(inactive_at)
+        counts = envoys.counts_for(0)
+        assert (counts.active, counts.inactive) == (0, 1)
+        assert decode_stored_envoy(table[b"web-01"]).state.inactive_since_ms == inactive_at
+        # ... and the next one purges it: published, then deleted.
+        envoys.process_batch([tick(1, T0 / 1000 + 3601)])
+        changes = await committed()
+        assert [(c["to"], c["version"]) for c in changes[2:]] == [("purged", 3)]
+        assert changes[-1]["at"] == iso_from_ms(inactive_at + 1_200_000)
+        assert b"web-01" not in table
+        counts = envoys.counts_for(0)
+        assert (counts.active, counts.inactive) == (0, 0)
+        # A rebuilt index agrees (from the table, as after a rebalance).
+        envoys.forget_partitions({0})
+        assert envoys.counts_for(0) == counts
+        envoys.process_batch([tick(2, T0 / 1000 + 7200)])
+        assert await committed() == changes  # nothing left to sweep
+        # A later event starts a new envoy.
+        checkin = {"schema": "vigo.checkin/1", "envoy_id": "web-01", "at": iso_from_ms(T0)}
+        envoys.process_batch(
+            [record(NAMES.checkins, 7, T0 / 1000 + 7300, b"web-01", orjson.dumps(checkin))]
+        )
+        changes = await committed()
+        assert [(c["from"], c["to"], c["version"]) for c in changes[3:]] == [(None, "no_data", 1)]
+        assert envoys.counts_for(0).active == 1
+
+    asyncio.run(go())
+
+
+def test_a_purge_and_an_event_in_one_batch() -> None:
+    """The purge's delete is held in the batch: an event after it in the same batch
+    starts the new envoy, and the table ends with that one."""
+
+    async def go() -> None:
+        status, table = Topic(NAMES.status_changes), dict[bytes, bytes]()
+        envoys = processor(status, table, LIFECYCLE)
+        enroll_and_check_in(envoys)
+        envoys.process_batch([tick(0, T0 / 1000 + 3600)])
+        checkin = {"schema": "vigo.checkin/1", "envoy_id": "web-01", "at": iso_from_ms(T0)}
+        envoys.process_batch(
+            [
+                tick(1, T0 / 1000 + 3601),
+                record(NAMES.checkins, 7, T0 / 1000 + 3602, b"web-01", orjson.dumps(checkin)),
+            ]
+        )
+        commit = asyncio.ensure_future(envoys.commit())
+        await asyncio.sleep(0.01)
+        for _, _, future in status.sent:
+            if not future.done():
+                future.set_result(None)
+        await commit
+        changes = [orjson.loads(v) for _, v, _ in status.sent if v is not None]
+        assert [(c["to"], c["version"]) for c in changes] == [
+            ("no_data", 1),
+            ("inactive", 2),
+            ("purged", 3),
+            ("no_data", 1),
+        ]
+        assert decode_stored_envoy(table[b"web-01"]).state.version == 1
+        counts = envoys.counts_for(0)
+        assert (counts.active, counts.inactive) == (1, 0)
 
     asyncio.run(go())

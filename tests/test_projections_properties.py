@@ -3,6 +3,8 @@ the whole history, replays and duplicates change nothing, counts add up."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,6 +18,7 @@ from vigo.projections.envoy import (
     next_deadline_ms,
     sweep_envoy,
 )
+from vigo.projections.fleet import FleetCounts
 from vigo.projections.history import ConvergenceHistory, history_bucket_ms, record_point
 from vigo.projections.liveness import offline_deadline_ms
 from vigo.projections.threshold import ThresholdState, check_threshold
@@ -255,3 +258,111 @@ def test_a_sweep_publishes_the_same_change_whichever_tick_notices_the_deadline(
     if a.change is not None:
         assert a.change.at_ms == offline_at and a.change.to_status is Status.OFFLINE
         assert a.state.status_since_ms == offline_at
+
+
+# -- SPEC 10.3: the lifecycle in play ---------------------------------------------------------
+
+HOUR = 3_600_000
+LIFECYCLE = Rules(default_interval_s=60, deactivate_after_ms=HOUR, purge_after_ms=2 * HOUR)
+#: Silences around every deadline: offline (2 min), stale (3 min), inactive (1 h after the
+#: last sign of life) and purge (2 h after that), exactly at them and just past them.
+silences = st.sampled_from(
+    [1_000, 30_000, 200_000, HOUR, HOUR + 1, 3 * HOUR, 3 * HOUR + 1, 3 * HOUR + 2, 9 * HOUR]
+)
+
+
+def sweep_through(
+    state: EnvoyState | None, until_ms: int, changes: list[StatusChange]
+) -> EnvoyState | None:
+    """The worker's sweeps up to `until_ms`: each deadline swept when it expires, as the
+    deadline heap does; a purge deletes the envoy."""
+    while state is not None:
+        deadline = next_deadline_ms(state, LIFECYCLE)
+        if deadline is None or deadline > until_ms:
+            return state
+        swept = sweep_envoy(state, deadline, LIFECYCLE)
+        assert swept.purged or swept.state != state, "a deadline that changes nothing"
+        if swept.change is not None:
+            changes.append(swept.change)
+        state = None if swept.purged else swept.state
+    return None
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(
+        st.tuples(silences, st.one_of(runs(), runs(errors=False), st.just(checkin()))),
+        max_size=16,
+    ),
+    silences,
+)
+def test_incremental_status_equals_recomputation_with_the_lifecycle_in_play(
+    timeline: list[tuple[int, Run | InputEvent]], last_silence: int
+) -> None:
+    """Events apart by silences that cross the offline, inactive and purge deadlines, swept
+    in between as the worker does: the status at the end equals one recomputed from the
+    whole history (runs of the envoy's current life only: a purge forgets the others),
+    and every life's changes are a gapless chain from null that a purge ends."""
+    # Unique run ids: a duplicate is no sign of life, and that is tested elsewhere.
+    events = [
+        replace_run_id(event, f"run-{i}") if isinstance(event, Run) else event
+        for i, (_, event) in enumerate(timeline)
+    ]
+    first = apply_event(None, enrolled(), T0, LIFECYCLE)
+    assert first.change is not None
+    state, changes = first.state, [first.change]
+    now = T0
+    # The reference: when the envoy was last alive, and the runs of its current life.
+    last_alive, life_runs, purges = T0, list[Run](), 0
+    for (silence, _), event in zip(timeline, events, strict=True):
+        now += silence
+        # The event comes before a tick of its own instant.
+        state = sweep_through(state, now - 1, changes)
+        applied = apply_event(state, event, now, LIFECYCLE)
+        state = applied.state
+        if applied.change is not None:
+            changes.append(applied.change)
+        if last_alive + 3 * HOUR < now:  # inactive after 1 h, purged 2 h later
+            life_runs, purges = [], purges + 1
+        if isinstance(event, Run):
+            life_runs.append(event)
+        last_alive = now
+    end = now + last_silence
+    state = sweep_through(state, end, changes)
+
+    if last_alive + 3 * HOUR <= end:
+        assert state is None
+        purges += 1
+    elif last_alive + HOUR <= end:
+        assert state is not None and state.status is Status.INACTIVE
+        assert state.inactive_since_ms == last_alive + HOUR
+    elif offline_deadline_ms(last_alive, 60) <= end:
+        assert state is not None and state.status is Status.OFFLINE
+    else:
+        assert state is not None and state.status == reference_status(life_runs)
+
+    # Each life: versions 1..n from null, linked; every life but the last ends in purged.
+    lives: list[list[StatusChange]] = [[]]
+    for change in changes:
+        lives[-1].append(change)
+        if change.to_status is Status.PURGED:
+            lives.append([])
+    if not lives[-1]:
+        lives.pop()
+    assert sum(1 for c in changes if c.to_status is Status.PURGED) == purges
+    for life in lives:
+        for i, change in enumerate(life):
+            assert change.version == i + 1
+            assert change.from_status == (life[i - 1].to_status if i else None)
+            assert change.from_status != change.to_status
+    if state is not None:
+        assert (state.version, state.status) == (lives[-1][-1].version, lives[-1][-1].to_status)
+    # The counts moved by the changes equal the counts of the end state.
+    counts = FleetCounts()
+    for change in changes:
+        counts = counts.moved(change.from_status, change.to_status)
+    assert counts == FleetCounts.of_statuses([state.status] if state is not None else [])
+
+
+def replace_run_id(event: Run, run_id: str) -> Run:
+    return dataclasses.replace(event, run_id=run_id)

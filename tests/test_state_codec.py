@@ -127,9 +127,12 @@ def envoy_states(draw: st.DrawFn) -> EnvoyState:
     newest = st.integers(0, min(len(known), 8)).map(lambda n: known[:n])
     anything = st.lists(st.sampled_from(known) | run_ids if known else run_ids, max_size=8)
     recent = draw(newest | anything)
+    status = draw(st.sampled_from(Status))
+    status_since_ms = draw(times)
+    revoked = draw(st.booleans())
     return EnvoyState(
         envoy_id=draw(texts),
-        revoked=draw(st.booleans()),
+        revoked=revoked,
         labels=draw(st.dictionaries(texts, texts, max_size=4)),
         interval_s=draw(st.none() | st.integers(1, 10**7)),
         enrolled_at_ms=draw(times),
@@ -141,14 +144,21 @@ def envoy_states(draw: st.DrawFn) -> EnvoyState:
         offline=draw(st.booleans()),
         stale=draw(st.booleans()),
         stale_episodes=draw(counts),
-        status=draw(st.sampled_from(Status)),
-        status_since_ms=draw(times),
+        status=status,
+        status_since_ms=status_since_ms,
         version=draw(st.integers(0, 2**40)),
         recent_run_ids=tuple(recent),
         history=history,
         offsets=tuple(draw(st.lists(st.integers(-1, 2**62), min_size=3, max_size=3))),
         config_version=draw(st.none() | texts),
+        # As the rules keep them (SPEC 10.3): an inactive envoy since its status changed,
+        # and only a revoked envoy forgotten.
+        inactive_since_ms=status_since_ms if status is Status.INACTIVE else None,
+        forgotten=revoked and draw(st.booleans()),
     )
+
+
+LIFECYCLE = Rules(default_interval_s=60, deactivate_after_ms=86_400_000, purge_after_ms=10_000)
 
 
 @given(envoy_states(), st.integers(0, 1023))
@@ -160,7 +170,7 @@ def test_format_3_round_trips_any_state_and_its_head_agrees(
     head = decode_envoy_head(data)
     assert (head.format, head.partition, head.status) == (ENVOY_FORMAT, partition, state.status)
     # The head alone schedules the envoy exactly as its whole state does.
-    for rules in (RULES, Rules(default_interval_s=900)):
+    for rules in (RULES, Rules(default_interval_s=900), LIFECYCLE):
         assert next_deadline_ms(head.liveness(), rules) == next_deadline_ms(state, rules)
 
 
@@ -190,14 +200,51 @@ def test_format_3_records_without_a_remembered_version_decode_with_none(
     state: EnvoyState, partition: int
 ) -> None:
     """Format 3 as first written, before SPEC 10.1: the tail ends with the history."""
+    state = replace(state, inactive_since_ms=None, forgotten=False)  # not in that release
     head = decode_envoy_head(encode_stored_envoy(StoredEnvoy(partition, state)))
     tail = msgspec.msgpack.decode(lz4.block.decompress(head.tail))
-    assert tail[-1] == state.config_version
-    short = lz4.block.compress(msgspec.msgpack.encode(tail[:-1]))
+    assert tail[-2:] == [state.config_version, None]
+    short = lz4.block.compress(msgspec.msgpack.encode(tail[:-2]))
     old = msgspec.msgpack.encode([*msgspec.to_builtins(replace(head, tail=b""))[:-1], short])
     assert decode_envoy_head(old) == replace(head, tail=short)
     expected = StoredEnvoy(partition, replace(state, config_version=None))
     assert decode_stored_envoy(old) == expected
+
+
+@given(envoy_states(), st.integers(0, 1023))
+def test_format_3_records_of_the_release_before_the_lifecycle_decode_as_not_inactive(
+    state: EnvoyState, partition: int
+) -> None:
+    """Format 3 as written before SPEC 10.3: the tail ends with the remembered version and
+    the flags have no `forgotten` bit. It decodes as an envoy never inactive nor forgotten
+    (that release had neither), and what it decodes to is written back with the new tail."""
+    state = replace(state, inactive_since_ms=None, forgotten=False)
+    if state.status in (Status.INACTIVE, Status.PURGED):
+        state = replace(state, status=Status.OFFLINE)  # codes that release did not have
+    head = decode_envoy_head(encode_stored_envoy(StoredEnvoy(partition, state)))
+    tail = msgspec.msgpack.decode(lz4.block.decompress(head.tail))
+    assert tail[-1] is None
+    short = lz4.block.compress(msgspec.msgpack.encode(tail[:-1]))
+    old = msgspec.msgpack.encode([*msgspec.to_builtins(replace(head, tail=b""))[:-1], short])
+    assert head.flags < 8
+    assert decode_stored_envoy(old) == StoredEnvoy(partition, state)
+    rewritten = encode_stored_envoy(decode_stored_envoy(old))
+    assert decode_stored_envoy(rewritten) == StoredEnvoy(partition, state)
+
+
+def test_the_lifecycle_fields_are_kept_by_format_3() -> None:
+    """An inactive envoy keeps when it became inactive; a forgotten revoked envoy keeps
+    that it was forgotten (flag 8), also in its head, which schedules nothing for it."""
+    inactive = EnvoyState("a", status=Status.INACTIVE, status_since_ms=T0, inactive_since_ms=T0)
+    forgotten = EnvoyState("b", revoked=True, status=Status.REVOKED, forgotten=True)
+    for state in (inactive, forgotten):
+        data = encode_stored_envoy(StoredEnvoy(3, state))
+        assert decode_stored_envoy(data) == StoredEnvoy(3, state)
+    head = decode_envoy_head(encode_stored_envoy(StoredEnvoy(3, forgotten)))
+    assert head.flags == 1 | 8 and head.liveness().forgotten
+    assert next_deadline_ms(head.liveness(), LIFECYCLE) is None
+    head = decode_envoy_head(encode_stored_envoy(StoredEnvoy(3, inactive)))
+    assert next_deadline_ms(head.liveness(), LIFECYCLE) == T0 + 10_000
 
 
 @given(st.lists(input_events(), min_size=1, max_size=25), st.integers(0, 63), st.booleans())
@@ -227,13 +274,18 @@ def test_envoy_record_round_trips_and_restored_state_continues_identically(
         )
 
 
-@given(st.lists(st.integers(0, 10**6), min_size=8, max_size=8))
+@given(st.lists(st.integers(0, 10**6), min_size=10, max_size=10))
 def test_fleet_parts_round_trip_and_read_the_first_release(numbers: list[int]) -> None:
-    counts = FleetCounts.from_dict(dict(zip(FLEET_STATUSES, numbers, strict=True)))
+    by_status = dict(zip(FLEET_STATUSES, numbers, strict=False))
+    counts = FleetCounts.from_dict(by_status, inactive=numbers[8], revoked=numbers[9])
     assert decode_fleet_parts(encode_fleet_parts(counts)) == counts
     assert orjson.loads(encode_fleet_parts(counts))["f"] == FLEET_PARTS_FORMAT
-    # The first release stored the bare map; a restored changelog still reads.
-    assert decode_fleet_parts(orjson.dumps(counts.as_dict())) == counts
+    # The first release stored the bare map, the next one no lifecycle counts (SPEC
+    # 10.3); a restored changelog still reads, with 0 of those.
+    active_only = FleetCounts.from_dict(by_status)
+    assert decode_fleet_parts(orjson.dumps(counts.as_dict())) == active_only
+    before = orjson.dumps({"f": FLEET_PARTS_FORMAT, "by_status": counts.as_dict()})
+    assert decode_fleet_parts(before) == active_only
 
 
 @given(st.booleans(), st.integers(0, 10**6))
@@ -264,8 +316,12 @@ def test_alert_sent_round_trips(record_ms: int) -> None:
 
 
 def test_fleet_partial_round_trips_and_refuses_what_is_not_one() -> None:
-    counts = FleetCounts.from_dict({"converged": 3, "offline": 1})
+    counts = FleetCounts.from_dict({"converged": 3, "offline": 1}, inactive=2, revoked=7)
     assert decode_fleet_partial(encode_fleet_partial(5, counts, 1)) == (5, counts)
+    # A partial of the release before SPEC 10.3 (no lifecycle counts) still reads.
+    old = {"schema": "vigo.fleet-partial/1", "partition": 5, "by_status": counts.as_dict()}
+    assert decode_fleet_partial(orjson.dumps(old)) == (5, FleetCounts.from_dict(counts.as_dict()))
+    assert decode_fleet_partial(orjson.dumps(old | {"inactive": "x"})) is None
     for junk in (b"", b"{", b"[]", b'{"schema": "x"}', b'{"schema": "vigo.fleet-partial/1"}'):
         assert decode_fleet_partial(junk) is None
 

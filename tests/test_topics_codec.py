@@ -133,6 +133,11 @@ def test_encode_status_change_matches_spec_example() -> None:
         ("offline", "converged", "checkin", None),
         ("degraded", "revoked", "revocation", None),
         ("revoked", "no_data", "enrollment", None),
+        # SPEC 10.3: the lifecycle's statuses.
+        ("offline", "inactive", "sweep", None),
+        ("inactive", "converged", "checkin", None),
+        ("inactive", "revoked", "revocation", None),
+        ("inactive", "purged", "sweep", None),
     ],
 )
 def test_encode_status_change_validates(
@@ -150,6 +155,8 @@ def test_encode_status_change_validates(
 def test_status_change_schema_rejects_nonsense() -> None:
     good = orjson.loads(SPEC_STATUS_CHANGE)
     assert not is_valid("vigo.status-change/1", good | {"to": "happy"})
+    # Nothing comes after `purged`: a purged envoy starts again from null.
+    assert not is_valid("vigo.status-change/1", good | {"from": "purged"})
     assert not is_valid("vigo.status-change/1", good | {"version": 0})
     assert not is_valid("vigo.status-change/1", good | {"cause": "whim"})
     assert not is_valid("vigo.status-change/1", {k: v for k, v in good.items() if k != "from"})
@@ -180,8 +187,13 @@ def test_encode_fleet_convergence_matches_spec_example() -> None:
         compliant=1113,
         percent=92.75,
         by_status=spec["by_status"],
+        inactive=4,
+        revoked=9,
     )
-    assert orjson.loads(encoded) == spec
+    # SPEC 10.3: the lifecycle counts beside `active` (outside it).
+    assert orjson.loads(encoded) == spec | {"inactive": 4, "revoked": 9}
+    validate("vigo.fleet-convergence/1", orjson.loads(encoded))
+    assert not is_valid("vigo.fleet-convergence/1", spec | {"inactive": -1})
 
 
 def test_encode_fleet_convergence_fills_missing_statuses_with_zero() -> None:

@@ -18,6 +18,7 @@ from tests.webharness import (
     running_workers,
     threshold_config,
 )
+from vigo.processor.vigocli import render_doctor
 from vigo.topics.names import TopicNames
 from vigo.topics.statuses import ACTIVE_STATUSES, Status
 
@@ -73,6 +74,15 @@ def test_unknown_status_is_a_usage_error_naming_the_valid_ones() -> None:
     assert len(error) == 1
     for name in [*(s.value for s in Status), "errors"]:
         assert name in error[0]
+
+
+def test_doctor_shows_inactive_and_revoked_beside_active() -> None:
+    """SPEC 10.3: the counts outside active, when the processor reports them."""
+    doc = {"active": 2, "compliant": 1, "percent": 50.0, "by_status": {"converged": 1}}
+    assert "Outside active" not in render_doctor(doc)  # a processor before the lifecycle
+    text = render_doctor(doc | {"inactive": 3, "revoked": 4})
+    assert text.splitlines()[-1] == "Outside active     3 inactive, 4 revoked"
+    assert "1 of 2 active envoys compliant" in text
 
 
 def test_doctor_exit_status_follows_the_threshold(kafka_bootstrap: str) -> None:

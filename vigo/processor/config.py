@@ -98,6 +98,21 @@ def _plain(number: float) -> int | float:
 
 
 Seconds = Annotated[int, BeforeValidator(_whole_seconds)]
+
+#: What turns a lifecycle duration off, from the file (`null`) or the environment, where
+#: every value is text (`VIGO_LIFECYCLE__PURGE_AFTER=null`).
+_NEVER = frozenset(("null", "none", "never", "~"))
+
+
+def _seconds_or_never(value: Any) -> int | None:
+    """A duration in whole seconds, or None (`null`, also as text from the environment):
+    never."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in _NEVER):
+        return None
+    return _whole_seconds(value)
+
+
+SecondsOrNever = Annotated[int | None, BeforeValidator(_seconds_or_never)]
 StalePolicy = Annotated[
     StaleAfter, PlainValidator(_stale_after), PlainSerializer(_stale_after_json)
 ]
@@ -115,6 +130,23 @@ class CheckinConfig(_Section):
     @property
     def stale_policy(self) -> StaleAfter:
         return self.stale_after
+
+
+class LifecycleConfig(_Section):
+    """SPEC 10.3, in whole seconds; None: never."""
+
+    #: Silent (no check-in or run) this long, an envoy becomes `inactive`.
+    deactivate_after: SecondsOrNever = 7 * 86_400
+    #: Inactive (or revoked) this long, an envoy is purged (a revoked one shrinks).
+    purge_after: SecondsOrNever = 30 * 86_400
+
+    @property
+    def deactivate_after_ms(self) -> int | None:
+        return None if self.deactivate_after is None else self.deactivate_after * 1000
+
+    @property
+    def purge_after_ms(self) -> int | None:
+        return None if self.purge_after is None else self.purge_after * 1000
 
 
 class EnrollmentConfig(_Section):
@@ -233,6 +265,7 @@ class Settings(_Section):
     checkin: CheckinConfig = Field(default_factory=CheckinConfig)
     enrollment: EnrollmentConfig = Field(default_factory=EnrollmentConfig)
     runs: RunsConfig = Field(default_factory=RunsConfig)
+    lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig)
     smtp: SmtpConfig = Field(default_factory=SmtpConfig)  # type: ignore[arg-type]
     web: WebConfig = Field(default_factory=WebConfig)  # type: ignore[arg-type]
     processor: ProcessorConfig = Field(default_factory=ProcessorConfig)  # type: ignore[arg-type]

@@ -67,6 +67,18 @@ class StaleEnvoy:
 StaleHandler = Callable[[int, list[StaleEnvoy], int], None]
 
 
+@dataclass(frozen=True, slots=True)
+class Purged:
+    """A held delete (SPEC 10.3): the envoy's key is removed from the table and gets a
+    tombstone in its changelog partition."""
+
+    partition: int
+
+
+#: (key, status before, new state or delete, change to publish)
+SweptRecord = tuple[bytes, Status, StoredEnvoy | Purged, StatusChange | None]
+
+
 @dataclass
 class EnvoyProcessor:
     table: TableT[Any, Any]
@@ -83,8 +95,9 @@ class EnvoyProcessor:
     max_event_bytes: int
     stale_handlers: list[StaleHandler] = field(default_factory=list)
     deadlines: dict[int, Deadlines] = field(default_factory=dict)
-    #: The batch's new states, written by `commit` (reads see them first).
-    held: dict[bytes, StoredEnvoy] = field(default_factory=dict)
+    #: The batch's new states, written by `commit` (reads see them first); a `Purged`:
+    #: the envoy is deleted (SPEC 10.3), a tombstone in the changelog.
+    held: dict[bytes, StoredEnvoy | Purged] = field(default_factory=dict)
     #: Per partition, its envoys by status (the fleet projection's first stage).
     counts: dict[int, FleetCounts] = field(default_factory=dict)
     _events: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -125,13 +138,18 @@ class EnvoyProcessor:
         await self.outputs.acknowledged()
         held, self.held = self.held, {}
         await self.writer.write(
-            (record.partition, key, encode_stored_envoy(record)) for key, record in held.items()
+            (
+                record.partition,
+                key,
+                encode_stored_envoy(record) if type(record) is StoredEnvoy else None,
+            )
+            for key, record in held.items()
         )
 
     def _stored(self, key: bytes) -> StoredEnvoy | None:
         held = self.held.get(key)
         if held is not None:
-            return held
+            return held if type(held) is StoredEnvoy else None
         data = self.table.get(key)
         return decode_stored_envoy(data) if data is not None else None
 
@@ -145,8 +163,12 @@ class EnvoyProcessor:
                 if head.partition == partition:
                     heads[key] = head
         for key, record in self.held.items():
-            if record.partition == partition:
+            if record.partition != partition:
+                continue
+            if type(record) is StoredEnvoy:
                 heads[key] = decode_envoy_head(encode_stored_envoy(record))
+            else:
+                heads.pop(key, None)
         return heads
 
     def _newest_ticks(self, messages: Sequence[Message]) -> dict[int, int]:
@@ -178,12 +200,17 @@ class EnvoyProcessor:
         if applied.outcome in ("not_enrolled", "revoked"):
             reason = applied.outcome
             self._dead_letter(DeadLetter(meta, key, message.value, reason, _REFUSALS[reason]))
-        if applied.state is None or applied.state is state:
+        new = applied.state
+        if new is None or new is state:
             return
-        self.held[key] = StoredEnvoy(message.partition, applied.state)
+        partition = message.partition
+        self.held[key] = StoredEnvoy(partition, new)
         if applied.change is not None:
-            self._publish(key, message.partition, applied.change)
-        self._schedule(message.partition, key, applied.state)
+            self._publish(key, partition, applied.change)
+        old_status = None if state is None else state.status
+        if new.status is not old_status:
+            self._move(partition, old_status, new.status)
+        self._schedule(partition, key, new)
 
     def _count(self, topic: str, applied: Applied) -> None:
         outcome = applied.outcome
@@ -231,11 +258,15 @@ class EnvoyProcessor:
             labels=change.labels,
         )
         self.outputs.send(self.status_topic, key=key, value=value, partition=partition)
-        counts = self.counts.get(partition)
-        if counts is not None:
-            self.counts[partition] = counts.moved(change.from_status, change.to_status)
         from_status = change.from_status.value if change.from_status else "none"
         self._transitions[(from_status, change.to_status.value)] += 1
+
+    def _move(self, partition: int, old: Status | None, new: Status | None) -> None:
+        """Move the partition's counts by a state's status (not by the published change:
+        a revocation of an unknown envoy publishes nothing but counts as revoked)."""
+        counts = self.counts.get(partition)
+        if counts is not None:
+            self.counts[partition] = counts.moved(old, new)
 
     # -- liveness ------------------------------------------------------------------------
 
@@ -284,19 +315,23 @@ class EnvoyProcessor:
         if stale:
             for handler in self.stale_handlers:
                 handler(partition, stale, now_ms)
-        for key, stored, change in swept_records:
+        for key, old_status, stored, change in swept_records:
+            # Outputs first: the change (`to: purged` too) goes out before the state (or
+            # the delete) that records it is written (`commit`).
             self.held[key] = stored
             if change is not None:
                 self._publish(key, partition, change)
+            new_status = stored.state.status if type(stored) is StoredEnvoy else None
+            if new_status is not old_status:
+                self._move(partition, old_status, new_status)
 
-    def _sweep(
-        self, partition: int, now_ms: int
-    ) -> tuple[list[StaleEnvoy], list[tuple[bytes, StoredEnvoy, StatusChange | None]]]:
-        """The envoys of `partition` whose deadline passed: their new states and changes,
-        and those that just went stale. Touches only what expired (the deadline heap)."""
+    def _sweep(self, partition: int, now_ms: int) -> tuple[list[StaleEnvoy], list[SweptRecord]]:
+        """The envoys of `partition` whose deadline passed: their new states (or deletes)
+        and changes, and those that just went stale. Touches only what expired (the
+        deadline heap)."""
         deadlines = self._deadlines_for(partition)
         stale: list[StaleEnvoy] = []
-        swept_records: list[tuple[bytes, StoredEnvoy, StatusChange | None]] = []
+        swept_records: list[SweptRecord] = []
         for key in list(deadlines.due(now_ms, SWEEP_LIMIT)):
             record = self._stored(key)
             if record is None or record.partition != partition:
@@ -309,8 +344,12 @@ class EnvoyProcessor:
                 deadlines.schedule(key, deadline)
                 continue
             swept = sweep_envoy(state, now_ms, self.rules)
+            if swept.purged:
+                swept_records.append((key, state.status, Purged(partition), swept.change))
+                continue
             if swept.state != state:
-                swept_records.append((key, StoredEnvoy(partition, swept.state), swept.change))
+                stored = StoredEnvoy(partition, swept.state)
+                swept_records.append((key, state.status, stored, swept.change))
             if swept.became_stale:
                 stale.append(
                     StaleEnvoy(
@@ -320,7 +359,10 @@ class EnvoyProcessor:
                         labels=dict(state.labels),
                     )
                 )
-            deadlines.schedule(key, next_deadline_ms(swept.state, self.rules))
+            # A deadline that passed too (inactive, then purge, after a long stop) is for the
+            # next tick: this sweep must not pop the envoy again before its state is held.
+            after = next_deadline_ms(swept.state, self.rules)
+            deadlines.schedule(key, None if after is None else max(after, now_ms + 1))
         return stale, swept_records
 
     # -- queries of the web layer ---------------------------------------------------------

@@ -402,8 +402,8 @@ class _StandInEvent:
         self.message = message
 
 
-#: A record as sent: key and value bytes.
-Record = tuple[bytes | None, bytes]
+#: A record as sent: key and value bytes (a value None is a tombstone).
+Record = tuple[bytes | None, bytes | None]
 
 
 @dataclass
@@ -447,7 +447,9 @@ class TableWriter:
     producer: BatchProducer
 
     async def write(self, entries: Iterable[tuple[int, Any, Any]]) -> None:
-        """Write (partition, key, value) entries; a later entry of a key wins."""
+        """Write (partition, key, value) entries; a later entry of a key wins. A value
+        None deletes the key: removed from the store (memory or RocksDB), and a tombstone
+        (a changelog record with no value) that recovery and compaction honour."""
         table = cast(Any, self.table)
         store, changelog = table.data, table.changelog_topic
         by_partition: dict[int, list[tuple[Any, Any]]] = {}
@@ -457,7 +459,12 @@ class TableWriter:
         for partition, pairs in by_partition.items():
             with _under_partition(partition):
                 for key, value in pairs:
-                    store[key] = value
+                    if value is not None:
+                        store[key] = value
+                        continue
+                    # Never written, or deleted already: the tombstone goes all the same.
+                    with contextlib.suppress(KeyError):
+                        del store[key]
             records[partition] = self._changelog_records(pairs)
         topic = changelog.get_topic_name()
         sent = [
@@ -479,13 +486,13 @@ class TableWriter:
         table = cast(Any, self.table)
         key_serializer, value_serializer = table.key_serializer, table.value_serializer
         raw = key_serializer == "raw" and value_serializer == "raw"
-        if raw and all(type(k) is bytes and type(v) is bytes for k, v in pairs):
+        if raw and all(type(k) is bytes and (v is None or type(v) is bytes) for k, v in pairs):
             return pairs
         changelog = table.changelog_topic
         return [
             (
                 changelog.prepare_key(key, key_serializer)[0],
-                changelog.prepare_value(value, value_serializer)[0],
+                None if value is None else changelog.prepare_value(value, value_serializer)[0],
             )
             for key, value in pairs
         ]

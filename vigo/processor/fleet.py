@@ -165,6 +165,8 @@ class FleetAggregator:
                     compliant=counts.compliant,
                     percent=counts.percent,
                     by_status=counts.as_dict(),
+                    inactive=counts.inactive,
+                    revoked=counts.revoked,
                 ),
             )
             self._published = (counts, now_ms)

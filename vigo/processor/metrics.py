@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from vigo.projections.fleet import FleetCounts
-from vigo.topics.statuses import ACTIVE_STATUSES, RunOutcome
+from vigo.topics.statuses import ACTIVE_STATUSES, RunOutcome, Status
 
 
 class Metrics:
@@ -28,7 +28,8 @@ class Metrics:
         )
         self.fleet_envoys = Gauge(
             "vigo_fleet_envoys",
-            "Active envoys by convergence status. "
+            "Active envoys by convergence status; inactive and revoked envoys (outside "
+            'active) as status="inactive" and status="revoked". '
             "Exported only by the worker that owns the fleet projection.",
             ["status"],
             registry=None,
@@ -63,7 +64,7 @@ class Metrics:
             "Alerts written to the outbox and not yet accepted by the SMTP server.",
             registry=r,
         )
-        for status in ACTIVE_STATUSES:
+        for status in (*ACTIVE_STATUSES, Status.INACTIVE, Status.REVOKED):
             self.fleet_envoys.labels(status=status.value)
         self.fleet_convergence_ratio.set(float("nan"))
 
@@ -99,6 +100,9 @@ class Metrics:
     def set_fleet(self, counts: FleetCounts) -> None:
         for status, n in counts.by_status.items():
             self.fleet_envoys.labels(status=status.value).set(n)
+        # Beside the active statuses, outside `active` (SPEC 10.3).
+        self.fleet_envoys.labels(status=Status.INACTIVE.value).set(counts.inactive)
+        self.fleet_envoys.labels(status=Status.REVOKED.value).set(counts.revoked)
         percent = counts.percent
         self.fleet_convergence_ratio.set(float("nan") if percent is None else percent / 100)
 

@@ -66,7 +66,8 @@ class StoredEnvoy:
 # one per event, so the format is small and quick to read. One msgpack array, fields by
 # position, times as integers, the status and the last outcome as the small codes below:
 #
-#   3, partition, status code, flags (revoked 1, offline 2, stale 4), own interval or nil,
+#   3, partition, status code, flags (revoked 1, offline 2, stale 4, forgotten 8: a revoked
+#   envoy shrunk after purge_after, SPEC 10.3), own interval or nil,
 #   status since (ms), enrolled at and last seen or nil (both as "status since minus"),
 #   tail
 #
@@ -81,7 +82,9 @@ class StoredEnvoy:
 #   ("status since minus") or nil, consecutive changed, stale episodes, version, offsets,
 #   recent run ids (an int n when they are the run ids of the first n history entries,
 #   as they are but after a late run; else the ids), history, remembered config version
-#   or nil (SPEC 10.1; a tail without it, as format 3 was first written, reads as nil)
+#   or nil (SPEC 10.1; a tail without it, as format 3 was first written, reads as nil),
+#   inactive since ("status since minus") or nil (SPEC 10.3; absent in the records of
+#   earlier releases: nil, as they had no inactive envoys)
 #
 # and the history is `RunSummary` Structs as msgspec writes them (`array_like`): each
 # entry, newest first, is the array of its fields in their order (run id, finished_at,
@@ -105,6 +108,8 @@ _STATUSES: Final = (
     Status.DRIFTED,
     Status.CONVERGED,
     Status.REVOKED,
+    Status.INACTIVE,
+    Status.PURGED,
 )
 _OUTCOMES: Final = (
     RunOutcome.CLEAN,
@@ -136,6 +141,8 @@ class _Tail(msgspec.Struct, array_like=True, frozen=True, gc=False):
     history: tuple[RunSummary, ...]
     #: Added before format 3 was released (SPEC 10.1); absent: nothing remembered.
     config_version: str | None = None
+    #: SPEC 10.3, as "status since minus"; absent in older records: not inactive.
+    inactive_since: int | None = None
 
 
 _UNPACK_TAIL: Final = msgspec.msgpack.Decoder(_Tail).decode
@@ -166,6 +173,7 @@ class EnvoyHead(msgspec.Struct, array_like=True, frozen=True, gc=False):
         """A state with the fields liveness deadlines depend on (`next_deadline_ms`), the
         others (the id too) at their defaults: for scheduling only."""
         t0, flags, last_seen = self.t0, self.flags, self.last_seen
+        status = _STATUSES[self.status_code]
         return EnvoyState(
             envoy_id="",
             revoked=bool(flags & 1),
@@ -174,6 +182,11 @@ class EnvoyHead(msgspec.Struct, array_like=True, frozen=True, gc=False):
             last_seen_ms=None if last_seen is None else t0 - last_seen,
             offline=bool(flags & 2),
             stale=bool(flags & 4),
+            status=status,
+            status_since_ms=t0,
+            # An envoy became inactive when its status did (the tail has it too).
+            inactive_since_ms=t0 if status is Status.INACTIVE else None,
+            forgotten=bool(flags & 8),
         )
 
 
@@ -186,6 +199,7 @@ def encode_stored_envoy(record: StoredEnvoy) -> bytes:
     t0 = s.status_since_ms
     last_seen, last_finished = s.last_seen_ms, s.last_run_finished_ms
     recent, history = s.recent_run_ids, s.history
+    inactive_since = s.inactive_since_ms
     tail = _PACK(
         (
             s.envoy_id,
@@ -200,6 +214,7 @@ def encode_stored_envoy(record: StoredEnvoy) -> bytes:
             len(recent) if recent == tuple(map(_RUN_ID, history[: len(recent)])) else recent,
             history,
             s.config_version,
+            None if inactive_since is None else t0 - inactive_since,
         )
     )
     # Into a buffer, then copied: msgspec's `encode` returns its growing buffer as it is,
@@ -210,7 +225,7 @@ def encode_stored_envoy(record: StoredEnvoy) -> bytes:
             ENVOY_FORMAT,
             record.partition,
             _STATUS_CODE[s.status],
-            s.revoked | s.offline << 1 | s.stale << 2,
+            s.revoked | s.offline << 1 | s.stale << 2 | s.forgotten << 3,
             s.interval_s,
             t0,
             t0 - s.enrolled_at_ms,
@@ -231,6 +246,7 @@ def decode_stored_envoy(data: bytes) -> StoredEnvoy:
     tail = _UNPACK_TAIL(lz4.block.decompress(head.tail))
     t0, flags, last_seen, last_finished = head.t0, head.flags, head.last_seen, tail.last_finished
     recent, history, last_outcome = tail.recent, tail.history, tail.last_outcome
+    inactive_since = tail.inactive_since
     state = EnvoyState(
         tail.envoy_id,
         bool(flags & 1),
@@ -252,6 +268,8 @@ def decode_stored_envoy(data: bytes) -> StoredEnvoy:
         history,
         tail.offsets,
         tail.config_version,
+        None if inactive_since is None else t0 - inactive_since,
+        bool(flags & 8),
     )
     return StoredEnvoy(head.partition, state)
 
@@ -299,6 +317,8 @@ _ENVOY_FIELDS: Final = (
     "history",
     "offsets",
     "config_version",
+    "inactive_since_ms",
+    "forgotten",
 )
 if RunSummary.__struct_fields__ != _RUN_FIELDS or EnvoyState.__struct_fields__ != _ENVOY_FIELDS:
     raise ImportError("records: RunSummary or EnvoyState changed; update format 3")
@@ -357,7 +377,14 @@ def encode_fleet_partial(partition: int, counts: FleetCounts, at_ms: int) -> byt
     """Internal: one partition's fleet counts, summed by the fleet owner."""
     by_status = counts.as_dict()
     return orjson.dumps(
-        {"schema": PARTIAL_SCHEMA, "partition": partition, "by_status": by_status, "at_ms": at_ms}
+        {
+            "schema": PARTIAL_SCHEMA,
+            "partition": partition,
+            "by_status": by_status,
+            "inactive": counts.inactive,
+            "revoked": counts.revoked,
+            "at_ms": at_ms,
+        }
     )
 
 
@@ -369,22 +396,32 @@ def decode_fleet_partial(data: bytes) -> tuple[int, FleetCounts] | None:
             return None
         partition = raw["partition"]
         by_status = {str(k): int(v) for k, v in raw["by_status"].items()}
+        # Partials of earlier releases have no lifecycle counts (SPEC 10.3): 0.
+        inactive, revoked = int(raw.get("inactive", 0)), int(raw.get("revoked", 0))
     except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
         return None
     if not isinstance(partition, int):
         return None
-    return partition, FleetCounts.from_dict(by_status)
+    return partition, FleetCounts.from_dict(by_status, inactive, revoked)
 
 
 def encode_fleet_parts(counts: FleetCounts) -> bytes:
-    return orjson.dumps({"f": FLEET_PARTS_FORMAT, "by_status": counts.as_dict()})
+    return orjson.dumps(
+        {
+            "f": FLEET_PARTS_FORMAT,
+            "by_status": counts.as_dict(),
+            "inactive": counts.inactive,
+            "revoked": counts.revoked,
+        }
+    )
 
 
 def decode_fleet_parts(data: bytes) -> FleetCounts:
     raw = orjson.loads(data)
-    # The first release stored the bare by-status map.
-    by_status = raw["by_status"] if "f" in raw else raw
-    return FleetCounts.from_dict(by_status)
+    if "f" not in raw:  # the first release stored the bare by-status map
+        return FleetCounts.from_dict(raw)
+    # Without the lifecycle counts (before SPEC 10.3): 0 until the next partial.
+    return FleetCounts.from_dict(raw["by_status"], raw.get("inactive", 0), raw.get("revoked", 0))
 
 
 def encode_fleet_state(value: ThresholdState | ConvergenceHistory) -> bytes:

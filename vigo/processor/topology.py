@@ -195,6 +195,8 @@ def envoy_processor(
             stale_after=settings.checkin.stale_policy,
             strict_enrollment=settings.enrollment.strict,
             intentional_changes=settings.runs.intentional_changes,
+            deactivate_after_ms=settings.lifecycle.deactivate_after_ms,
+            purge_after_ms=settings.lifecycle.purge_after_ms,
         ),
         guard=guard,
         catch_up=CatchUp(app, guard),

@@ -189,6 +189,9 @@ def render_doctor(doc: Mapping[str, Any]) -> str:
         count = by_status.get(status.value, 0)
         share = f"  {100 * count / active:5.1f}%" if active else ""
         lines.append(f"  {status.value.ljust(width)}  {str(count).rjust(digits)}{share}")
+    if "inactive" in doc or "revoked" in doc:  # SPEC 10.3: beside active, not in it
+        inactive, revoked = doc.get("inactive", 0), doc.get("revoked", 0)
+        lines += ["", f"Outside active     {inactive} inactive, {revoked} revoked"]
     return "\n".join(lines)
 
 

@@ -70,6 +70,8 @@ def compliance_doc(snapshot: FleetSnapshot) -> dict[str, Any]:
         "compliant": counts.compliant,
         "percent": percent,
         "by_status": counts.as_dict(),
+        "inactive": counts.inactive,
+        "revoked": counts.revoked,
         "threshold": threshold,
         "breached": percent is not None and threshold is not None and percent < threshold,
         "history": [

@@ -15,7 +15,13 @@ from typing import Any, Literal
 import msgspec
 from msgspec.structs import replace
 
-from vigo.projections.liveness import StaleAfter, offline_deadline_ms, stale_deadline_ms
+from vigo.projections.liveness import (
+    StaleAfter,
+    deactivate_deadline_ms,
+    offline_deadline_ms,
+    purge_deadline_ms,
+    stale_deadline_ms,
+)
 from vigo.projections.runs import (
     RunSummary,
     bound_history_ids,
@@ -53,6 +59,12 @@ class Rules:
     #: `runs.intentional_changes` (SPEC 10.1): changes under a new `config_version` are
     #: a rollout, not drift.
     intentional_changes: bool = True
+    #: `lifecycle.deactivate_after` (SPEC 10.3) in ms: silent that long, an envoy becomes
+    #: `inactive`. None: never (the configuration's default is 7 days).
+    deactivate_after_ms: int | None = None
+    #: `lifecycle.purge_after` in ms, counted from the change to `inactive` (or from the
+    #: revocation of a revoked envoy): then it is purged. None: never (configured: 30 days).
+    purge_after_ms: int | None = None
 
 
 class EnvoyState(msgspec.Struct, frozen=True, gc=False):
@@ -94,10 +106,21 @@ class EnvoyState(msgspec.Struct, frozen=True, gc=False):
     #: The last non-null `config_version` of an applied (not late) run with no errored
     #: module (SPEC 10.1); None: nothing remembered, as for state of the first release.
     config_version: str | None = None
+    #: When the envoy became `inactive` (SPEC 10.3): the deactivation deadline that
+    #: expired; purge_after counts from it. None while it is not inactive.
+    inactive_since_ms: int | None = None
+    #: A revoked envoy whose state was shrunk to its revocation and last version after
+    #: purge_after (SPEC 10.3): nothing more is pending for it.
+    forgotten: bool = False
 
     @property
     def last_alive_ms(self) -> int:
-        return self.last_seen_ms if self.last_seen_ms is not None else self.enrolled_at_ms
+        """The last sign of life: the last check-in or run, or the (re-)enrollment if that
+        is later (an enrollment reactivates an inactive envoy and counts from then)."""
+        seen = self.last_seen_ms
+        if seen is None or seen < self.enrolled_at_ms:
+            return self.enrolled_at_ms
+        return seen
 
     @property
     def active(self) -> bool:
@@ -138,6 +161,9 @@ class Swept:
     change: StatusChange | None
     #: True on the transition into stale: the `envoy.stale` alert condition.
     became_stale: bool
+    #: SPEC 10.3: the envoy is to be deleted from the tables; `state` and `change` are
+    #: its last state and its last change (`to: purged`), published before the delete.
+    purged: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +245,7 @@ def _apply_enrollment(state: EnvoyState | None, event: Enrollment, record_ms: in
             return Applied(fresh, None, "applied")
         if state.revoked:
             return Applied(state, None, "duplicate")
-        revoked = replace(state, revoked=True, stale=False, offline=False)
+        revoked = replace(state, revoked=True, stale=False, offline=False, inactive_since_ms=None)
         return _with_status(revoked, Status.REVOKED, record_ms, Cause.REVOCATION, None, first=False)
     if state is None:
         fresh = EnvoyState(
@@ -244,10 +270,30 @@ def _apply_enrollment(state: EnvoyState | None, event: Enrollment, record_ms: in
             consecutive_changed=0,
             offline=False,
             stale=False,
+            inactive_since_ms=None,
+            forgotten=False,
         )
         # An envoy revoked before it was ever enrolled has published nothing yet.
         first = state.version == 0
         return _with_status(back, Status.NO_DATA, record_ms, Cause.ENROLLMENT, None, first=first)
+    if state.status is Status.INACTIVE:
+        # SPEC 10.3: an enrollment reactivates it, liveness counted from now; one change
+        # from `inactive` to its recomputed status.
+        back = replace(
+            state,
+            labels=event.labels,
+            interval_s=interval_s,
+            enrolled_at_ms=record_ms,
+            offline=False,
+            stale=False,
+            inactive_since_ms=None,
+        )
+        status = derive_status(
+            offline=False,
+            last_outcome=state.last_outcome,
+            consecutive_changed=state.consecutive_changed,
+        )
+        return _with_status(back, status, record_ms, Cause.ENROLLMENT, None, first=False)
     if state.labels == event.labels and state.interval_s == interval_s:
         return Applied(state, None, "duplicate")
     return Applied(replace(state, labels=event.labels, interval_s=interval_s), None, "applied")
@@ -304,6 +350,9 @@ def _apply_liveness_event(
     if first or status != state.status:
         version = state.version + 1
         fields.update(status=status, status_since_ms=record_ms, version=version)
+        if state.inactive_since_ms is not None:
+            # SPEC 10.3: any check-in or run, a late one included, reactivates it.
+            fields["inactive_since_ms"] = None
         change = StatusChange(
             envoy_id=state.envoy_id,
             from_status=None if first else state.status,
@@ -335,9 +384,24 @@ def is_intentional(outcome: RunOutcome, config_version: str | None, remembered: 
 
 
 def sweep_envoy(state: EnvoyState, now_ms: int, rules: Rules) -> Swept:
-    """Mark the envoy offline and/or stale if its deadlines have passed at `now_ms`."""
+    """Apply the deadlines that passed at `now_ms`: stale, offline, inactive, purge.
+
+    Every change is dated by the deadline that expired, not by the tick that noticed it:
+    a replayed sweep publishes the same content (SPEC 10.9)."""
     if state.revoked:
-        return Swept(state, None, False)
+        return _sweep_revoked(state, now_ms, rules)
+    if state.status is Status.INACTIVE:
+        return _sweep_inactive(state, now_ms, rules)
+    inactive_at = deactivate_deadline_ms(state.last_alive_ms, rules.deactivate_after_ms)
+    if inactive_at is not None and now_ms >= inactive_at:
+        # Silent for deactivate_after: inactive, whatever else expired meanwhile (it leaves
+        # every count and is judged neither offline nor stale any more).
+        inactive = replace(state, offline=True, inactive_since_ms=inactive_at)
+        result = _with_status(
+            inactive, Status.INACTIVE, inactive_at, Cause.SWEEP, None, first=False
+        )
+        assert result.state is not None
+        return Swept(result.state, result.change, False)
     swept = state
     became_stale = False
     interval_s = state.effective_interval_s(rules)
@@ -349,13 +413,53 @@ def sweep_envoy(state: EnvoyState, now_ms: int, rules: Rules) -> Swept:
     change = None
     offline_at_ms = offline_deadline_ms(state.last_alive_ms, interval_s)
     if not state.offline and now_ms >= offline_at_ms:
-        # The change is dated by the deadline that expired, not by the tick that noticed
-        # it: a replayed sweep publishes the same content.
         swept = replace(swept, offline=True)
         result = _with_status(swept, Status.OFFLINE, offline_at_ms, Cause.SWEEP, None, first=False)
         assert result.state is not None
         swept, change = result.state, result.change
     return Swept(swept, change, became_stale)
+
+
+def _inactive_since_ms(state: EnvoyState) -> int:
+    since = state.inactive_since_ms
+    return since if since is not None else state.status_since_ms
+
+
+def _sweep_inactive(state: EnvoyState, now_ms: int, rules: Rules) -> Swept:
+    """Purge after purge_after: the last change, `to: purged`, and the shell deletes it."""
+    purge_at = purge_deadline_ms(_inactive_since_ms(state), rules.purge_after_ms)
+    if purge_at is None or now_ms < purge_at:
+        return Swept(state, None, False)
+    result = _with_status(state, Status.PURGED, purge_at, Cause.SWEEP, None, first=False)
+    assert result.state is not None
+    return Swept(result.state, result.change, False, purged=True)
+
+
+def _sweep_revoked(state: EnvoyState, now_ms: int, rules: Rules) -> Swept:
+    """A revoked envoy is never forgotten (its events stay dead-lettered `revoked`), but
+    after purge_after, counted from the revocation, it shrinks to the revocation and its
+    last version; offsets, the last finish time and the stale episodes stay (a few
+    integers), so a redelivery is still recognised and a later stale alert id is new."""
+    purge_at = purge_deadline_ms(state.status_since_ms, rules.purge_after_ms)
+    if state.forgotten or purge_at is None or now_ms < purge_at:
+        return Swept(state, None, False)
+    return Swept(forget_revoked(state), None, False)
+
+
+def forget_revoked(state: EnvoyState) -> EnvoyState:
+    """What is kept of a revoked envoy after purge_after (SPEC 10.3)."""
+    return EnvoyState(
+        envoy_id=state.envoy_id,
+        revoked=True,
+        enrolled_at_ms=state.enrolled_at_ms,
+        last_run_finished_ms=state.last_run_finished_ms,
+        stale_episodes=state.stale_episodes,
+        status=Status.REVOKED,
+        status_since_ms=state.status_since_ms,
+        version=state.version,
+        offsets=state.offsets,
+        forgotten=True,
+    )
 
 
 def next_deadline_ms(state: EnvoyState, rules: Rules) -> int | None:
@@ -364,13 +468,21 @@ def next_deadline_ms(state: EnvoyState, rules: Rules) -> int | None:
     Computed from the rules of the moment: a changed default interval moves the deadlines
     of every envoy without its own interval."""
     if state.revoked:
-        return None
+        if state.forgotten:
+            return None
+        return purge_deadline_ms(state.status_since_ms, rules.purge_after_ms)
+    if state.status is Status.INACTIVE:
+        return purge_deadline_ms(_inactive_since_ms(state), rules.purge_after_ms)
     interval_s = state.effective_interval_s(rules)
+    last_alive_ms = state.last_alive_ms
     pending = []
     if not state.offline:
-        pending.append(offline_deadline_ms(state.last_alive_ms, interval_s))
+        pending.append(offline_deadline_ms(last_alive_ms, interval_s))
     if not state.stale:
-        pending.append(stale_deadline_ms(state.last_alive_ms, interval_s, rules.stale_after))
+        pending.append(stale_deadline_ms(last_alive_ms, interval_s, rules.stale_after))
+    inactive_at = deactivate_deadline_ms(last_alive_ms, rules.deactivate_after_ms)
+    if inactive_at is not None:
+        pending.append(inactive_at)
     return min(pending) if pending else None
 
 

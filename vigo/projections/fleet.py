@@ -14,11 +14,14 @@ _COUNTED = frozenset(ACTIVE_STATUSES)
 
 @dataclass(frozen=True, slots=True)
 class FleetCounts:
-    """Envoys by status over active (non-revoked) envoys."""
+    """Envoys by status over active (non-revoked) envoys, and beside them (outside
+    `active`, SPEC 10.3) the inactive and the revoked ones."""
 
     by_status: Mapping[Status, int] = field(
         default_factory=lambda: MappingProxyType(dict.fromkeys(ACTIVE_STATUSES, 0))
     )
+    inactive: int = 0
+    revoked: int = 0
 
     @property
     def active(self) -> int:
@@ -42,31 +45,42 @@ class FleetCounts:
             counts[old] -= 1
         if new in _COUNTED:
             counts[new] += 1
-        return FleetCounts(MappingProxyType(counts))
+        inactive = self.inactive + (new is Status.INACTIVE) - (old is Status.INACTIVE)
+        revoked = self.revoked + (new is Status.REVOKED) - (old is Status.REVOKED)
+        return FleetCounts(MappingProxyType(counts), inactive, revoked)
 
     def as_dict(self) -> dict[str, int]:
         return {status.value: self.by_status[status] for status in ACTIVE_STATUSES}
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, int]) -> FleetCounts:
-        return cls(MappingProxyType({s: int(raw.get(s.value, 0)) for s in ACTIVE_STATUSES}))
+    def from_dict(cls, raw: Mapping[str, int], inactive: int = 0, revoked: int = 0) -> FleetCounts:
+        by_status = MappingProxyType({s: int(raw.get(s.value, 0)) for s in ACTIVE_STATUSES})
+        return cls(by_status, int(inactive), int(revoked))
 
     @classmethod
     def of_statuses(cls, statuses: Iterable[Status]) -> FleetCounts:
         counts = dict.fromkeys(ACTIVE_STATUSES, 0)
+        inactive = revoked = 0
         for status in statuses:
             if status in _COUNTED:
                 counts[status] += 1
-        return cls(MappingProxyType(counts))
+            elif status is Status.INACTIVE:
+                inactive += 1
+            elif status is Status.REVOKED:
+                revoked += 1
+        return cls(MappingProxyType(counts), inactive, revoked)
 
     @classmethod
     def merged(cls, parts: Iterable[FleetCounts]) -> FleetCounts:
         """The fleet total over per-partition counts."""
         counts = dict.fromkeys(ACTIVE_STATUSES, 0)
+        inactive = revoked = 0
         for part in parts:
             for status, n in part.by_status.items():
                 counts[status] += n
-        return cls(MappingProxyType(counts))
+            inactive += part.inactive
+            revoked += part.revoked
+        return cls(MappingProxyType(counts), inactive, revoked)
 
 
 def convergence_percent(compliant: int, active: int) -> float | None:

@@ -71,3 +71,19 @@ def offline_deadline_ms(last_alive_ms: int, interval_s: int) -> int:
 def stale_deadline_ms(last_alive_ms: int, interval_s: int, stale_after: StaleAfter) -> int:
     """The first instant at which the envoy's last check-in is older than stale_after."""
     return last_alive_ms + stale_after.after_ms(interval_s) + 1
+
+
+def deactivate_deadline_ms(last_alive_ms: int, deactivate_after_ms: int | None) -> int | None:
+    """SPEC 10.3: the instant an envoy silent since `last_alive_ms` becomes `inactive`
+    (last alive + `lifecycle.deactivate_after`, the `at` of its change); None: never."""
+    if deactivate_after_ms is None:
+        return None
+    return last_alive_ms + deactivate_after_ms
+
+
+def purge_deadline_ms(since_ms: int, purge_after_ms: int | None) -> int | None:
+    """SPEC 10.3: the instant an envoy inactive (or revoked) since `since_ms` is purged
+    (forgotten; a revoked one shrinks to its revocation); None: never."""
+    if purge_after_ms is None:
+        return None
+    return since_ms + purge_after_ms

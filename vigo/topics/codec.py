@@ -79,11 +79,14 @@ def encode_fleet_convergence(
     compliant: int,
     percent: float | None,
     by_status: Mapping[str, int],
+    inactive: int = 0,
+    revoked: int = 0,
 ) -> bytes:
     """A ``vigo.fleet-convergence/1`` value; key it by ``fleet``.
 
     Every status is present in ``by_status`` (0 when absent from the input), so consumers
-    never have to tell "no envoys" from "not reported".
+    never have to tell "no envoys" from "not reported". ``inactive`` and ``revoked``
+    (SPEC 10.3) count envoys outside ``active``.
     """
     statuses = {status: by_status.get(status, 0) for status in FLEET_STATUSES}
     statuses.update(by_status)
@@ -95,6 +98,8 @@ def encode_fleet_convergence(
             "compliant": compliant,
             "percent": percent,
             "by_status": statuses,
+            "inactive": inactive,
+            "revoked": revoked,
         }
     )
 

@@ -15,8 +15,11 @@ class Status(StrEnum):
     RELAPSED = "relapsed"
     DRIFTED = "drifted"
     CONVERGED = "converged"
-    # Not a status of an active envoy: the target of a revocation status change.
+    # Not statuses of an active envoy: the target of a revocation status change, of the
+    # lifecycle sweep's deactivation, and the last change of a purged envoy (SPEC 10.3).
     REVOKED = "revoked"
+    INACTIVE = "inactive"
+    PURGED = "purged"
 
 
 class RunOutcome(StrEnum):
