@@ -87,13 +87,16 @@ def run_doc(envoy_id: str, fields: Mapping[str, Any]) -> dict[str, Any]:
     when absent. A field given, even a wrong one, is kept, so validation can name it."""
     if not isinstance(fields, Mapping):
         raise EventRefused("schema_violation", "event: the run must be a JSON object")
-    doc = dict(fields)
     now = now_rfc3339()
-    doc.setdefault("schema", RUN_V1)
-    doc.setdefault("envoy_id", envoy_id)
-    doc.setdefault("run_id", str(uuid.uuid4()))
-    finished_at = doc.setdefault("finished_at", now)
-    doc.setdefault("started_at", finished_at if isinstance(finished_at, str) else now)
+    finished_at = fields.get("finished_at", now)
+    doc: dict[str, Any] = {
+        "schema": RUN_V1,
+        "envoy_id": envoy_id,
+        "run_id": str(uuid.uuid4()),
+        "started_at": finished_at if isinstance(finished_at, str) else now,
+        "finished_at": finished_at,
+    }
+    doc.update(fields)
     return doc
 
 
