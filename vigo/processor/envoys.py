@@ -239,6 +239,7 @@ class EnvoyProcessor:
     def _dead_letter(self, dead: DeadLetter) -> None:
         if dead.reason not in ("not_enrolled", "revoked"):
             self._events[(dead.meta.topic, "deadletter")] += 1
+        self.metrics.deadletters.labels(reason=dead.reason).inc()
         # The key is bounded too: the dead letter must never exceed the broker limit itself.
         key = dead.key[:1024] if dead.key is not None else None
         self.outputs.send(self.deadletter_topic, key=key, value=encode_deadletter(dead))

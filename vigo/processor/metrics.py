@@ -4,12 +4,13 @@ name, counters ending in `_total`."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from vigo.projections.fleet import FleetCounts
+from vigo.topics.events import DeadLetterReason
 from vigo.topics.statuses import ACTIVE_STATUSES, RunOutcome, Status
 
 
@@ -70,6 +71,18 @@ class Metrics:
 
         self._add_delivery_metrics(r)
         self._add_run_metrics(r)
+        self._add_deadletter_metrics(r)
+
+    def _add_deadletter_metrics(self, r: CollectorRegistry) -> None:
+        """Dead letters by reason (SPEC 10.5), every reason exported from the start."""
+        self.deadletters = Counter(
+            "vigo_deadletters",
+            "Input records sent to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        for reason in get_args(DeadLetterReason):
+            self.deadletters.labels(reason=reason)
 
     def _add_run_metrics(self, r: CollectorRegistry) -> None:
         """Runs by outcome (SPEC 10.1), every outcome exported from the start."""

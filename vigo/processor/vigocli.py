@@ -18,6 +18,7 @@ from urllib.parse import quote, urlencode
 
 import click
 
+from vigo.processor.deadletters import deadletters
 from vigo.projections.status import parse_status_filter
 from vigo.topics.statuses import ACTIVE_STATUSES
 
@@ -284,6 +285,9 @@ def render_envoy(doc: Mapping[str, Any]) -> str:
     table = _table(("FINISHED", "OUTCOME", "RUN", "RESOURCES"), rows)
     lines.extend("  " + line for line in table.splitlines())
     return "\n".join(lines)
+
+
+cli.add_command(deadletters)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

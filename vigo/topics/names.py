@@ -51,5 +51,10 @@ class TopicNames:
         return f"{self.prefix}deadletter"
 
     @property
+    def deadletter_replays(self) -> str:
+        """Compacted: the dead letters `vigocli deadletters replay` republished (SPEC 10.5)."""
+        return f"{self.prefix}deadletter.replays"
+
+    @property
     def inputs(self) -> tuple[str, str, str]:
         return (self.enrollments, self.checkins, self.runs)
