@@ -1,0 +1,154 @@
+"""Groups by label (SPEC 10.2), the pure core: per-partition tallies moved by (old state,
+new state) pairs, merged over partitions and bounded by the cap."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vigo.projections.fleet import FleetCounts
+from vigo.projections.groups import (
+    NONE_VALUE,
+    OTHER_VALUE,
+    GroupTally,
+    bounded,
+    group_values,
+    merge_groups,
+    parse_label,
+    pinned_values,
+)
+from vigo.topics.statuses import Status
+
+GROUP_BY = ("env", "role")
+C = Status.CONVERGED
+
+
+def counts(**by_status: int) -> FleetCounts:
+    return FleetCounts.from_dict(by_status)
+
+
+def test_group_values_and_none() -> None:
+    assert group_values({"env": "prod", "x": "y"}, GROUP_BY) == ("prod", NONE_VALUE)
+    assert group_values({}, ()) == ()
+
+
+def test_parse_label_splits_at_the_first_equals_sign() -> None:
+    assert parse_label("env=prod") == ("env", "prod")
+    assert parse_label("env=a=b") == ("env", "a=b")
+    assert parse_label("env=") == ("env", "")
+    assert parse_label("env") is None
+    assert parse_label("=prod") is None
+    assert pinned_values(["env=prod", "env=dev", "role=web"]) == {
+        "env": frozenset({"prod", "dev"}),
+        "role": frozenset({"web"}),
+    }
+
+
+def test_a_relabelled_envoy_moves_between_groups_with_the_same_status() -> None:
+    tally = GroupTally(GROUP_BY)
+    tally.move(None, None, C, {"env": "prod"})
+    assert tally.counts["env"] == {"prod": counts(converged=1)}
+    assert tally.counts["role"] == {NONE_VALUE: counts(converged=1)}
+    version = tally.version
+    tally.move(C, {"env": "prod"}, C, {"env": "dev", "role": "web"})
+    assert tally.version == version + 1
+    # The empty value disappears.
+    assert tally.counts["env"] == {"dev": counts(converged=1)}
+    assert tally.counts["role"] == {"web": counts(converged=1)}
+    tally.move(C, {"env": "dev", "role": "web"}, C, {"env": "dev", "role": "web"})
+    assert tally.version == version + 1  # no change, no move
+    tally.move(C, {"env": "dev", "role": "web"}, Status.REVOKED, {"env": "dev", "role": "web"})
+    assert tally.counts == {"env": {}, "role": {}}
+
+
+def test_no_group_by_is_a_no_op() -> None:
+    tally = GroupTally(())
+    tally.move(None, None, C, {"env": "prod"})
+    assert tally.counts == {} and tally.version == 0
+
+
+def test_bounded_names_the_largest_values_ties_in_byte_order() -> None:
+    groups = {
+        "env": {
+            "b": counts(converged=2),
+            "a": counts(converged=2),
+            "c": counts(converged=3),
+            "é": counts(converged=2),
+            "d": counts(drifted=1),
+            NONE_VALUE: counts(offline=5),
+            OTHER_VALUE: counts(converged=1),
+        }
+    }
+    capped = bounded(groups, ["env", "role"], 2)
+    assert list(capped["env"]) == [OTHER_VALUE, NONE_VALUE, "c", "a"]  # most envoys first
+    assert capped["env"][OTHER_VALUE] == counts(converged=5, drifted=1)  # b, é, d, (other)
+    assert capped["role"] == {}
+    total = FleetCounts.merged(capped["env"].values())
+    assert total == FleetCounts.merged(groups["env"].values())
+    # A pinned value is named whatever its rank, and takes no slot.
+    pinned = bounded(groups, ["env"], 2, {"env": frozenset({"d", "zz"})})
+    assert set(pinned["env"]) == {NONE_VALUE, OTHER_VALUE, "a", "c", "d"}
+    assert pinned["env"][OTHER_VALUE] == counts(converged=5)
+
+
+def test_bounded_by_bytes() -> None:
+    groups = {"env": {v: counts(converged=10 - i) for i, v in enumerate(["a", "bb", "ccc"])}}
+    capped = bounded(groups, ["env"], 200, size=len, budget=3)
+    assert set(capped["env"]) == {"a", "bb", OTHER_VALUE}
+    assert capped["env"][OTHER_VALUE] == counts(converged=8)
+
+
+# -- properties ---------------------------------------------------------------------------
+
+LABEL_VALUES = st.sampled_from(["prod", "dev", "x\r\ny", "<b>", NONE_VALUE])
+LABELS = st.dictionaries(st.sampled_from(["env", "role", "other"]), LABEL_VALUES, max_size=3)
+STATUSES = st.sampled_from(list(Status))
+OPS = st.lists(
+    st.tuples(st.integers(0, 11), STATUSES, LABELS, st.booleans()), min_size=1, max_size=80
+)
+
+
+def recompute(
+    group_by: tuple[str, ...], envoys: Mapping[int, tuple[Status, dict[str, str]]]
+) -> dict[str, dict[str, FleetCounts]]:
+    return GroupTally.of_envoys(group_by, envoys.values()).counts
+
+
+@settings(max_examples=300, deadline=None)
+@given(OPS, st.sampled_from([("env",), ("env", "role"), ("role", "other", "env")]))
+def test_incremental_groups_equal_a_recomputation(
+    ops: list[tuple[int, Status, dict[str, str], bool]], group_by: tuple[str, ...]
+) -> None:
+    partitions = 3
+    tallies = [GroupTally(group_by) for _ in range(partitions)]
+    envoys: dict[int, tuple[Status, dict[str, str]]] = {}
+    for envoy, status, labels, keep_labels in ops:
+        old = envoys.get(envoy)
+        if old is not None and keep_labels:
+            labels = old[1]  # a status change alone
+        tally = tallies[envoy % partitions]
+        if old is None:
+            tally.move(None, None, status, labels)
+        else:
+            tally.move(old[0], old[1], status, labels)
+        envoys[envoy] = (status, labels)
+    fleet = FleetCounts.of_statuses(status for status, _ in envoys.values())
+    for p in range(partitions):
+        mine = {e: v for e, v in envoys.items() if e % partitions == p}
+        assert tallies[p].counts == recompute(group_by, mine)
+    merged = merge_groups(t.counts for t in tallies)
+    assert merged == {k: v for k, v in recompute(group_by, envoys).items()}
+    for key in group_by:
+        assert FleetCounts.merged(merged.get(key, {}).values()) == fleet
+        # The cap keeps the sum: what it does not name is in (other).
+        for cap in (0, 1, 2):
+            capped = bounded(merged, group_by, cap)[key]
+            assert FleetCounts.merged(capped.values()) == fleet
+            assert len(set(capped) - {NONE_VALUE, OTHER_VALUE}) <= cap
+            assert all(c != FleetCounts() for c in capped.values())
+    # Bounded per partition, then merged and bounded again: the sums still hold.
+    parts = [bounded(t.counts, group_by, 1) for t in tallies]
+    for values in bounded(merge_groups(parts), group_by, 1).values():
+        assert FleetCounts.merged(values.values()) == fleet
