@@ -250,7 +250,7 @@ class Settings(_Section):
     checkin: CheckinConfig = Field(default_factory=CheckinConfig)
     enrollment: EnrollmentConfig = Field(default_factory=EnrollmentConfig)
     runs: RunsConfig = Field(default_factory=RunsConfig)
-    fleet: FleetConfig = Field(default_factory=FleetConfig)
+    fleet: FleetConfig = Field(default_factory=FleetConfig)  # type: ignore[arg-type]
     smtp: SmtpConfig = Field(default_factory=SmtpConfig)  # type: ignore[arg-type]
     web: WebConfig = Field(default_factory=WebConfig)  # type: ignore[arg-type]
     processor: ProcessorConfig = Field(default_factory=ProcessorConfig)  # type: ignore[arg-type]

@@ -58,6 +58,14 @@ def parse_label(text: str) -> tuple[str, str] | None:
     return key, value
 
 
+def in_group(labels: Mapping[str, str], key: str, value: str) -> bool:
+    """Whether an envoy with `labels` is in the group `key=value`: `(none)` is the group of
+    envoys without the label."""
+    if value == NONE_VALUE:
+        return key not in labels
+    return labels.get(key) == value
+
+
 @dataclass
 class GroupTally:
     """One partition's exact group numbers, moved in place (the envoy agent's hot path
