@@ -4,6 +4,7 @@ from either worker), re-enrollments with new labels, the cap, and the group metr
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
@@ -12,6 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness import Worker, enrollment, produce
+from tests.test_vigocli import one_line, table_ids, vigocli
 from tests.webharness import (
     http_get,
     poll,
@@ -20,6 +22,7 @@ from tests.webharness import (
     running_workers,
     threshold_config,
 )
+from vigo.alerts.mail import body_text
 from vigo.topics.names import TopicNames
 
 #: Label values are data: quotes, a backslash, CR/LF, markup and non-ASCII.
@@ -164,6 +167,56 @@ def test_envoy_list_filtered_by_label_pages_from_either_worker(fleet: list[Worke
         assert listing(worker, label="role=gone", status="revoked") == ["gone-1"]
         reply = http_get(worker.url + "/api/envoys?label=role")
         assert reply.status == 400 and "KEY=VALUE" in reply.json()["error"]
+
+
+def test_vigocli_doctor_by_label_and_by_key(fleet: list[Worker]) -> None:
+    url = fleet[1].url
+    conv = vigocli("doctor", "--label", "role=conv", url=url)
+    assert conv.returncode == 0, conv  # 100 % against its own 80 %
+    assert "Group              role=conv" in conv.stdout
+    assert "Threshold          80%  ok" in conv.stdout
+    assert "Convergence        100.00%  (3 of 3 active envoys compliant)" in conv.stdout
+    fail = vigocli("doctor", "--label", "role=fail", url=url)
+    assert fail.returncode == 1 and "Threshold          30%  BREACHED" in fail.stdout
+    drift = vigocli("doctor", "--label", "role=drift", url=url)
+    assert drift.returncode == 1 and "Threshold          50%" in drift.stdout  # the fleet's
+    as_json = vigocli("doctor", "--label", "env=(none)", "--json", url=url)
+    assert json.loads(as_json.stdout)["active"] == 12
+
+    unknown = vigocli("doctor", "--label", "role=nobody", url=url)
+    assert unknown.returncode == 1 and "no envoys in group" in one_line(unknown.stderr)
+    not_a_key = vigocli("doctor", "--label", "site=x", url=url)
+    assert not_a_key.returncode == 2 and "fleet.group_by" in one_line(not_a_key.stderr)
+    bad = vigocli("doctor", "--label", "role", url=url)
+    assert bad.returncode == 2 and "KEY=VALUE" in bad.stderr
+
+    by_role = vigocli("doctor", "--by", "role", url=url)
+    assert by_role.returncode == 1, by_role  # the fleet: 4 of 13 against 50 %
+    lines = by_role.stdout.splitlines()
+    assert lines[0].startswith("Fleet convergence")
+    start = lines.index("By role") + 2
+    rows = [line.split() for line in lines[start:]]
+    percents = [float(r[1].rstrip("%")) for r in rows if r[1] != "n/a"]
+    assert percents == sorted(percents), "worst first"
+    assert [r[0] for r in rows if r[0] in ("conv", "fail")] == ["fail", "conv"]
+    by_env = vigocli("doctor", "--by", "env", url=url)
+    assert "\r" not in by_env.stdout and "<script>" in by_env.stdout
+    assert body_text(HOSTILE) in by_env.stdout  # escaped, on one line
+    no_key = vigocli("doctor", "--by", "site", url=url)
+    assert no_key.returncode == 2 and "role, env" in one_line(no_key.stderr)
+
+
+def test_vigocli_envoys_list_by_label(fleet: list[Worker]) -> None:
+    url = fleet[0].url
+    done = vigocli("envoys", "list", "--label", "role=conv", url=url)
+    assert done.returncode == 0, done
+    assert table_ids(done.stdout) == ["conv-1", "conv-2", "conv-3"]
+    hostile = vigocli("envoys", "list", "--label", "env=" + HOSTILE, "--json", url=url)
+    assert [e["envoy_id"] for e in json.loads(hostile.stdout)["envoys"]] == ["hostile-1"]
+    table = vigocli("envoys", "list", "--label", "env=" + HOSTILE, url=url)
+    assert table_ids(table.stdout) == ["hostile-1"] and "\r" not in table.stdout
+    none = vigocli("envoys", "list", "--label", "role=conv", "--status", "failed", url=url)
+    assert none.stdout.strip() == "no envoys with status failed in role=conv"
 
 
 def metric_samples(worker: Worker) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
