@@ -19,7 +19,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.harness import REPO, Worker, enrollment, produce, run_event
-from tests.test_dashboard import CHROMIUM, Dom, rendered
+from tests.test_dashboard import CHROMIUM, Dom, dump_dom, rendered
 from tests.webharness import (
     http_get,
     poll,
@@ -67,18 +67,6 @@ class GroupRows(HTMLParser):
         if tag == "a" and self._row is not None:
             self.rows.append((*self._row, a.get("href") or ""))
             self._row = None
-
-
-def dump_dom(url: str) -> str:
-    assert CHROMIUM is not None
-    with tempfile.TemporaryDirectory(prefix="vigo-chromium-") as profile:
-        done = subprocess.run(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             f"--user-data-dir={profile}", "--virtual-time-budget=8000", "--dump-dom", url],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
 
 
 def screenshot(url: str, path: Path) -> None:
