@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.eventgen import T0, enrolled, input_events
+from vigo.projections.envoy import EnvoyState, Position, Rules, apply_event, sweep_envoy
 from vigo.projections.fleet import FleetCounts
 from vigo.projections.groups import (
     NONE_VALUE,
@@ -19,7 +21,11 @@ from vigo.projections.groups import (
     parse_label,
     pinned_values,
 )
+from vigo.topics.events import Checkin, Enrollment, Run
 from vigo.topics.statuses import Status
+
+RULES = Rules(default_interval_s=60)
+InputEvent = (Checkin, Enrollment, Run)
 
 GROUP_BY = ("env", "role")
 C = Status.CONVERGED
@@ -152,3 +158,53 @@ def test_incremental_groups_equal_a_recomputation(
     parts = [bounded(t.counts, group_by, 1) for t in tallies]
     for values in bounded(merge_groups(parts), group_by, 1).values():
         assert FleetCounts.merged(values.values()) == fleet
+
+
+# -- through the rules: every input event, re-enrollments with new labels, sweeps -----------
+
+ENVOYS = ["a", "b", "c", "d"]
+
+
+@st.composite
+def fleet_events(draw: st.DrawFn) -> tuple[str, object]:
+    envoy = draw(st.sampled_from(ENVOYS))
+    kind = draw(st.sampled_from(["event", "event", "relabel", "sweep"]))
+    if kind == "relabel":
+        return envoy, enrolled(envoy, None, **draw(LABELS))
+    if kind == "sweep":
+        return envoy, draw(st.integers(0, 3_600_000))
+    return envoy, draw(input_events(envoy))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(fleet_events(), min_size=1, max_size=60))
+def test_groups_moved_by_state_pairs_equal_the_final_states(
+    steps: list[tuple[str, object]],
+) -> None:
+    """The envoy agent's rule: every applied event and sweep moves the tally by the
+    envoy's (old state, new state). The result equals a recomputation from the final
+    states, and each key's values sum to the fleet numbers."""
+    group_by = ("env", "role")
+    tally = GroupTally(group_by)
+    states: dict[str, EnvoyState] = {}
+    now = T0
+    for i, (envoy, step) in enumerate(steps):
+        old = states.get(envoy)
+        if isinstance(step, int):
+            now += step
+            if old is None:
+                continue
+            new = sweep_envoy(old, now, RULES).state
+        else:
+            assert isinstance(step, InputEvent)
+            new_state = apply_event(old, step, now + i, RULES, Position(0, i)).state
+            if new_state is None:
+                continue
+            new = new_state
+        tally.move_state(old, new)
+        states[envoy] = new
+    final = GroupTally.of_envoys(group_by, ((s.status, s.labels) for s in states.values()))
+    assert tally.counts == final.counts
+    fleet = FleetCounts.of_statuses(s.status for s in states.values())
+    for key in group_by:
+        assert FleetCounts.merged(tally.counts[key].values()) == fleet

@@ -248,15 +248,9 @@ class EnvoyProcessor:
     def _move_groups(self, partition: int, old: EnvoyState | None, new: EnvoyState) -> None:
         """Groups move with the (old, new) state pair, not with status changes alone: a
         re-enrollment with new labels moves an envoy between groups, status unchanged."""
-        if old is not None and old.status == new.status and old.labels == new.labels:
-            return
         tally = self.groups.get(partition)
-        if tally is None:
-            return
-        if old is None:
-            tally.move(None, None, new.status, new.labels)
-        else:
-            tally.move(old.status, old.labels, new.status, new.labels)
+        if tally is not None:
+            tally.move_state(old, new)
 
     # -- liveness ------------------------------------------------------------------------
 

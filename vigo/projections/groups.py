@@ -19,7 +19,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
 from vigo.projections.fleet import FleetCounts
 from vigo.topics.statuses import Status
@@ -34,6 +34,15 @@ DEFAULT_MAX_GROUP_VALUES: Final = 200
 Groups = Mapping[str, Mapping[str, FleetCounts]]
 
 _EMPTY: Final = FleetCounts()
+
+
+class EnvoyLike(Protocol):
+    """What groups need of an envoy's state (`EnvoyState`)."""
+
+    @property
+    def status(self) -> Status: ...
+    @property
+    def labels(self) -> Mapping[str, str]: ...
 
 
 def group_values(labels: Mapping[str, str], group_by: Sequence[str]) -> tuple[str, ...]:
@@ -89,6 +98,14 @@ class GroupTally:
         for status, labels in envoys:
             tally.move(None, None, status, labels)
         return tally
+
+    def move_state(self, old: EnvoyLike | None, new: EnvoyLike) -> None:
+        """One envoy from its old state (None before its first event) to its new one:
+        the (old, new) pair, so a change of labels alone moves it too."""
+        if old is None:
+            self.move(None, None, new.status, new.labels)
+        elif old.status != new.status or old.labels != new.labels:
+            self.move(old.status, old.labels, new.status, new.labels)
 
     def move(
         self,
