@@ -9,9 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.eventgen import T0, enrolled, input_events
+from vigo.processor.fleet import GroupSettings
+from vigo.processor.records import decode_fleet_partial, encode_fleet_partial
 from vigo.projections.envoy import EnvoyState, Position, Rules, apply_event, sweep_envoy
 from vigo.projections.fleet import FleetCounts
 from vigo.projections.groups import (
+    DEFAULT_MAX_GROUP_VALUES,
     NONE_VALUE,
     OTHER_VALUE,
     GroupTally,
@@ -22,7 +25,7 @@ from vigo.projections.groups import (
     pinned_values,
 )
 from vigo.topics.events import Checkin, Enrollment, Run
-from vigo.topics.statuses import Status
+from vigo.topics.statuses import ACTIVE_STATUSES, Status
 
 RULES = Rules(default_interval_s=60)
 InputEvent = (Checkin, Enrollment, Run)
@@ -208,3 +211,32 @@ def test_groups_moved_by_state_pairs_equal_the_final_states(
     fleet = FleetCounts.of_statuses(s.status for s in states.values())
     for key in group_by:
         assert FleetCounts.merged(tally.counts[key].values()) == fleet
+
+
+def test_partials_stay_bounded_whatever_the_label_values() -> None:
+    """A partition with 50,000 envoys each with its own worst-case value (255 bytes of
+    control characters, 6 bytes each in JSON) on 4 keys: its partial names at most
+    `max_group_values` values per key and stays far below the broker's 1 MiB, the rest
+    counted under (other); the counts still sum to the partition's."""
+    group_by = ("a", "b", "c", "d")
+    settings_ = GroupSettings(group_by, DEFAULT_MAX_GROUP_VALUES, {"a=pinned": 90})
+    statuses = list(ACTIVE_STATUSES)
+    envoys = [
+        (statuses[i % 8], dict.fromkeys(group_by, f"{i:08d}" + "\x01" * 247)) for i in range(50_000)
+    ]
+    tally = GroupTally.of_envoys(group_by, [*envoys, (C, {"a": "pinned"})])
+    counts = FleetCounts.of_statuses([*(statuses[i % 8] for i in range(50_000)), C])
+    groups = settings_.bound(tally.counts)
+    partial = encode_fleet_partial(0, counts, T0, groups)
+    assert len(partial) < 900 * 1024
+    for key in group_by:
+        named = set(groups[key]) - {OTHER_VALUE, NONE_VALUE, "pinned"}
+        assert 0 < len(named) <= DEFAULT_MAX_GROUP_VALUES
+        assert FleetCounts.merged(groups[key].values()) == counts
+    assert groups["a"]["pinned"] == counts_of(C)
+    decoded = decode_fleet_partial(partial)
+    assert decoded is not None and decoded[1].groups == groups
+
+
+def counts_of(status: Status) -> FleetCounts:
+    return FleetCounts.of_statuses([status])

@@ -93,10 +93,19 @@ class GroupTally:
     def of_envoys(
         cls, group_by: Sequence[str], envoys: Iterable[tuple[Status, Mapping[str, str]]]
     ) -> GroupTally:
-        """Recomputed from (status, labels) of every envoy of the partition."""
+        """Recomputed from (status, labels) of every envoy of the partition: statuses
+        collected per group first, each group counted once (a partition is rebuilt on
+        assignment, from all of its envoys)."""
         tally = cls(tuple(group_by))
+        if not group_by:
+            return tally
+        collected: dict[str, dict[str, list[Status]]] = {key: {} for key in group_by}
         for status, labels in envoys:
-            tally.move(None, None, status, labels)
+            for key in group_by:
+                collected[key].setdefault(labels.get(key, NONE_VALUE), []).append(status)
+        for key, values in collected.items():
+            for value, statuses in values.items():
+                _put(tally.counts[key], value, FleetCounts.of_statuses(statuses))
         return tally
 
     def move_state(self, old: EnvoyLike | None, new: EnvoyLike) -> None:
