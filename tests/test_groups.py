@@ -3,13 +3,17 @@ new state) pairs, merged over partitions and bounded by the cap."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
+from types import SimpleNamespace
+from typing import Any, cast
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.eventgen import T0, enrolled, input_events
-from vigo.processor.fleet import GroupSettings
+from vigo.processor.fleet import FleetProjection, GroupSettings
 from vigo.processor.records import decode_fleet_partial, encode_fleet_partial
 from vigo.projections.envoy import EnvoyState, Position, Rules, apply_event, sweep_envoy
 from vigo.projections.fleet import FleetCounts
@@ -240,3 +244,63 @@ def test_partials_stay_bounded_whatever_the_label_values() -> None:
 
 def counts_of(status: Status) -> FleetCounts:
     return FleetCounts.of_statuses([status])
+
+
+class _FakeEnvoys:
+    """What `FleetProjection` reads of the envoy agent, for one partition."""
+
+    def __init__(self, tally: GroupTally | None) -> None:
+        self.tally = tally
+        self.catch_up = self
+
+    def active_partitions(self) -> set[int]:
+        return {0}
+
+    def partition_caught_up(self, partition: int) -> bool:
+        return True
+
+    def counts_for(self, partition: int) -> FleetCounts:
+        return FleetCounts.of_statuses([C])
+
+    def group_tally(self, partition: int) -> GroupTally | None:
+        return self.tally
+
+
+class _FakeTopic:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    async def send(self, key: bytes, value: bytes) -> None:
+        self.sent.append(value)
+
+
+@pytest.mark.parametrize("group_by", [(), ("env",)])
+def test_an_unchanged_partial_is_not_sent_again_within_half_an_interval(
+    group_by: tuple[str, ...],
+) -> None:
+    """With or without groups, a partition whose numbers did not move is re-sent only
+    twice an interval; a move of its groups sends it at once."""
+    tally = GroupTally.of_envoys(group_by, [(C, {"env": "prod"})]) if group_by else None
+    topic = _FakeTopic()
+    now = [1000.0]
+    projection = FleetProjection(
+        app=cast(Any, SimpleNamespace(rebalancing=False, in_recovery=False)),
+        envoys=cast(Any, _FakeEnvoys(tally)),
+        partials_topic=cast(Any, topic),
+        interval_s=300,
+        clock=lambda: now[0],
+        groups=GroupSettings(group_by),
+    )
+    for _ in range(5):
+        asyncio.run(projection.publish_partials())
+        now[0] += 1
+    assert len(topic.sent) == 1
+    if tally is not None:
+        tally.move(C, {"env": "prod"}, C, {"env": "dev"})
+        asyncio.run(projection.publish_partials())
+        assert len(topic.sent) == 2
+        decoded = decode_fleet_partial(topic.sent[-1])
+        assert decoded is not None and set(decoded[1].groups["env"]) == {"dev"}
+    now[0] += 150
+    asyncio.run(projection.publish_partials())
+    assert len(topic.sent) == (3 if tally is not None else 2)

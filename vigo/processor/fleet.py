@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Final
 
 import faust
@@ -55,6 +56,11 @@ from vigo.topics.timestamps import iso_from_ms
 #: well under the broker's 1 MiB message limit whatever the label values hold.
 GROUP_BYTES_PER_KEY: Final = 160 * 1024
 _COUNTS_ALLOWANCE: Final = 100
+
+
+#: A partition's groups without `fleet.group_by`: one object, so an unchanged partial is
+#: recognised (`publish_partials` compares the groups it sent by identity).
+NO_GROUPS: Final[Groups] = MappingProxyType({})
 
 
 def _group_value_size(value: str) -> int:
@@ -125,7 +131,7 @@ class FleetProjection:
         when an envoy moved."""
         tally = self.envoys.group_tally(partition)
         if tally is None:
-            return {}
+            return NO_GROUPS
         cached = self._bounded.get(partition)
         if cached is not None and cached[0] is tally and cached[1] == tally.version:
             return cached[2]
