@@ -102,7 +102,8 @@ def group_compliance_doc(
         return 400, {"error": f"{key!r} is not a key of fleet.group_by ({keys})", "label": label}
     counts = snapshot.groups.get(key, {}).get(value)
     if counts is None:
-        return 404, {"error": f"no envoys in group {label!r}", "label": label}
+        error = f"no envoys in group {label!r} (or beyond fleet.max_group_values: in (other))"
+        return 404, {"error": error, "label": label}
     doc = {
         "at": iso_from_ms(snapshot.at_ms),
         "label": label,
