@@ -320,3 +320,63 @@ def test_any_text_is_one_header_line(text: str) -> None:
         "mime-version",
     }
     assert len(body_text(text).splitlines()) <= 1
+
+
+# -- groups (SPEC 10.2) ----------------------------------------------------------------------
+
+
+def test_group_threshold_alert_ids() -> None:
+    alert = threshold_alert(3, counts(converged=8, drifted=2), 95.0, T0, ("env", "prod"))
+    assert alert.alert_id == "convergence.threshold/env=prod/3"
+    assert alert.subject == "env=prod"
+    assert alert.details["group"] == {"key": "env", "value": "prod"}
+    assert MSG_ID.fullmatch(message_id(alert.alert_id, "vigo"))
+    assert message_id(alert.alert_id, "vigo") == "<convergence.threshold/env=prod/3@vigo>"
+    # Values unsafe in a Message-ID are hashed; distinct groups stay distinct.
+    ids = {
+        threshold_alert(1, counts(converged=1), 95.0, T0, ("env", value)).alert_id
+        for value in ("(none)", "a b", "a\r\nb", "é", "a=b", "a/b", "x" * 65)
+    }
+    assert len(ids) == 7
+    for alert_id in ids:
+        assert alert_id.startswith("convergence.threshold/=") and alert_id.endswith("/1")
+        assert MSG_ID.fullmatch(message_id(alert_id, "vigo"))
+        assert message_id(alert_id, "vigo") == f"<{alert_id}@vigo>"
+    # The fleet's id is unchanged.
+    assert threshold_alert(1, counts(converged=1), 95.0, T0).alert_id == "convergence.threshold/1"
+
+
+def test_group_threshold_mail_names_the_group() -> None:
+    alert = threshold_alert(1, counts(converged=8, drifted=2), 95.0, T0, ("env", "prod"))
+    msg = reparse(render(alert, MAIL))
+    assert msg["Subject"] == "[Vigo] Convergence of env=prod 80% is below the 95% threshold"
+    assert msg["Message-ID"] == "<convergence.threshold/env=prod/1@vigo>"
+    text = msg.get_content()
+    assert "Group:        env=prod" in text
+    assert "https://vigo.example.org/compliance?label=env%3Dprod" in text
+    assert "status=drifted&label=env%3Dprod" in text
+    assert "vigocli envoys list --status drifted --label env=prod" in text
+
+
+HOSTILE_VALUES = [*INJECTIONS, '<script>alert("x")</script>', 'it\'s "quoted"', "prød ✓ 日本"]
+
+
+@pytest.mark.parametrize("evil", HOSTILE_VALUES)
+def test_group_values_cannot_inject_headers(evil: str) -> None:
+    alert = threshold_alert(1, counts(converged=1, failed=1), 95.0, T0, ("env", evil))
+    msg = render(alert, MAIL)
+    head = msg.as_bytes().split(b"\r\n\r\n", 1)[0]
+    assert not re.search(rb"(?mi)^bcc:", head)
+    parsed = reparse(msg)
+    assert {k.lower() for k in parsed} == EXPECTED_HEADERS
+    assert parsed["Bcc"] is None
+    assert MSG_ID.fullmatch(parsed["Message-ID"])
+    subject = str(parsed["Subject"]).strip()  # a long subject is folded: one header still
+    assert subject.startswith("[Vigo] Convergence of env=")
+    lines = parsed.get_content().replace("\r\n", "\n").split("\n")
+    body = "\n".join(lines)
+    assert "forged body" not in lines
+    assert all(line.isprintable() for line in lines)  # breaks are shown escaped
+    if evil.isprintable():
+        assert evil in subject
+        assert f"Group:        env={evil}" in body

@@ -120,6 +120,7 @@ def test_environment_only_sets_event_keys_maps_and_lists(tmp_path: Path) -> None
         tmp_path,
         VIGO_SMTP__EVENTS__CONVERGENCE_THRESHOLD__THRESHOLD="95",
         VIGO_SMTP__EVENTS__CONVERGENCE_THRESHOLD__GROUPS='{"env=prod": 97}',
+        VIGO_FLEET__GROUP_BY='["env"]',
         VIGO_SMTP__TO='["ops@example.com", "oncall@example.com"]',
         VIGO_KAFKA__PARTITIONS="16",
         VIGO_SMTP__STARTTLS="true",
@@ -301,15 +302,48 @@ def test_runs_intentional_changes_from_file_environment_and_default(tmp_path: Pa
     assert both.runs.intentional_changes is True
 
 
-def test_groups_are_validated_and_flagged_as_not_applied_yet() -> None:
-    settings = load_settings(
-        environ={"VIGO_SMTP__EVENTS__CONVERGENCE_THRESHOLD__GROUPS": '{"env=prod": 95}'}
+def test_groups_from_file_environment_and_both(tmp_path: Path) -> None:
+    """SPEC 10.2: `fleet.group_by`, `fleet.max_group_values` and per-group thresholds."""
+    default = load_settings(environ={})
+    assert (default.fleet.group_by, default.fleet.max_group_values) == ([], 200)
+    assert default.group_thresholds == {}
+    assert unapplied_warnings(default) == []
+    config = {
+        "fleet": {"group_by": ["env", "role"], "max_group_values": 50},
+        "smtp": {"events": {"convergence.threshold": {"groups": {"env=prod": 95}}}},
+    }
+    path = write_config(tmp_path, config)
+    from_file = load_settings(path, environ={})
+    assert from_file.fleet.group_by == ["env", "role"]
+    assert from_file.fleet.max_group_values == 50
+    assert from_file.group_thresholds == {"env=prod": 95}
+    assert from_file.threshold == 90  # the fleet threshold is untouched
+    assert unapplied_warnings(from_file) == []
+    from_env = load_settings(
+        environ={
+            "VIGO_FLEET__GROUP_BY": '["env","role"]',
+            "VIGO_FLEET__MAX_GROUP_VALUES": "50",
+            "VIGO_SMTP__EVENTS__CONVERGENCE_THRESHOLD__GROUPS": '{"env=prod": 95}',
+        }
     )
-    assert settings.smtp.events.convergence_threshold is not None
-    assert settings.smtp.events.convergence_threshold.groups == {"env=prod": 95}
-    assert settings.threshold == 90  # the fleet threshold is untouched
-    assert len(unapplied_warnings(settings)) == 1
-    assert unapplied_warnings(load_settings(environ={})) == []
+    assert (from_env.fleet, from_env.group_thresholds) == (from_file.fleet, {"env=prod": 95})
+    both = load_settings(
+        path,
+        environ={
+            "VIGO_FLEET__GROUP_BY": '["role"]',
+            "VIGO_SMTP__EVENTS__CONVERGENCE_THRESHOLD__GROUPS": '{"role=web=1": 80}',
+        },
+    )
+    assert (both.fleet.group_by, both.fleet.max_group_values) == (["role"], 50)
+    assert both.group_thresholds == {"role=web=1": 80}  # the value is "web=1"
+    doc = printed(
+        tmp_path,
+        config,
+        VIGO_FLEET__GROUP_BY='["env","role"]',
+        VIGO_SMTP__EVENTS__CONVERGENCE_THRESHOLD__GROUPS='{"role=db": 70}',
+    )
+    assert doc["fleet"] == {"group_by": ["env", "role"], "max_group_values": 50}
+    assert doc["smtp"]["events"]["convergence.threshold"]["groups"] == {"role=db": 70}
 
 
 # -- bad values: one line naming the key ------------------------------------------------------
@@ -346,6 +380,32 @@ BAD_VALUES: list[tuple[str, dict[str, Any] | None, dict[str, str]]] = [
         None,
         {"VIGO_SMTP__EVENTS__CONVERGENCE_THRESHOLD__GROUPS": '{"prod": 95}'},
     ),
+    (
+        "smtp.events.convergence.threshold.groups.env=prod",
+        {"fleet": {"group_by": ["env"]}},
+        {"VIGO_SMTP__EVENTS__CONVERGENCE_THRESHOLD__GROUPS": '{"env=prod": 101}'},
+    ),
+    (
+        "smtp.events.convergence.threshold.groups",
+        None,
+        {"VIGO_SMTP__EVENTS__CONVERGENCE_THRESHOLD__GROUPS": '{"env=prod": 95}'},
+    ),
+    (
+        "smtp.events.convergence.threshold.groups",
+        {
+            "fleet": {"group_by": ["role"]},
+            "smtp": {"events": {"convergence.threshold": {"groups": {"env=prod": 95}}}},
+        },
+        {},
+    ),
+    ("fleet.group_by", None, {"VIGO_FLEET__GROUP_BY": "env"}),
+    ("fleet.group_by", None, {"VIGO_FLEET__GROUP_BY": '["a","b","c","d","e"]'}),
+    ("fleet.group_by", {"fleet": {"group_by": ["env", "env"]}}, {}),
+    ("fleet.group_by", {"fleet": {"group_by": ["env=prod"]}}, {}),
+    ("fleet.group_by.0", {"fleet": {"group_by": [3]}}, {}),
+    ("fleet.max_group_values", None, {"VIGO_FLEET__MAX_GROUP_VALUES": "0"}),
+    ("fleet.max_group_values", {"fleet": {"max_group_values": "many"}}, {}),
+    ("fleet.group_byy", {"fleet": {"group_byy": ["env"]}}, {}),
     ("smtp.events", {"smtp": {"events": {"mail.storm": {}}}}, {}),
     ("smtp.events.mail_storm", None, {"VIGO_SMTP__EVENTS__MAIL_STORM__X": "1"}),
     ("smtp.password_file", {"smtp": {"password_file": "/nonexistent/pw"}}, {}),

@@ -72,6 +72,11 @@ class Dom(HTMLParser):
 
 def rendered(url: str) -> Dom:
     """The DOM once the page's fetches completed (virtual time runs them to the end)."""
+    return Dom(dump_dom(url))
+
+
+def dump_dom(url: str) -> str:
+    """The page's serialized DOM after its scripts ran."""
     assert CHROMIUM is not None
     with tempfile.TemporaryDirectory(prefix="vigo-chromium-") as profile:
         done = subprocess.run(
@@ -91,7 +96,7 @@ def rendered(url: str) -> Dom:
             timeout=120,
         )
     assert done.returncode == 0, done.stderr[-2000:]
-    return Dom(done.stdout)
+    return done.stdout
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ from tests.webharness import (
     threshold_config,
 )
 from vigo.processor.metrics import Metrics
+from vigo.projections.fleet import FleetCounts
 from vigo.topics.names import TopicNames
 from vigo.topics.statuses import RunOutcome
 
@@ -195,3 +196,35 @@ def test_runs_counter_exports_every_outcome_from_the_start() -> None:
     for outcome in ("clean", "changed", "intentional", "partial", "failed"):
         assert samples[key("vigo_runs_total", outcome=outcome)] == 0.0
     assert {o.value for o in RunOutcome} == {"clean", "changed", "intentional", "partial", "failed"}
+
+
+def test_group_gauges_take_any_label_value_and_drop_vanished_values() -> None:
+    """SPEC 10.2, no broker: `vigo_group_*{key,value}` with hostile values (quotes, a
+    backslash, CR/LF, markup, non-ASCII) parse back exactly and pass promtool; a value
+    that disappears from the groups loses its series."""
+    hostile = 'x"\\\r\n<script>alert(1)</script> é'
+    metrics = Metrics()
+    one = FleetCounts.from_dict({"converged": 1, "failed": 1})
+    metrics.set_groups({"env": {hostile: one, "prod": one}, "role": {"(none)": FleetCounts()}})
+    text = generate_latest(metrics.registry).decode()
+    samples = {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[key("vigo_group_convergence_ratio", key="env", value=hostile)] == 0.5
+    assert samples[key("vigo_group_envoys", key="env", value=hostile, status="failed")] == 1
+    assert math.isnan(samples[key("vigo_group_convergence_ratio", key="role", value="(none)")])
+    promtool = shutil.which("promtool")
+    if promtool is not None:
+        checked = subprocess.run(
+            [promtool, "check", "metrics"], input=text, capture_output=True, text=True
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+    metrics.set_groups({"env": {"prod": one}, "role": {}})
+    text = generate_latest(metrics.registry).decode()
+    assert hostile.split("\r")[0] not in text and "(none)" not in text
+    assert 'vigo_group_envoys{key="env",status="converged",value="prod"} 1.0' in text
+    # Only the fleet owner exports them.
+    metrics.fleet_owner = lambda: False
+    assert "vigo_group_" not in generate_latest(metrics.registry).decode()

@@ -20,6 +20,7 @@ from vigo.processor.records import (
     ENVOY_FORMAT,
     FLEET_PARTS_FORMAT,
     FLEET_STATE_FORMAT,
+    FleetPart,
     StoredEnvoy,
     decode_alert_sent,
     decode_envoy_head,
@@ -32,6 +33,7 @@ from vigo.processor.records import (
     encode_fleet_parts,
     encode_fleet_state,
     encode_stored_envoy,
+    head_labels,
 )
 from vigo.projections.envoy import (
     EnvoyState,
@@ -169,6 +171,8 @@ def test_format_3_round_trips_any_state_and_its_head_agrees(
     assert decode_stored_envoy(data) == StoredEnvoy(partition, state)
     head = decode_envoy_head(data)
     assert (head.format, head.partition, head.status) == (ENVOY_FORMAT, partition, state.status)
+    # The labels read from the head alone, for the group indexes (SPEC 10.2).
+    assert head_labels(head) == state.labels
     # The head alone schedules the envoy exactly as its whole state does.
     for rules in (RULES, Rules(default_interval_s=900), LIFECYCLE):
         assert next_deadline_ms(head.liveness(), rules) == next_deadline_ms(state, rules)
@@ -191,6 +195,7 @@ def test_format_2_records_of_the_last_release_still_decode(
     assert decode_stored_envoy(old) == StoredEnvoy(partition, replace(state, config_version=None))
     head = decode_envoy_head(old)
     assert (head.partition, head.status) == (partition, state.status)
+    assert head_labels(head) == state.labels
     assert next_deadline_ms(head.liveness(), RULES) == next_deadline_ms(state, RULES)
     assert decode_stored_envoy(encode_stored_envoy(record)) == record
 
@@ -278,14 +283,18 @@ def test_envoy_record_round_trips_and_restored_state_continues_identically(
 def test_fleet_parts_round_trip_and_read_the_first_release(numbers: list[int]) -> None:
     by_status = dict(zip(FLEET_STATUSES, numbers, strict=False))
     counts = FleetCounts.from_dict(by_status, inactive=numbers[8], revoked=numbers[9])
-    assert decode_fleet_parts(encode_fleet_parts(counts)) == counts
+    assert decode_fleet_parts(encode_fleet_parts(counts)) == FleetPart(counts)
     assert orjson.loads(encode_fleet_parts(counts))["f"] == FLEET_PARTS_FORMAT
-    # The first release stored the bare map, the next one no lifecycle counts (SPEC
-    # 10.3); a restored changelog still reads, with 0 of those.
+    # The first release stored the bare map, the next ones no lifecycle counts (SPEC
+    # 10.3) and no groups; a restored changelog still reads, with 0 of those.
     active_only = FleetCounts.from_dict(by_status)
-    assert decode_fleet_parts(orjson.dumps(counts.as_dict())) == active_only
+    assert decode_fleet_parts(orjson.dumps(counts.as_dict())) == FleetPart(active_only)
     before = orjson.dumps({"f": FLEET_PARTS_FORMAT, "by_status": counts.as_dict()})
-    assert decode_fleet_parts(before) == active_only
+    assert decode_fleet_parts(before) == FleetPart(active_only)
+    groups = {"env": {"prod": counts, '\r\n<x>"é': counts}, "role": {}}
+    assert decode_fleet_parts(encode_fleet_parts(FleetPart(counts, groups))) == FleetPart(
+        counts, groups
+    )
 
 
 @given(st.booleans(), st.integers(0, 10**6))
@@ -317,13 +326,30 @@ def test_alert_sent_round_trips(record_ms: int) -> None:
 
 def test_fleet_partial_round_trips_and_refuses_what_is_not_one() -> None:
     counts = FleetCounts.from_dict({"converged": 3, "offline": 1}, inactive=2, revoked=7)
-    assert decode_fleet_partial(encode_fleet_partial(5, counts, 1)) == (5, counts)
+    assert decode_fleet_partial(encode_fleet_partial(5, counts, 1)) == (5, FleetPart(counts))
     # A partial of the release before SPEC 10.3 (no lifecycle counts) still reads.
     old = {"schema": "vigo.fleet-partial/1", "partition": 5, "by_status": counts.as_dict()}
-    assert decode_fleet_partial(orjson.dumps(old)) == (5, FleetCounts.from_dict(counts.as_dict()))
+    assert decode_fleet_partial(orjson.dumps(old)) == (
+        5,
+        FleetPart(FleetCounts.from_dict(counts.as_dict())),
+    )
     assert decode_fleet_partial(orjson.dumps(old | {"inactive": "x"})) is None
+    groups = {"env": {"prod": counts, "(none)": FleetCounts.from_dict({"failed": 2})}}
+    encoded = encode_fleet_partial(5, counts, 1, groups)
+    assert decode_fleet_partial(encoded) == (5, FleetPart(counts, groups))
+    # Zeros are left out: a partial stays small; a group's lifecycle counts travel too.
+    assert orjson.loads(encoded)["groups"]["env"]["prod"] == {
+        "converged": 3,
+        "offline": 1,
+        "inactive": 2,
+        "revoked": 7,
+    }
+    good = orjson.loads(encoded)
     for junk in (b"", b"{", b"[]", b'{"schema": "x"}', b'{"schema": "vigo.fleet-partial/1"}'):
         assert decode_fleet_partial(junk) is None
+    bad: list[object] = [[], {"env": []}, {"env": {"prod": []}}, {"env": {"prod": {"x": "y"}}}]
+    for bad_groups in bad:
+        assert decode_fleet_partial(orjson.dumps({**good, "groups": bad_groups})) is None
 
 
 def test_every_record_kind_has_a_format_number() -> None:

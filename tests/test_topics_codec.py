@@ -401,3 +401,28 @@ def raw_bytes_from_json(text: str | None, encoding: str | None) -> bytes | None:
     if encoding == "base64":
         return base64.b64decode(text, validate=True)
     return text.encode("utf-8")
+
+
+def test_encode_fleet_convergence_groups_are_optional_and_validate() -> None:
+    """SPEC 10.2: `groups` only when given; label values are data (JSON only)."""
+    plain = orjson.loads(encode_fleet_convergence("2026-11-27T12:10:05Z", 0, 0, None, {}))
+    assert "groups" not in plain
+    by_status = dict.fromkeys(FLEET_STATUSES, 0) | {"converged": 1, "failed": 1}
+    numbers = {"active": 2, "compliant": 1, "percent": 50.0, "by_status": by_status}
+    hostile = 'a"\r\nb<script>é'
+    document = orjson.loads(
+        encode_fleet_convergence(
+            "2026-11-27T12:10:05Z",
+            2,
+            1,
+            50.0,
+            by_status,
+            groups={"env": {hostile: numbers, "(none)": numbers}, "role": {}},
+        )
+    )
+    validate("vigo.fleet-convergence/1", document)
+    assert document["groups"]["env"][hostile] == numbers
+    bad = document | {"groups": {"env": {"prod": {"active": 1}}}}
+    assert not is_valid("vigo.fleet-convergence/1", bad)
+    too_many = document | {"groups": {k: {} for k in "abcde"}}
+    assert not is_valid("vigo.fleet-convergence/1", too_many)

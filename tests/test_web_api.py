@@ -64,6 +64,7 @@ def test_compliance_is_the_same_from_either_worker(
         assert doc["history"], "one point per bucket, at least the current one"
         assert all(set(p) == {"at", "percent"} for p in doc["history"])
         assert doc["history"][-1]["percent"] == doc["percent"]
+        assert "groups" not in doc  # only with fleet.group_by (SPEC 10.2)
     # The same document from the owner, apart from the instant it was read.
     first, second = ({k: v for k, v in d.items() if k != "at"} for d in docs)
     assert first == second

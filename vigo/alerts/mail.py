@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shlex
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -121,8 +122,10 @@ def render(alert: Alert, settings: MailSettings) -> EmailMessage:
 def subject(alert: Alert) -> str:
     d = alert.details
     if alert.event == CONVERGENCE_THRESHOLD:
+        group = _group(d)
+        what = "Fleet convergence" if group is None else f"Convergence of {group[0]}={group[1]}"
         text = (
-            f"[Vigo] Fleet convergence {_num(d.get('percent'))}% is below the "
+            f"[Vigo] {what} {_num(d.get('percent'))}% is below the "
             f"{_num(d.get('threshold'))}% threshold"
         )
     elif d.get("digest"):
@@ -152,9 +155,14 @@ def _threshold_body(alert: Alert, dashboard: str) -> list[str]:
     compliant = _int(d.get("compliant"))
     by_status = d.get("by_status") if isinstance(d.get("by_status"), Mapping) else {}
     assert isinstance(by_status, Mapping)
+    group = _group(d)
+    label = None if group is None else f"{group[0]}={group[1]}"
     lines = [
-        "Fleet convergence fell below the alert threshold.",
+        "Fleet convergence fell below the alert threshold."
+        if label is None
+        else "Convergence of a group of envoys fell below its alert threshold.",
         "",
+        *([] if label is None else [f"  Group:        {body_text(label)}"]),
         f"  Convergence:  {_num(d.get('percent'))}% "
         f"({compliant} of {active} active envoys converged)",
         f"  Threshold:    {threshold}%",
@@ -167,17 +175,20 @@ def _threshold_body(alert: Alert, dashboard: str) -> list[str]:
     width = max((len(s) for s in statuses), default=0)
     lines += [f"  {body_text(s).ljust(width)}  {_int(by_status.get(s)):>6}" for s in statuses]
     concerned = [s for s in statuses if s != "converged" and _int(by_status.get(s)) > 0]
+    in_group = "" if label is None else f"&label={quote(label, safe='')}"
     if concerned:
         wanted = ",".join(concerned)
+        cli_label = "" if label is None else f" --label {body_text(shlex.quote(label))}"
         lines += [
             "",
             f"The {active - compliant} envoys not converged:",
-            f"  {dashboard}/api/envoys?status={quote(wanted, safe=',')}",
-            f"  vigocli envoys list --status {wanted}",
+            f"  {dashboard}/api/envoys?status={quote(wanted, safe=',')}{in_group}",
+            f"  vigocli envoys list --status {wanted}{cli_label}",
         ]
+    page = "/compliance" if label is None else f"/compliance?label={quote(label, safe='')}"
     lines += [
         "",
-        f"Dashboard: {dashboard}/compliance",
+        f"Dashboard: {dashboard}{page}",
         "",
         "This alert fires once each time convergence falls below the threshold; it fires",
         f"again only after convergence has recovered to {threshold}% or more.",
@@ -229,6 +240,14 @@ def _stale_body(alert: Alert, dashboard: str) -> list[str]:
 
 
 # -- defensive readers: `details` is free-form JSON, rendering must never raise ------------
+
+
+def _group(details: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The `(key, value)` of a group's threshold alert; None for the fleet's."""
+    raw = details.get("group")
+    if not isinstance(raw, Mapping):
+        return None
+    return _str(raw.get("key")), _str(raw.get("value"))
 
 
 def _envoys(details: Mapping[str, Any]) -> list[Mapping[str, Any]]:

@@ -63,9 +63,20 @@ def envoy_token(envoy_id: str) -> str:
     return "=" + _sha256(envoy_id)[:_HASH_CHARS]
 
 
-def threshold_alert_id(crossings: int) -> str:
-    """`convergence.threshold/<n>`: the n-th fall below the threshold."""
-    return f"{CONVERGENCE_THRESHOLD}/{crossings}"
+def threshold_alert_id(crossings: int, group: tuple[str, str] | None = None) -> str:
+    """`convergence.threshold/<n>`: the n-th fall below the threshold; for a group (SPEC
+    10.2) `convergence.threshold/<key>=<value>/<n>`, the group hashed (`=` + a sha256
+    prefix) when its key or value is not safe in a Message-ID."""
+    if group is None:
+        return f"{CONVERGENCE_THRESHOLD}/{crossings}"
+    return f"{CONVERGENCE_THRESHOLD}/{group_token(*group)}/{crossings}"
+
+
+def group_token(key: str, value: str) -> str:
+    """`key=value` when both are plain tokens, else `=` + a sha256 prefix of the pair."""
+    if all(len(t) <= _PLAIN_TOKEN_MAX and _PLAIN_TOKEN.fullmatch(t) for t in (key, value)):
+        return f"{key}={value}"
+    return "=" + _sha256(f"{key}\x00{value}")[:_HASH_CHARS]
 
 
 def stale_alert_id(envoy_id: str, episode: int) -> str:
@@ -88,21 +99,34 @@ def _sha256(text: str) -> str:
 # -- rules -------------------------------------------------------------------------------
 
 
-def threshold_alert(crossings: int, counts: FleetCounts, threshold: float, now_ms: int) -> Alert:
-    """The alert for a fall below the threshold (the detector calls once per crossing)."""
+def threshold_alert(
+    crossings: int,
+    counts: FleetCounts,
+    threshold: float,
+    now_ms: int,
+    group: tuple[str, str] | None = None,
+) -> Alert:
+    """The alert for a fall below the threshold (the detector calls once per crossing),
+    of the fleet or of one group `(key, value)` (its label cut like envoys' labels)."""
+    details: dict[str, Any] = {
+        "crossings": crossings,
+        "percent": counts.percent,
+        "threshold": threshold,
+        "active": counts.active,
+        "compliant": counts.compliant,
+        "by_status": counts.as_dict(),
+    }
+    subject = "fleet"
+    if group is not None:
+        key, value = _cut(group[0], LABEL_KEY_MAX), _cut(group[1], LABEL_VALUE_MAX)
+        details["group"] = {"key": key, "value": value}
+        subject = f"{key}={value}"
     return Alert(
-        alert_id=threshold_alert_id(crossings),
+        alert_id=threshold_alert_id(crossings, group),
         event=CONVERGENCE_THRESHOLD,
         at=iso_from_ms(now_ms),
-        subject="fleet",
-        details={
-            "crossings": crossings,
-            "percent": counts.percent,
-            "threshold": threshold,
-            "active": counts.active,
-            "compliant": counts.compliant,
-            "by_status": counts.as_dict(),
-        },
+        subject=subject,
+        details=details,
     )
 
 

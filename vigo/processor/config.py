@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from vigo.processor.configenv import EnvError, Override, env_overrides, merge
+from vigo.projections.groups import DEFAULT_MAX_GROUP_VALUES, MAX_GROUP_KEYS, parse_label
 from vigo.projections.liveness import StaleAfter, parse_duration_ms
 
 KNOWN_ALERT_EVENTS = ("convergence.threshold", "envoy.stale")
@@ -163,9 +164,8 @@ Percent = Annotated[float, Field(ge=0, le=100)]
 
 class ThresholdEvent(_Section):
     threshold: Percent = 90.0
-    #: Per-group thresholds, `{"env=prod": 95}` (SPEC 10.2). Validated now so that a
-    #: configuration written for them is checked; the per-group detectors come with the
-    #: groups themselves and the worker warns that they are not applied yet.
+    #: Per-group thresholds, `{"env=prod": 95}` (SPEC 10.2); each KEY must be one of
+    #: `fleet.group_by` (checked by `load_settings`, which sees both sections).
     groups: dict[str, Percent] = Field(default_factory=dict)
 
     @field_validator("groups")
@@ -248,6 +248,23 @@ class WebConfig(_Section):
     public_url: str | None = None
 
 
+class FleetConfig(_Section):
+    #: Label keys to keep the fleet's numbers for, per value (SPEC 10.2).
+    group_by: list[str] = Field(default_factory=list, max_length=MAX_GROUP_KEYS)
+    #: Values named per key at each fleet publish; the rest count under `(other)`.
+    max_group_values: int = Field(DEFAULT_MAX_GROUP_VALUES, ge=1, le=10_000)
+
+    @field_validator("group_by")
+    @classmethod
+    def _label_keys(cls, value: list[str]) -> list[str]:
+        for key in value:
+            if not key or "=" in key or len(key.encode("utf-8")) > 63:
+                raise ValueError(f"{key!r} is not a label key (1 to 63 bytes of UTF-8, no '=')")
+        if len(set(value)) != len(value):
+            raise ValueError("a label key is listed twice")
+        return value
+
+
 class ProcessorConfig(_Section):
     store: Literal["memory", "rocksdb"] = "memory"
     data_dir: Path = Path("vigo-data")
@@ -266,6 +283,7 @@ class Settings(_Section):
     enrollment: EnrollmentConfig = Field(default_factory=EnrollmentConfig)
     runs: RunsConfig = Field(default_factory=RunsConfig)
     lifecycle: LifecycleConfig = Field(default_factory=LifecycleConfig)
+    fleet: FleetConfig = Field(default_factory=FleetConfig)  # type: ignore[arg-type]
     smtp: SmtpConfig = Field(default_factory=SmtpConfig)  # type: ignore[arg-type]
     web: WebConfig = Field(default_factory=WebConfig)  # type: ignore[arg-type]
     processor: ProcessorConfig = Field(default_factory=ProcessorConfig)  # type: ignore[arg-type]
@@ -274,6 +292,12 @@ class Settings(_Section):
     def threshold(self) -> float | None:
         event = self.smtp.events.convergence_threshold
         return event.threshold if event else None
+
+    @property
+    def group_thresholds(self) -> dict[str, float]:
+        """`{"env=prod": 95}`: the per-group thresholds (none without the event)."""
+        event = self.smtp.events.convergence_threshold
+        return dict(event.groups) if event else {}
 
 
 def _read_secret(path: Path | None, key: str) -> str | None:
@@ -307,11 +331,28 @@ def load_settings(
         raise ConfigError(f"config {exc.key or '(top level)'}: {exc}") from None
     except ValidationError as exc:
         raise ConfigError(_one_line(exc, overrides)) from None
+    _check_group_keys(settings, overrides)
     _ = settings.smtp.password
     if settings.smtp.ca_file is not None:
         _read_secret(settings.smtp.ca_file, "smtp.ca_file")
     _read_secret(settings.kafka.sasl_password_file, "kafka.sasl_password_file")
     return settings
+
+
+def _check_group_keys(settings: Settings, overrides: list[Override]) -> None:
+    """Each per-group threshold names a key of `fleet.group_by`."""
+    group_by = settings.fleet.group_by
+    for label in settings.group_thresholds:
+        parsed = parse_label(label)
+        if parsed is not None and parsed[0] not in group_by:
+            path = ("smtp", "events", "convergence.threshold", "groups")
+            setters = [o.name for o in overrides if path[: len(o.path)] == o.path]
+            source = f" (from {setters[-1]})" if setters else ""
+            known = ", ".join(group_by) if group_by else "none"
+            raise ConfigError(
+                f"config {'.'.join(path)}: group {label!r} names the key {parsed[0]!r}, "
+                f"which is not in fleet.group_by (keys: {known}){source}"
+            )
 
 
 def read_file(path: str | os.PathLike[str] | None) -> dict[str, Any]:
@@ -383,11 +424,6 @@ def _masked_value(key: str, value: Any) -> Any:
 
 
 def unapplied_warnings(settings: Settings) -> list[str]:
-    """Keys that are validated but not acted on yet, for the worker to say so at start."""
-    event = settings.smtp.events.convergence_threshold
-    if event is not None and event.groups:
-        return [
-            "config smtp.events.convergence.threshold.groups: per-group thresholds are "
-            "accepted but not applied yet (they come with fleet.group_by)"
-        ]
+    """Keys that are validated but not acted on yet, for the worker to say so at start
+    (none at present: per-group thresholds are applied since groups exist)."""
     return []

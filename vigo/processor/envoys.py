@@ -32,6 +32,7 @@ from vigo.processor.records import (
     decode_envoy_head,
     decode_stored_envoy,
     encode_stored_envoy,
+    head_labels,
 )
 from vigo.projections.envoy import (
     Applied,
@@ -44,6 +45,7 @@ from vigo.projections.envoy import (
     sweep_envoy,
 )
 from vigo.projections.fleet import FleetCounts
+from vigo.projections.groups import GroupTally, in_group
 from vigo.topics.codec import encode_deadletter, encode_status_change
 from vigo.topics.decode import decode_input
 from vigo.topics.events import DeadLetter, RecordMeta
@@ -94,12 +96,16 @@ class EnvoyProcessor:
     clock: Callable[[], float]
     max_event_bytes: int
     stale_handlers: list[StaleHandler] = field(default_factory=list)
+    #: `fleet.group_by` (SPEC 10.2); empty: no group is kept and the hot path skips them.
+    group_by: tuple[str, ...] = ()
     deadlines: dict[int, Deadlines] = field(default_factory=dict)
     #: The batch's new states, written by `commit` (reads see them first); a `Purged`:
     #: the envoy is deleted (SPEC 10.3), a tombstone in the changelog.
     held: dict[bytes, StoredEnvoy | Purged] = field(default_factory=dict)
     #: Per partition, its envoys by status (the fleet projection's first stage).
     counts: dict[int, FleetCounts] = field(default_factory=dict)
+    #: Per partition, its envoys by group, built and dropped with `counts`.
+    groups: dict[int, GroupTally] = field(default_factory=dict)
     _events: Counter[tuple[str, str]] = field(default_factory=Counter)
     _transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
     _runs: Counter[str] = field(default_factory=Counter)
@@ -205,6 +211,8 @@ class EnvoyProcessor:
             return
         partition = message.partition
         self.held[key] = StoredEnvoy(partition, new)
+        if self.group_by:
+            self._move_groups(partition, state, new)
         if applied.change is not None:
             self._publish(key, partition, applied.change)
         old_status = None if state is None else state.status
@@ -269,6 +277,19 @@ class EnvoyProcessor:
         if counts is not None:
             self.counts[partition] = counts.moved(old, new)
 
+    def _move_groups(self, partition: int, old: EnvoyState | None, new: EnvoyState | None) -> None:
+        """Groups move with the (old, new) state pair, not with status changes alone: a
+        re-enrollment with new labels moves an envoy between groups, status unchanged.
+        `new` None: the envoy was purged (SPEC 10.3) and leaves its groups."""
+        tally = self.groups.get(partition)
+        if tally is None:
+            return
+        if new is None:
+            if old is not None:
+                tally.move(old.status, old.labels, None, None)
+        else:
+            tally.move_state(old, new)
+
     # -- liveness ------------------------------------------------------------------------
 
     def _schedule(self, partition: int, key: bytes, state: EnvoyState) -> None:
@@ -280,15 +301,26 @@ class EnvoyProcessor:
         for partition in partitions:
             self.deadlines.pop(partition, None)
             self.counts.pop(partition, None)
+            self.groups.pop(partition, None)
 
     def counts_for(self, partition: int) -> FleetCounts:
         """The partition's envoys by status: built from the table (and the batch's held
         states) once per assignment, then moved with every status change published."""
         counts = self.counts.get(partition)
         if counts is None:
-            counts = FleetCounts.of_statuses(h.status for h in self._heads(partition).values())
+            heads = self._heads(partition).values()
+            counts = FleetCounts.of_statuses(h.status for h in heads)
             self.counts[partition] = counts
+            if self.group_by:
+                envoys = ((h.status, head_labels(h)) for h in heads)
+                self.groups[partition] = GroupTally.of_envoys(self.group_by, envoys)
         return counts
+
+    def group_tally(self, partition: int) -> GroupTally | None:
+        """The partition's envoys by group (None without `fleet.group_by`), built with and
+        moved like its counts."""
+        self.counts_for(partition)
+        return self.groups.get(partition)
 
     def _deadlines_for(self, partition: int) -> Deadlines:
         """Built from the table (and the batch's held states) on the first tick after the
@@ -347,10 +379,14 @@ class EnvoyProcessor:
             swept = sweep_envoy(state, now_ms, self.rules)
             if swept.purged:
                 swept_records.append((key, state.status, Purged(partition), swept.change))
+                if self.group_by:
+                    self._move_groups(partition, state, None)
                 continue
             if swept.state != state:
                 stored = StoredEnvoy(partition, swept.state)
                 swept_records.append((key, state.status, stored, swept.change))
+                if self.group_by:
+                    self._move_groups(partition, state, swept.state)
             if swept.became_stale:
                 stale.append(
                     StaleEnvoy(
@@ -384,12 +420,14 @@ class EnvoyProcessor:
         statuses: Container[Status] | None = None,
         after: str | None = None,
         first: int | None = None,
+        label: tuple[str, str] | None = None,
     ) -> list[EnvoyState]:
         """The envoys of the partitions this worker actively owns, read in one pass (no
         await), so a batch never interleaves with the read: those with one of `statuses`
         and an id after `after`, only the `first` in id order if given. Filtered by their
         heads and keys (the envoy ids in UTF-8, which sort as the ids do) before anything
-        is decoded whole."""
+        is decoded whole; with `label` (KEY, VALUE), only the envoys in that group (their
+        labels read from the tail alone)."""
         owned = self.catch_up.active_partitions()
         after_key = after.encode("utf-8") if after is not None else None
         keys = []
@@ -397,7 +435,11 @@ class EnvoyProcessor:
             if data is None or (after_key is not None and key <= after_key):
                 continue
             head = decode_envoy_head(data)
-            if head.partition in owned and (statuses is None or head.status in statuses):
+            if (
+                head.partition in owned
+                and (statuses is None or head.status in statuses)
+                and (label is None or in_group(head_labels(head), *label))
+            ):
                 keys.append(key)
         if first is not None:
             keys = heapq.nsmallest(first, keys)

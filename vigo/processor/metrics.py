@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from vigo.projections.fleet import FleetCounts
+from vigo.projections.groups import Groups
 from vigo.topics.events import DeadLetterReason
 from vigo.topics.statuses import ACTIVE_STATUSES, RunOutcome, Status
 
@@ -35,6 +36,7 @@ class Metrics:
             ["status"],
             registry=None,
         )
+        self._add_group_gauges()
         r.register(_FleetGauges(self))
         self.events = Counter(
             "vigo_events",
@@ -84,6 +86,25 @@ class Metrics:
         for reason in get_args(DeadLetterReason):
             self.deadletters.labels(reason=reason)
 
+    def _add_group_gauges(self) -> None:
+        """Groups by label (SPEC 10.2), exported with the fleet gauges (`_FleetGauges`)."""
+        self.group_convergence_ratio = Gauge(
+            "vigo_group_convergence_ratio",
+            "Compliant over active envoys of one label group (0..1; NaN when none is "
+            "active), for each value of each fleet.group_by key (bounded by "
+            "fleet.max_group_values, the rest as '(other)'). Fleet owner only.",
+            ["key", "value"],
+            registry=None,
+        )
+        self.group_envoys = Gauge(
+            "vigo_group_envoys",
+            "Active envoys of one label group by convergence status. Fleet owner only.",
+            ["key", "value", "status"],
+            registry=None,
+        )
+        self._group_ratios: set[tuple[str, str]] = set()
+        self._group_envoys: set[tuple[str, str, str]] = set()
+
     def _add_run_metrics(self, r: CollectorRegistry) -> None:
         """Runs by outcome (SPEC 10.1), every outcome exported from the start."""
         self.runs = Counter(
@@ -119,6 +140,29 @@ class Metrics:
         percent = counts.percent
         self.fleet_convergence_ratio.set(float("nan") if percent is None else percent / 100)
 
+    def set_groups(self, groups: Groups) -> None:
+        """The groups as published; the series of a value that disappeared are removed,
+        so the series stay as bounded as the groups (label values go into label values,
+        which the exposition format escapes)."""
+        ratios: set[tuple[str, str]] = set()
+        envoys: set[tuple[str, str, str]] = set()
+        for key, values in groups.items():
+            for value, counts in values.items():
+                ratios.add((key, value))
+                numbers = [(s.value, n) for s, n in counts.by_status.items()]
+                numbers += [("inactive", counts.inactive), ("revoked", counts.revoked)]
+                for status, n in numbers:
+                    envoys.add((key, value, status))
+                    self.group_envoys.labels(key, value, status).set(n)
+                percent = counts.percent
+                ratio = float("nan") if percent is None else percent / 100
+                self.group_convergence_ratio.labels(key, value).set(ratio)
+        for pair in self._group_ratios - ratios:
+            self.group_convergence_ratio.remove(*pair)
+        for triple in self._group_envoys - envoys:
+            self.group_envoys.remove(*triple)
+        self._group_ratios, self._group_envoys = ratios, envoys
+
     def delivery_gap(self, topic: str) -> None:
         self.delivery_gaps.labels(topic=topic).inc()
 
@@ -139,12 +183,16 @@ class _FleetGauges:
     def describe(self) -> Iterator[Metric]:
         yield from self.metrics.fleet_convergence_ratio.describe()
         yield from self.metrics.fleet_envoys.describe()
+        yield from self.metrics.group_convergence_ratio.describe()
+        yield from self.metrics.group_envoys.describe()
 
     def collect(self) -> Iterator[Metric]:
         if not self.metrics.fleet_owner():
             return
         yield from self.metrics.fleet_convergence_ratio.collect()
         yield from self.metrics.fleet_envoys.collect()
+        yield from self.metrics.group_convergence_ratio.collect()
+        yield from self.metrics.group_envoys.collect()
 
 
 class _WorkerCollector:

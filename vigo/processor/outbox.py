@@ -21,6 +21,7 @@ from vigo.alerts.rules import StaleLike, stale_alerts, threshold_alert
 from vigo.processor.metrics import Metrics
 from vigo.processor.outputs import Outputs
 from vigo.projections.fleet import FleetCounts
+from vigo.projections.groups import parse_label
 from vigo.projections.threshold import ThresholdState
 from vigo.topics.codec import encode_alert
 from vigo.topics.events import Alert
@@ -47,10 +48,17 @@ class Outbox:
         log.info("alert queued: %s", alert.alert_id)
 
     def on_threshold(
-        self, state: ThresholdState, counts: FleetCounts, threshold: float, now_ms: int
+        self,
+        label: str | None,
+        state: ThresholdState,
+        counts: FleetCounts,
+        threshold: float,
+        now_ms: int,
     ) -> None:
-        """A `FleetAggregator` threshold handler: once per downward crossing."""
-        self.write(threshold_alert(state.crossings, counts, threshold, now_ms))
+        """A `FleetAggregator` threshold handler: once per downward crossing of the fleet
+        (`label` None) or of a group (`label` `KEY=VALUE`)."""
+        group = parse_label(label) if label is not None else None
+        self.write(threshold_alert(state.crossings, counts, threshold, now_ms, group))
 
     def on_stale(self, partition: int, envoys: Sequence[StaleLike], now_ms: int) -> None:
         """An `EnvoyProcessor` stale handler: the envoys one sweep found newly stale."""

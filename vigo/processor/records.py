@@ -14,17 +14,21 @@ the unnumbered forms of the first release and fields added later.
   entries are read with the counts of their lists and bounded, and format 1's interval,
   the default frozen at enrollment, is read as the envoy's own since the two cannot be
   told apart);
-- table `fleet-parts`: partition -> `FleetCounts`, JSON, `FLEET_PARTS_FORMAT` in `"f"`;
+- table `fleet-parts`: partition -> `FleetPart` (its counts and, with `fleet.group_by`, its
+  bounded group counts), JSON, `FLEET_PARTS_FORMAT` in `"f"` (format 2 added `"groups"`);
 - table `fleet-state`: `threshold` -> `ThresholdState`, `history` -> `ConvergenceHistory`,
+  `threshold/<key>=<value>` -> the `ThresholdState` of a group with its own threshold;
   JSON, `FLEET_STATE_FORMAT` in `"f"`;
 - table `alerts-sent`: alert id -> outbox record time (ms), `[ALERT_SENT_FORMAT, ms]`;
-- topic `fleet.partials`: `p<partition>` -> one partition's counts, `vigo.fleet-partial/1`;
+- topic `fleet.partials`: `p<partition>` -> one partition's counts, `vigo.fleet-partial/1`
+  (with an optional `"groups"`: key -> value -> by-status map, zeros left out);
 - topic `envoy.ticks` (and ticks on `fleet.partials`): `TICK_KEY` -> empty.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any, Final
 
@@ -35,13 +39,14 @@ from faust.serializers import codecs
 
 from vigo.projections.envoy import EnvoyState
 from vigo.projections.fleet import FleetCounts
+from vigo.projections.groups import Groups
 from vigo.projections.history import ConvergenceHistory
 from vigo.projections.runs import MAX_IDS_PER_RUN, RunSummary, bound_history_ids
 from vigo.projections.threshold import ThresholdState
 from vigo.topics.statuses import RunOutcome, Status
 
 ENVOY_FORMAT: Final = 3
-FLEET_PARTS_FORMAT: Final = 1
+FLEET_PARTS_FORMAT: Final = 2
 FLEET_STATE_FORMAT: Final = 1
 ALERT_SENT_FORMAT: Final = 1
 
@@ -191,6 +196,21 @@ class EnvoyHead(msgspec.Struct, array_like=True, frozen=True, gc=False):
 
 
 _UNPACK_HEAD: Final = msgspec.msgpack.Decoder(EnvoyHead).decode
+
+
+class _TailLabels(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """The start of a tail: enough for the group indexes (the rest is not decoded)."""
+
+    envoy_id: str
+    labels: dict[str, str]
+
+
+_UNPACK_TAIL_LABELS: Final = msgspec.msgpack.Decoder(_TailLabels).decode
+
+
+def head_labels(head: EnvoyHead) -> dict[str, str]:
+    """An envoy's labels from its head's tail, without decoding its history."""
+    return _UNPACK_TAIL_LABELS(lz4.block.decompress(head.tail)).labels
 
 
 def encode_stored_envoy(record: StoredEnvoy) -> bytes:
@@ -373,22 +393,74 @@ def _decode_run_summary(h: list[Any]) -> RunSummary:
 PARTIAL_SCHEMA = "vigo.fleet-partial/1"
 
 
-def encode_fleet_partial(partition: int, counts: FleetCounts, at_ms: int) -> bytes:
-    """Internal: one partition's fleet counts, summed by the fleet owner."""
-    by_status = counts.as_dict()
-    return orjson.dumps(
-        {
-            "schema": PARTIAL_SCHEMA,
-            "partition": partition,
-            "by_status": by_status,
-            "inactive": counts.inactive,
-            "revoked": counts.revoked,
-            "at_ms": at_ms,
-        }
-    )
+@dataclass(frozen=True, slots=True)
+class FleetPart:
+    """One partition's numbers as the fleet owner keeps them: its counts and its group
+    counts (bounded per key by the publishing worker; empty without `fleet.group_by`)."""
+
+    counts: FleetCounts
+    groups: Groups = field(default_factory=dict)
 
 
-def decode_fleet_partial(data: bytes) -> tuple[int, FleetCounts] | None:
+def group_threshold_key(label: str) -> str:
+    """The `fleet-state` key of a group's threshold detector (`label` is `KEY=VALUE`)."""
+    return f"threshold/{label}"
+
+
+def encode_groups(groups: Groups) -> dict[str, dict[str, dict[str, int]]]:
+    """key -> value -> the non-zero counts, `inactive` and `revoked` beside the statuses
+    (label values are data: JSON only)."""
+    return {
+        key: {value: _nonzero(counts) for value, counts in values.items()}
+        for key, values in groups.items()
+    }
+
+
+def _nonzero(counts: FleetCounts) -> dict[str, int]:
+    numbers = {**counts.as_dict(), "inactive": counts.inactive, "revoked": counts.revoked}
+    return {name: n for name, n in numbers.items() if n}
+
+
+def decode_groups(raw: object) -> dict[str, dict[str, FleetCounts]]:
+    """The inverse of `encode_groups`; raises ValueError on anything else."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ValueError("groups is not an object")
+    groups: dict[str, dict[str, FleetCounts]] = {}
+    for key, values in raw.items():
+        if not isinstance(values, dict):
+            raise ValueError("group values are not an object")
+        groups[key] = {value: _counts(by_status) for value, by_status in values.items()}
+    return groups
+
+
+def _counts(raw: object) -> FleetCounts:
+    if not isinstance(raw, Mapping):
+        raise ValueError("counts are not an object")
+    numbers = {str(k): int(v) for k, v in raw.items()}
+    return FleetCounts.from_dict(numbers, numbers.get("inactive", 0), numbers.get("revoked", 0))
+
+
+def encode_fleet_partial(
+    partition: int, counts: FleetCounts, at_ms: int, groups: Groups | None = None
+) -> bytes:
+    """Internal: one partition's fleet counts (and group counts), summed by the fleet
+    owner."""
+    doc: dict[str, object] = {
+        "schema": PARTIAL_SCHEMA,
+        "partition": partition,
+        "by_status": counts.as_dict(),
+        "inactive": counts.inactive,
+        "revoked": counts.revoked,
+        "at_ms": at_ms,
+    }
+    if groups:
+        doc["groups"] = encode_groups(groups)
+    return orjson.dumps(doc)
+
+
+def decode_fleet_partial(data: bytes) -> tuple[int, FleetPart] | None:
     """None for anything that is not a well-formed partial."""
     try:
         raw = orjson.loads(data)
@@ -398,30 +470,37 @@ def decode_fleet_partial(data: bytes) -> tuple[int, FleetCounts] | None:
         by_status = {str(k): int(v) for k, v in raw["by_status"].items()}
         # Partials of earlier releases have no lifecycle counts (SPEC 10.3): 0.
         inactive, revoked = int(raw.get("inactive", 0)), int(raw.get("revoked", 0))
+        groups = decode_groups(raw.get("groups"))
     except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
         return None
     if not isinstance(partition, int):
         return None
-    return partition, FleetCounts.from_dict(by_status, inactive, revoked)
+    return partition, FleetPart(FleetCounts.from_dict(by_status, inactive, revoked), groups)
 
 
-def encode_fleet_parts(counts: FleetCounts) -> bytes:
-    return orjson.dumps(
-        {
-            "f": FLEET_PARTS_FORMAT,
-            "by_status": counts.as_dict(),
-            "inactive": counts.inactive,
-            "revoked": counts.revoked,
-        }
-    )
+def encode_fleet_parts(part: FleetPart | FleetCounts) -> bytes:
+    if isinstance(part, FleetCounts):
+        part = FleetPart(part)
+    counts = part.counts
+    doc: dict[str, object] = {
+        "f": FLEET_PARTS_FORMAT,
+        "by_status": counts.as_dict(),
+        "inactive": counts.inactive,
+        "revoked": counts.revoked,
+    }
+    if part.groups:
+        doc["groups"] = encode_groups(part.groups)
+    return orjson.dumps(doc)
 
 
-def decode_fleet_parts(data: bytes) -> FleetCounts:
+def decode_fleet_parts(data: bytes) -> FleetPart:
     raw = orjson.loads(data)
-    if "f" not in raw:  # the first release stored the bare by-status map
-        return FleetCounts.from_dict(raw)
-    # Without the lifecycle counts (before SPEC 10.3): 0 until the next partial.
-    return FleetCounts.from_dict(raw["by_status"], raw.get("inactive", 0), raw.get("revoked", 0))
+    # The first release stored the bare by-status map; format 1 had no groups; without
+    # the lifecycle counts (before SPEC 10.3): 0 until the next partial.
+    if "f" not in raw:
+        return FleetPart(FleetCounts.from_dict(raw))
+    counts = FleetCounts.from_dict(raw["by_status"], raw.get("inactive", 0), raw.get("revoked", 0))
+    return FleetPart(counts, decode_groups(raw.get("groups")))
 
 
 def encode_fleet_state(value: ThresholdState | ConvergenceHistory) -> bytes:

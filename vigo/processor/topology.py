@@ -39,7 +39,7 @@ from vigo.processor.faust_compat import (
     TableWriter,
     quiet_root_logger,
 )
-from vigo.processor.fleet import FleetAggregator, FleetProjection
+from vigo.processor.fleet import FleetAggregator, FleetProjection, GroupSettings
 from vigo.processor.metrics import Metrics
 from vigo.processor.outbox import Outbox
 from vigo.processor.outputs import Outputs
@@ -149,7 +149,14 @@ def build_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> 
         names,
         metrics,
         envoys=envoys,
-        fleet=FleetProjection(app, envoys, topics.partials, settings.checkin.interval_s, clock),
+        fleet=FleetProjection(
+            app,
+            envoys,
+            topics.partials,
+            settings.checkin.interval_s,
+            clock,
+            group_settings(settings),
+        ),
         aggregator=fleet_aggregator(
             app, settings, topics, guard(names.fleet_partials), outputs, metrics, clock
         ),
@@ -204,6 +211,16 @@ def envoy_processor(
         metrics=metrics,
         clock=clock,
         max_event_bytes=settings.processor.max_event_bytes,
+        group_by=tuple(settings.fleet.group_by),
+    )
+
+
+def group_settings(settings: Settings) -> GroupSettings:
+    """Groups by label (SPEC 10.2): keys, cap and per-group thresholds."""
+    return GroupSettings(
+        tuple(settings.fleet.group_by),
+        settings.fleet.max_group_values,
+        settings.group_thresholds,
     )
 
 
@@ -229,6 +246,7 @@ def fleet_aggregator(
         threshold=settings.threshold,
         metrics=metrics,
         clock=clock,
+        groups=group_settings(settings),
     )
 
 

@@ -18,6 +18,7 @@ from urllib.parse import quote, urlencode
 
 import click
 
+from vigo.alerts.mail import body_text
 from vigo.processor.deadletters import deadletters
 from vigo.projections.status import parse_status_filter
 from vigo.topics.statuses import ACTIVE_STATUSES
@@ -130,6 +131,18 @@ def _threshold_text(value: float) -> str:
     return f"{value:g}%"
 
 
+def _label(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """`KEY=VALUE`, checked before any request."""
+    if value is not None and (value.startswith("=") or "=" not in value):
+        raise click.BadParameter("must be KEY=VALUE, e.g. env=prod")
+    return value
+
+
+def _shown(text: str) -> str:
+    """Label data on a terminal: control and line-breaking characters shown escaped."""
+    return body_text(text)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--url",
@@ -147,17 +160,69 @@ def cli(ctx: click.Context, url: str, timeout: float) -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON document.")
+@click.option(
+    "--label",
+    callback=_label,
+    help="One group, KEY=VALUE (a fleet.group_by key): judged against its own threshold, "
+    "else the fleet's.",
+)
+@click.option(
+    "--by", "by_key", help="A table of the groups of this fleet.group_by key, worst first."
+)
 @click.pass_obj
-def doctor(api: Api, as_json: bool) -> None:
-    """Fleet convergence against the threshold: exit 0 at or above it, 1 below, 2 when the
-    processor cannot be reached."""
-    _, doc = api.get("/api/compliance")
+def doctor(api: Api, as_json: bool, label: str | None, by_key: str | None) -> None:
+    """Fleet (or group) convergence against the threshold: exit 0 at or above it, 1 below,
+    2 when the processor cannot be reached."""
+    if label is not None and by_key is not None:
+        raise click.UsageError("--label and --by exclude each other")
+    status, doc = api.get("/api/compliance", {"label": label} if label is not None else None)
+    if status == 404:
+        raise CliError(f"no envoys in group {_shown(label or '')!r}", EXIT_NOT_FOUND)
+    if by_key is not None:
+        groups = doc.get("groups")
+        if not isinstance(groups, Mapping) or by_key not in groups:
+            keys = ", ".join(groups) if isinstance(groups, Mapping) and groups else "none"
+            raise CliError(f"{by_key!r} is not a key of fleet.group_by (keys: {keys})")
+        doc = {**doc, "groups": {by_key: groups[by_key]}}
     if as_json:
         click.echo(json.dumps(doc, indent=2))
+    elif by_key is not None:
+        click.echo(render_doctor_by(doc, by_key))
     else:
         click.echo(render_doctor(doc))
     if doc.get("breached"):
         click.get_current_context().exit(EXIT_BELOW)
+
+
+def render_doctor_by(doc: Mapping[str, Any], key: str) -> str:
+    """The fleet's summary line, then one row per value of `key`, worst first (lowest
+    percent; groups with no active envoy last), the fleet's threshold marked."""
+    values: Mapping[str, Mapping[str, Any]] = doc["groups"][key]
+    threshold = doc.get("threshold")
+
+    def worst_first(item: tuple[str, Mapping[str, Any]]) -> tuple[bool, float, int, str]:
+        value, numbers = item
+        percent = numbers.get("percent")
+        return percent is None, percent or 0.0, -int(numbers.get("active", 0)), value
+
+    rows = []
+    for value, numbers in sorted(values.items(), key=worst_first):
+        percent = numbers.get("percent")
+        below = percent is not None and threshold is not None and percent < threshold
+        by_status: Mapping[str, int] = numbers.get("by_status", {})
+        others = [f"{s}={n}" for s, n in by_status.items() if n and s != "converged"]
+        rows.append(
+            (
+                _shown(value),
+                _percent(percent),
+                f"{numbers.get('compliant', 0)}/{numbers.get('active', 0)}",
+                "BELOW" if below else "",
+                " ".join(others),
+            )
+        )
+    head = render_doctor(doc).split("\n")[:3]
+    table = _table((key.upper(), "CONVERGENCE", "COMPLIANT", "", "NOT CONVERGED"), rows)
+    return "\n".join([*head, "", f"By {_shown(key)}", *("  " + line for line in table.split("\n"))])
 
 
 def render_doctor(doc: Mapping[str, Any]) -> str:
@@ -179,8 +244,11 @@ def render_doctor(doc: Mapping[str, Any]) -> str:
     by_status: Mapping[str, int] = doc.get("by_status", {})
     width = max(len(s.value) for s in ACTIVE_STATUSES)
     digits = max(len(str(n)) for n in [*by_status.values(), 0])
+    label = doc.get("label")
+    group = [] if label is None else [f"Group              {_shown(str(label))}"]
     lines = [
-        f"Fleet convergence  {summary}",
+        *group,
+        f"{'Fleet convergence' if label is None else 'Convergence      '}  {summary}",
         f"Threshold          {verdict}",
         f"As of              {_when(doc.get('at'))}",
         "",
@@ -207,20 +275,33 @@ def envoys() -> None:
     callback=_statuses,
     help="A status, `errors` (failed and degraded), or a comma list; default: every active.",
 )
+@click.option(
+    "--label",
+    callback=_label,
+    help="Only envoys with this label, KEY=VALUE; KEY=(none): without the label.",
+)
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many envoys.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--page-size", type=click.IntRange(1, 1000), default=PAGE_SIZE, hidden=True)
 @click.pass_obj
 def list_envoys(
-    api: Api, status: str | None, limit: int | None, as_json: bool, page_size: int
+    api: Api,
+    status: str | None,
+    label: str | None,
+    limit: int | None,
+    as_json: bool,
+    page_size: int,
 ) -> None:
-    """Envoys with the given statuses, in envoy id order (follows every page)."""
+    """Envoys with the given statuses (and label), in envoy id order (follows every
+    page)."""
     found: list[dict[str, Any]] = []
     cursor: str | None = None
     while limit is None or len(found) < limit:
         query = {"limit": str(min(page_size, limit - len(found)) if limit else page_size)}
         if status:
             query["status"] = status
+        if label is not None:
+            query["label"] = label
         if cursor:
             query["cursor"] = cursor
         _, page = api.get("/api/envoys", query)
@@ -232,10 +313,17 @@ def list_envoys(
         click.echo(json.dumps({"envoys": found}, indent=2))
         return
     if not found:
-        click.echo(f"no envoys with status {status}" if status else "no active envoys")
+        what = f"with status {status}" if status else "active"
+        click.echo(f"no envoys {what}" + (f" in {_shown(label)}" if label else ""))
         return
     rows = [
-        (e["envoy_id"], e["status"], _when(e["since"]), _when(e["last_seen"]), _labels(e["labels"]))
+        (
+            _shown(e["envoy_id"]),
+            e["status"],
+            _when(e["since"]),
+            _when(e["last_seen"]),
+            _shown(_labels(e["labels"])),
+        )
         for e in found
     ]
     click.echo(_table(("ENVOY", "STATUS", "SINCE", "LAST SEEN", "LABELS"), rows))

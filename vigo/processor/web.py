@@ -37,7 +37,10 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from yarl import URL
 
+from vigo.processor.fleet import group_doc, groups_doc
 from vigo.projections.envoy import EnvoyState, Rules
+from vigo.projections.fleet import FleetCounts
+from vigo.projections.groups import in_group, parse_label
 from vigo.projections.status import parse_status_filter
 from vigo.topics.statuses import ACTIVE_STATUSES, Status
 from vigo.topics.timestamps import iso_from_ms
@@ -59,25 +62,54 @@ DEFAULT_STATUSES = frozenset(ACTIVE_STATUSES)
 # -- documents (pure) --------------------------------------------------------------------
 
 
-def compliance_doc(snapshot: FleetSnapshot) -> dict[str, Any]:
-    """The `vigo.fleet.convergence` numbers plus threshold, breach and sparkline history."""
-    counts = snapshot.counts
-    percent = counts.percent
-    threshold = snapshot.threshold
-    return {
+def compliance_doc(snapshot: FleetSnapshot, group_by: bool = False) -> dict[str, Any]:
+    """The `vigo.fleet.convergence` numbers plus threshold, breach and sparkline history;
+    `groups` as published when `fleet.group_by` is set."""
+    doc = {
         "at": iso_from_ms(snapshot.at_ms),
-        "active": counts.active,
-        "compliant": counts.compliant,
-        "percent": percent,
-        "by_status": counts.as_dict(),
-        "inactive": counts.inactive,
-        "revoked": counts.revoked,
-        "threshold": threshold,
-        "breached": percent is not None and threshold is not None and percent < threshold,
+        **numbers_doc(snapshot.counts, snapshot.threshold),
         "history": [
             {"at": iso_from_ms(at_ms), "percent": value} for at_ms, value in snapshot.history.points
         ],
     }
+    if group_by:
+        doc["groups"] = groups_doc(snapshot.groups)
+    return doc
+
+
+def numbers_doc(counts: FleetCounts, threshold: float | None) -> dict[str, Any]:
+    """Numbers in the fleet's shape, with a threshold and whether they are below it."""
+    percent = counts.percent
+    return {
+        **group_doc(counts),
+        "threshold": threshold,
+        "breached": percent is not None and threshold is not None and percent < threshold,
+    }
+
+
+def group_compliance_doc(
+    snapshot: FleetSnapshot, aggregator: FleetAggregator, label: str
+) -> tuple[int, dict[str, Any]]:
+    """`GET /api/compliance?label=KEY=VALUE` (SPEC 10.2): the group's numbers in the fleet's
+    shape (no history), its label, its threshold (its own, else the fleet's) and breach;
+    400 for a key not in `fleet.group_by`, 404 for a value with no numbers."""
+    parsed = parse_label(label)
+    if parsed is None:
+        return 400, {"error": "label must be KEY=VALUE, e.g. env=prod", "label": label}
+    key, value = parsed
+    if key not in aggregator.groups.group_by:
+        keys = ", ".join(aggregator.groups.group_by) or "none"
+        return 400, {"error": f"{key!r} is not a key of fleet.group_by ({keys})", "label": label}
+    counts = snapshot.groups.get(key, {}).get(value)
+    if counts is None:
+        error = f"no envoys in group {label!r} (or beyond fleet.max_group_values: in (other))"
+        return 404, {"error": error, "label": label}
+    doc = {
+        "at": iso_from_ms(snapshot.at_ms),
+        "label": label,
+        **numbers_doc(counts, aggregator.group_threshold(label)),
+    }
+    return 200, doc
 
 
 def envoy_summary(state: EnvoyState) -> dict[str, Any]:
@@ -132,6 +164,8 @@ class ListQuery:
     statuses: frozenset[Status]
     after: str | None
     limit: int
+    #: `(KEY, VALUE)`: only envoys in that group (`(none)`: without the label).
+    label: tuple[str, str] | None = None
 
     def local_params(self) -> dict[str, str]:
         """The same query in normalized form, for the other workers' local endpoint."""
@@ -141,7 +175,17 @@ class ListQuery:
         }
         if self.after is not None:
             params["cursor"] = encode_cursor(self.after)
+        if self.label is not None:
+            params["label"] = "=".join(self.label)
         return params
+
+    def matches(self, state: EnvoyState) -> bool:
+        after, label = self.after, self.label
+        return (
+            state.status in self.statuses
+            and (after is None or state.envoy_id > after)
+            and (label is None or in_group(state.labels, *label))
+        )
 
 
 def parse_list_query(query: Mapping[str, str]) -> ListQuery:
@@ -157,7 +201,13 @@ def parse_list_query(query: Mapping[str, str]) -> ListQuery:
     if not 1 <= limit <= MAX_LIMIT:
         raise BadQuery(f"limit must be a whole number from 1 to {MAX_LIMIT}")
     cursor = query.get("cursor") or None
-    return ListQuery(statuses or DEFAULT_STATUSES, decode_cursor(cursor) if cursor else None, limit)
+    label = None
+    if "label" in query:
+        label = parse_label(query["label"])
+        if label is None:
+            raise BadQuery("label must be KEY=VALUE, e.g. env=prod")
+    after = decode_cursor(cursor) if cursor else None
+    return ListQuery(statuses or DEFAULT_STATUSES, after, limit, label)
 
 
 def encode_cursor(envoy_id: str) -> str:
@@ -179,10 +229,7 @@ def select_envoys(
 ) -> tuple[list[dict[str, Any]], bool]:
     """The first `limit` matches after the cursor in envoy id order, and whether more
     follow."""
-    after = query.after
-    matches = (
-        s for s in states if s.status in query.statuses and (after is None or s.envoy_id > after)
-    )
+    matches = (s for s in states if query.matches(s))
     first = heapq.nsmallest(query.limit + 1, matches, key=lambda s: s.envoy_id)
     return [envoy_summary(s) for s in first[: query.limit]], len(first) > query.limit
 
@@ -190,7 +237,7 @@ def select_envoys(
 def owned_matches(envoys: EnvoyProcessor, query: ListQuery) -> list[EnvoyState]:
     """This worker's candidates for a page: its first `limit + 1` matches, picked before
     the envoys are decoded (the table keeps them encoded)."""
-    return envoys.owned_envoys(query.statuses, query.after, query.limit + 1)
+    return envoys.owned_envoys(query.statuses, query.after, query.limit + 1, query.label)
 
 
 def merge_pages(pages: Iterable[tuple[list[dict[str, Any]], bool]], limit: int) -> dict[str, Any]:
@@ -355,9 +402,14 @@ class Compliance(VigoView):
     """Fleet numbers, answered by the fleet owner."""
 
     async def get(self, request: Request) -> Response:
-        snapshot = self.ctx.aggregator.current()
+        aggregator = self.ctx.aggregator
+        snapshot = aggregator.current()
         if snapshot is not None:
-            return self.json(compliance_doc(snapshot))
+            label = request.query.get("label")
+            if label is None:
+                return self.json(compliance_doc(snapshot, bool(aggregator.groups.group_by)))
+            status, doc = group_compliance_doc(snapshot, aggregator, label)
+            return self.json(doc, status=status)
         if FORWARDED in request.headers:
             return self.error(503, "the fleet projection is moving between workers; retry")
         cluster = self.ctx.cluster

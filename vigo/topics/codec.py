@@ -81,27 +81,32 @@ def encode_fleet_convergence(
     by_status: Mapping[str, int],
     inactive: int = 0,
     revoked: int = 0,
+    groups: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
 ) -> bytes:
     """A ``vigo.fleet-convergence/1`` value; key it by ``fleet``.
 
     Every status is present in ``by_status`` (0 when absent from the input), so consumers
     never have to tell "no envoys" from "not reported". ``inactive`` and ``revoked``
-    (SPEC 10.3) count envoys outside ``active``.
+    (SPEC 10.3) count envoys outside ``active``. ``groups`` (SPEC 10.2, only with
+    ``fleet.group_by``): key -> value -> ``{"active", "compliant", "percent",
+    "by_status", "inactive", "revoked"}``; label keys and values are data, encoded by
+    orjson only.
     """
     statuses = {status: by_status.get(status, 0) for status in FLEET_STATUSES}
     statuses.update(by_status)
-    return orjson.dumps(
-        {
-            "schema": FLEET_CONVERGENCE_V1,
-            "at": at,
-            "active": active,
-            "compliant": compliant,
-            "percent": percent,
-            "by_status": statuses,
-            "inactive": inactive,
-            "revoked": revoked,
-        }
-    )
+    doc: dict[str, Any] = {
+        "schema": FLEET_CONVERGENCE_V1,
+        "at": at,
+        "active": active,
+        "compliant": compliant,
+        "percent": percent,
+        "by_status": statuses,
+        "inactive": inactive,
+        "revoked": revoked,
+    }
+    if groups is not None:
+        doc["groups"] = groups
+    return orjson.dumps(doc)
 
 
 def encode_alert(
