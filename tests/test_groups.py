@@ -72,7 +72,13 @@ def test_a_relabelled_envoy_moves_between_groups_with_the_same_status() -> None:
     assert tally.counts["role"] == {"web": counts(converged=1)}
     tally.move(C, {"env": "dev", "role": "web"}, C, {"env": "dev", "role": "web"})
     assert tally.version == version + 1  # no change, no move
+    # A revoked envoy stays in its groups as a revoked count (SPEC 10.3), outside active.
     tally.move(C, {"env": "dev", "role": "web"}, Status.REVOKED, {"env": "dev", "role": "web"})
+    revoked = FleetCounts.of_statuses([Status.REVOKED])
+    assert tally.counts == {"env": {"dev": revoked}, "role": {"web": revoked}}
+    assert revoked.active == 0 and revoked.revoked == 1
+    # A purged one leaves them.
+    tally.move(Status.REVOKED, {"env": "dev", "role": "web"}, None, None)
     assert tally.counts == {"env": {}, "role": {}}
 
 
