@@ -145,7 +145,8 @@ def test_the_group_page_shows_that_group(dashboard: Worker, value: str) -> None:
         f"{api['compliant']} of {api['active']} active envoys compliant"
         in (dom.text_by_id["gauge-detail"])
     )
-    assert dom.counts == {**api["by_status"], "active": api["active"]}
+    outside = {"inactive": api["inactive"], "revoked": api["revoked"]}  # SPEC 10.3
+    assert dom.counts == {**api["by_status"], "active": api["active"], **outside}
     if value == "prod":  # 5 of 6 against its own 95 %
         assert "below the 95% threshold" in dom.text_by_id["verdict"]
     assert GroupRows(dump_dom(dashboard.url + "/compliance?label=" + quote(label))).rows == []

@@ -89,6 +89,8 @@ def test_groups_sum_to_the_fleet_and_the_cap_names_the_largest(fleet: list[Worke
             "compliant": 3,
             "percent": 100.0,
             "by_status": roles["conv"]["by_status"],
+            "inactive": 0,
+            "revoked": 0,
         }
         assert doc["groups"]["env"] == {
             "(none)": doc["groups"]["env"]["(none)"],
@@ -121,6 +123,7 @@ def test_one_group_in_the_fleets_shape_from_either_worker(fleet: list[Worker]) -
         assert (hostile["label"], hostile["active"]) == ("env=" + HOSTILE, 1)
         assert set(hostile) == {
             "at", "label", "active", "compliant", "percent", "by_status", "threshold", "breached",
+            "inactive", "revoked",
         }  # fmt: skip
 
 
