@@ -14,10 +14,12 @@ tests/test_chaos.py` runs the long form.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import threading
 import time
+import urllib.request
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -234,6 +236,7 @@ def test_chaos_soak_matches_the_oracle(tmp_path: Path) -> None:
 
         published = consume(broker.bootstrap, names.fleet_convergence, until=settled, timeout=90)
         changes = consume(broker.bootstrap, names.status_changes, timeout=30)
+        views = workers_view(workers, suspects(changes, expected))
         domain = message_id_domain(PREFIX)
         wanted = {message_id(threshold_alert_id(1), domain)} | {
             message_id(stale_alert_id(e, 1), domain) for e in SILENT
@@ -258,12 +261,14 @@ def test_chaos_soak_matches_the_oracle(tmp_path: Path) -> None:
     assert chaos.kills >= 2 and chaos.broker_restarts == 1
     assert published[-1]["by_status"] == counts.as_dict(), (published[-1], counts.as_dict())
     assert published[-1]["active"] == len(expected)
-    check_versions(changes, expected)
+    check_versions(changes, expected, views)
     ids = [m.message_id for m in received]
     assert set(ids) == wanted, sorted(set(ids) ^ wanted)
 
 
-def check_versions(changes: list[dict[str, Any]], expected: dict[str, Status]) -> None:
+def check_versions(
+    changes: list[dict[str, Any]], expected: dict[str, Status], views: dict[str, Any]
+) -> None:
     by_version: dict[tuple[str, int], dict[str, Any]] = {}
     for change in changes:
         key = (change["envoy_id"], change["version"])
@@ -271,7 +276,32 @@ def check_versions(changes: list[dict[str, Any]], expected: dict[str, Status]) -
     for envoy, status in expected.items():
         versions = sorted(v for e, v in by_version if e == envoy)
         assert versions == list(range(1, len(versions) + 1)), (envoy, versions)
-        assert by_version[(envoy, versions[-1])]["to"] == status.value, envoy
+        last = by_version[(envoy, versions[-1])]
+        assert last["to"] == status.value, (envoy, last, views.get(envoy))
+
+
+def suspects(changes: list[dict[str, Any]], expected: dict[str, Status]) -> list[str]:
+    """Envoys whose newest published change disagrees with the oracle."""
+    newest: dict[str, dict[str, Any]] = {}
+    for change in changes:
+        seen = newest.get(change["envoy_id"])
+        if seen is None or change["version"] > seen["version"]:
+            newest[change["envoy_id"]] = change
+    return [e for e, s in expected.items() if newest.get(e, {}).get("to") != s.value]
+
+
+def workers_view(workers: list[Worker], envoys: list[str]) -> dict[str, Any]:
+    """What the workers say of `envoys` (for the failure message): their API answer."""
+    views: dict[str, Any] = {}
+    for envoy in envoys:
+        for worker in workers:
+            try:
+                with urllib.request.urlopen(f"{worker.url}/api/envoys/{envoy}", timeout=5) as r:
+                    views[envoy] = json.loads(r.read())
+                break
+            except Exception as exc:
+                views[envoy] = repr(exc)
+    return views
 
 
 @pytest.fixture(autouse=True)

@@ -2,8 +2,9 @@
 
 1. per partition, on the worker that owns it: the envoy agent keeps the counts of the
    partition's statuses next to its envoy states (rebuilt from them after an assignment,
-   so they can never disagree); a timer publishes them as a partial to the internal
-   one-partition topic;
+   so they can never disagree) and publishes them as a partial to the internal
+   one-partition topic between batches, about once a second (never ahead of what it
+   published and wrote);
 2. fleet-wide, on the worker that owns that topic's only partition (the fleet owner):
    the aggregator sums the partials, publishes `vigo.fleet.convergence`, keeps the
    sparkline history and runs the threshold detectors, all inside its stream.
@@ -16,6 +17,7 @@ values and those with a threshold of their own named, the rest as `(other)`, and
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -50,6 +52,9 @@ from vigo.projections.history import ConvergenceHistory, history_bucket_ms, reco
 from vigo.projections.threshold import ThresholdState, check_threshold
 from vigo.topics.codec import encode_fleet_convergence
 from vigo.topics.timestamps import iso_from_ms
+
+#: How often the envoy agent publishes its partitions' partials (when they changed).
+PARTIALS_EVERY_S: Final = 1.0
 
 #: The named values of one key in a partial or a published record take at most this much
 #: JSON (each value's text plus an allowance for its counts): with 4 keys, a record stays
@@ -122,6 +127,7 @@ class FleetProjection:
     _sent: dict[int, tuple[FleetCounts, object, int]] = field(default_factory=dict)
     #: Per partition, its bounded groups and the tally version they were bounded at.
     _bounded: dict[int, tuple[GroupTally, int, Groups]] = field(default_factory=dict)
+    _published_at: float = float("-inf")
 
     def forget_partitions(self, partitions: set[int]) -> None:
         for partition in partitions:
@@ -141,9 +147,20 @@ class FleetProjection:
         self._bounded[partition] = (tally, tally.version, groups)
         return groups
 
+    async def publish_partials_when_due(self) -> None:
+        """At most once a `PARTIALS_EVERY_S`: the envoy agent calls this after every
+        batch it committed."""
+        now = time.monotonic()
+        if now - self._published_at < PARTIALS_EVERY_S:
+            return
+        self._published_at = now
+        await self.publish_partials()
+
     async def publish_partials(self) -> None:
         """On change, and at least twice an interval so a new fleet owner learns them
-        quickly."""
+        quickly. Called by the envoy agent between batches only: a partial then counts
+        no change whose status-change record or state is not yet acknowledged, and a
+        worker killed in between cannot leave the fleet numbers ahead of the topic."""
         if self.app.rebalancing or self.app.in_recovery:
             return
         catch_up = self.envoys.catch_up

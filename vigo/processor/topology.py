@@ -251,7 +251,7 @@ def fleet_aggregator(
 
 
 def add_agents(vigo: Vigo, topics: Topics) -> None:
-    app, envoys, aggregator = vigo.app, vigo.envoys, vigo.aggregator
+    app, envoys, fleet, aggregator = vigo.app, vigo.envoys, vigo.fleet, vigo.aggregator
 
     # The envoy agent takes its records in the batches they were fetched in, not through
     # a Faust stream (`faust_compat.InputBatches`: 9x less overhead per record).
@@ -266,6 +266,10 @@ def add_agents(vigo: Vigo, topics: Topics) -> None:
                 envoys.process_batch(batch)
                 await envoys.commit()
                 inputs.ack(batch)
+                # Between batches, so the partials count only changes already published
+                # and states already written (the fleet numbers are never ahead of
+                # the status-change topic; ticks bring the agent here every second).
+                await fleet.publish_partials_when_due()
                 await envoys.guard.settle()
                 await inputs.commit_when_caught_up()
         except Exception as exc:  # a bug: stop the worker rather than stall its partitions
@@ -281,12 +285,13 @@ def add_agents(vigo: Vigo, topics: Topics) -> None:
 
 
 def add_timers(vigo: Vigo, topics: Topics) -> None:
-    app, envoys, fleet, aggregator = vigo.app, vigo.envoys, vigo.fleet, vigo.aggregator
+    app, envoys, aggregator = vigo.app, vigo.envoys, vigo.aggregator
 
     @app.timer(interval=TICK_INTERVAL_S)
     async def tick() -> None:
-        """The punctuator: ticks into each owned, caught-up input partition, partials
-        from the fleet projection, and a tick for the fleet owner's aggregator."""
+        """The punctuator: ticks into each owned, caught-up input partition (the envoy
+        agent sweeps on them and publishes its partials after them), and a tick for
+        the fleet owner's aggregator."""
         if app.rebalancing or app.in_recovery:
             return
         await envoys.catch_up.refresh()
@@ -296,7 +301,6 @@ def add_timers(vigo: Vigo, topics: Topics) -> None:
                 await topics.ticks.send(
                     key=TICK_KEY, value=b"", partition=partition, timestamp=envoys.clock()
                 )
-        await fleet.publish_partials()
         for guard in (envoys.guard, aggregator.guard):
             await guard.watch()
         await aggregator.send_tick()
