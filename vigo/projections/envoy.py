@@ -353,16 +353,14 @@ def _apply_liveness_event(
         if state.inactive_since_ms is not None:
             # SPEC 10.3: any check-in or run, a late one included, reactivates it.
             fields["inactive_since_ms"] = None
-        change = StatusChange(
-            envoy_id=state.envoy_id,
-            from_status=None if first else state.status,
-            to_status=status,
-            at_ms=record_ms,
-            version=version,
-            cause=Cause.RUN if isinstance(event, Run) else Cause.CHECKIN,
-            run_id=event.run_id if isinstance(event, Run) else None,
-            consecutive_changed_runs=consecutive_changed,
-            labels=state.labels,
+        change = _change(
+            state,
+            status,
+            record_ms,
+            Cause.RUN if isinstance(event, Run) else Cause.CHECKIN,
+            event.run_id if isinstance(event, Run) else None,
+            consecutive_changed,
+            first=first,
         )
     # Late: kept in the history, but it changes neither the status nor the counts.
     return Applied(replace(state, **fields), change, "late" if late else "applied", run_outcome)
@@ -486,6 +484,30 @@ def next_deadline_ms(state: EnvoyState, rules: Rules) -> int | None:
     return min(pending) if pending else None
 
 
+def _change(
+    state: EnvoyState,
+    status: Status,
+    at_ms: int,
+    cause: Cause,
+    run_id: str | None,
+    consecutive_changed: int,
+    *,
+    first: bool,
+) -> StatusChange:
+    """The change from `state` (the next version) to `status`."""
+    return StatusChange(
+        envoy_id=state.envoy_id,
+        from_status=None if first else state.status,
+        to_status=status,
+        at_ms=at_ms,
+        version=state.version + 1,
+        cause=cause,
+        run_id=run_id,
+        consecutive_changed_runs=consecutive_changed,
+        labels=state.labels,
+    )
+
+
 def _with_status(
     state: EnvoyState,
     status: Status,
@@ -499,17 +521,7 @@ def _with_status(
     if not first and status == state.status:
         return Applied(state, None, "applied")
     version = state.version + 1
-    change = StatusChange(
-        envoy_id=state.envoy_id,
-        from_status=None if first else state.status,
-        to_status=status,
-        at_ms=at_ms,
-        version=version,
-        cause=cause,
-        run_id=run_id,
-        consecutive_changed_runs=state.consecutive_changed,
-        labels=state.labels,
-    )
+    change = _change(state, status, at_ms, cause, run_id, state.consecutive_changed, first=first)
     return Applied(
         replace(state, status=status, status_since_ms=at_ms, version=version), change, "applied"
     )
