@@ -67,6 +67,14 @@ class Metrics:
             "Alerts written to the outbox and not yet accepted by the SMTP server.",
             registry=r,
         )
+        self.fleet_convergence_threshold_ratio = Gauge(
+            "vigo_fleet_convergence_threshold_ratio",
+            "The convergence.threshold alert's threshold (0..1), as configured; absent "
+            "when the alert is not configured. Drawn with the fleet ratio in Grafana.",
+            registry=None,
+        )
+        r.register(_Threshold(self))
+        self.threshold: float | None = None
         for status in (*ACTIVE_STATUSES, Status.INACTIVE, Status.REVOKED):
             self.fleet_envoys.labels(status=status.value)
         self.fleet_convergence_ratio.set(float("nan"))
@@ -193,6 +201,23 @@ class _FleetGauges:
         yield from self.metrics.fleet_envoys.collect()
         yield from self.metrics.group_convergence_ratio.collect()
         yield from self.metrics.group_envoys.collect()
+
+
+class _Threshold:
+    """The configured threshold, exported only when there is one (a NaN line would draw
+    nothing anyway, and says less than its absence)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self.metrics.fleet_convergence_threshold_ratio.describe()
+
+    def collect(self) -> Iterator[Metric]:
+        if self.metrics.threshold is None:
+            return
+        self.metrics.fleet_convergence_threshold_ratio.set(self.metrics.threshold / 100)
+        yield from self.metrics.fleet_convergence_threshold_ratio.collect()
 
 
 class _WorkerCollector:

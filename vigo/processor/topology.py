@@ -131,6 +131,7 @@ def build_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> 
     app = faust_app(settings)
     names = TopicNames(settings.kafka.topic_prefix)
     metrics = Metrics()
+    metrics.threshold = settings.threshold
     topics = declare_topics(app, names, settings.kafka.partitions)
     # End offsets come from a client of our own, off Faust's consumer thread.
     end_offsets = EndOffsets(settings.kafka.bootstrap_servers, kafka_client_options(settings))
