@@ -30,6 +30,7 @@ from vigo.alerts.rules import (
     digest_alert_id,
     envoy_token,
     is_digest,
+    recovered_alert_id,
     stale_alert_id,
     stale_alerts,
     threshold_alert,
@@ -380,3 +381,49 @@ def test_group_values_cannot_inject_headers(evil: str) -> None:
     if evil.isprintable():
         assert evil in subject
         assert f"Group:        env={evil}" in body
+
+
+# -- recovery (SPEC 10.4) --------------------------------------------------------------------
+
+
+def test_recovery_ids_end_the_threshold_alert_of_the_same_number() -> None:
+    fleet = threshold_alert(2, counts(converged=10), 90.0, T0, recovery=True)
+    assert fleet.alert_id == "convergence.recovered/2" == recovered_alert_id(2)
+    assert fleet.event == "convergence.recovered"
+    group = threshold_alert(3, counts(converged=10), 95.0, T0, ("env", "prod"), recovery=True)
+    assert group.alert_id == "convergence.recovered/env=prod/3"
+    hashed = threshold_alert(1, counts(converged=1), 95.0, T0, ("env", "a\r\nb"), recovery=True)
+    fell = threshold_alert(1, counts(converged=1), 95.0, T0, ("env", "a\r\nb"))
+    assert hashed.alert_id.removeprefix("convergence.recovered") == fell.alert_id.removeprefix(
+        "convergence.threshold"
+    )
+    for alert in (fleet, group, hashed):
+        assert MSG_ID.fullmatch(message_id(alert.alert_id, "vigo"))
+
+
+def test_recovery_mail_says_it_is_back_and_names_the_alert_it_ends() -> None:
+    alert = threshold_alert(1, counts(converged=19, drifted=1), 90.0, T0, recovery=True)
+    msg = reparse(render(alert, MAIL))
+    assert (
+        str(msg["Subject"]).strip()
+        == "[Vigo] Fleet convergence recovered: 95% is at or above the 90% threshold"
+    )
+    assert msg["Message-ID"] == "<convergence.recovered/1@vigo>"
+    assert msg["X-Vigo-Event"] == "convergence.recovered"
+    text = msg.get_content()
+    assert "back at or above the alert threshold" in text
+    assert "This ends the alert convergence.threshold/1" in text
+    group = threshold_alert(2, counts(converged=9), 95.0, T0, ("env", "prod"), recovery=True)
+    msg = reparse(render(group, MAIL))
+    assert str(msg["Subject"]).strip() == (
+        "[Vigo] Convergence of env=prod recovered: 100% is at or above the 95% threshold"
+    )
+    assert "This ends the alert convergence.threshold/env=prod/2" in msg.get_content()
+
+
+@pytest.mark.parametrize("evil", HOSTILE_VALUES)
+def test_recovery_group_values_cannot_inject_headers(evil: str) -> None:
+    alert = threshold_alert(1, counts(converged=1), 95.0, T0, ("env", evil), recovery=True)
+    parsed = reparse(render(alert, MAIL))
+    assert {k.lower() for k in parsed} == EXPECTED_HEADERS
+    assert parsed["Bcc"] is None and MSG_ID.fullmatch(parsed["Message-ID"])

@@ -302,6 +302,25 @@ def test_runs_intentional_changes_from_file_environment_and_default(tmp_path: Pa
     assert both.runs.intentional_changes is True
 
 
+def test_recovered_event_from_file_environment_and_both(tmp_path: Path) -> None:
+    """Listed, it mails (SPEC 10.4); not listed (the default), it does not."""
+    assert load_settings(environ={}).smtp.events.convergence_recovered is None
+    listed = {"convergence.threshold": {"threshold": 80}, "convergence.recovered": {}}
+    path = write_config(tmp_path, {"smtp": {"events": listed}})
+    assert load_settings(path, environ={}).smtp.events.convergence_recovered is not None
+    from_env = load_settings(
+        environ={
+            "VIGO_SMTP__EVENTS__CONVERGENCE_THRESHOLD": '{"threshold": 80}',
+            "VIGO_SMTP__EVENTS__CONVERGENCE_RECOVERED": "{}",
+        }
+    )
+    assert from_env.smtp.events.convergence_recovered is not None
+    only_threshold = write_config(tmp_path, {"smtp": {"events": {"convergence.threshold": {}}}})
+    both = load_settings(only_threshold, environ={"VIGO_SMTP__EVENTS__CONVERGENCE_RECOVERED": "{}"})
+    assert both.smtp.events.convergence_recovered is not None
+    assert both.smtp.events.convergence_threshold is not None
+
+
 def test_groups_from_file_environment_and_both(tmp_path: Path) -> None:
     """SPEC 10.2: `fleet.group_by`, `fleet.max_group_values` and per-group thresholds."""
     default = load_settings(environ={})
@@ -407,6 +426,14 @@ BAD_VALUES: list[tuple[str, dict[str, Any] | None, dict[str, str]]] = [
     ("fleet.max_group_values", {"fleet": {"max_group_values": "many"}}, {}),
     ("fleet.group_byy", {"fleet": {"group_byy": ["env"]}}, {}),
     ("smtp.events", {"smtp": {"events": {"mail.storm": {}}}}, {}),
+    # A recovery needs the threshold alert it ends (SPEC 10.4).
+    ("smtp.events", {"smtp": {"events": {"convergence.recovered": {}}}}, {}),
+    ("smtp.events", None, {"VIGO_SMTP__EVENTS": '{"convergence.recovered": {}}'}),
+    (
+        "smtp.events.convergence.recovered.extra",
+        {"smtp": {"events": {"convergence.threshold": {}, "convergence.recovered": {"extra": 1}}}},
+        {},
+    ),
     ("smtp.events.mail_storm", None, {"VIGO_SMTP__EVENTS__MAIL_STORM__X": "1"}),
     ("smtp.password_file", {"smtp": {"password_file": "/nonexistent/pw"}}, {}),
     ("smtp", None, {"VIGO_SMTP__STARTTLS": "true", "VIGO_SMTP__TLS": "true"}),

@@ -126,3 +126,88 @@ def test_each_group_threshold_fires_once_and_survives_a_restart(
 
 def _iso(seconds: float) -> str:
     return iso_from_ms(int(seconds * 1000))
+
+
+def test_recovery_mails_once_per_crossing_back_for_the_fleet_and_a_group(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """`convergence.recovered` (SPEC 10.4): the fleet (70 %) and env=prod (90 %) fall, a
+    restart while below mails nothing, both recover: one recovery mail each, ending the
+    alert of the same number; a restart after the recovery mails nothing again."""
+    t = TopicNames(topic_prefix)
+    domain = message_id_domain(topic_prefix)
+    prod = [f"prod-{i}" for i in range(4)]
+    dev = [f"dev-{i}" for i in range(2)]
+    events = {
+        "convergence.threshold": {"threshold": 70, "groups": {"env=prod": 90}},
+        "convergence.recovered": {},
+    }
+
+    def runs(envoys: list[str], result: str) -> None:
+        produce(kafka_bootstrap, [(t.runs, e.encode(), run_event(e, result)) for e in envoys])
+
+    def fleet_at(percent: float) -> Any:
+        return lambda rs: bool(rs) and rs[-1]["percent"] == percent
+
+    with SmtpServer() as smtp:
+        config = alert_config(
+            kafka_bootstrap, topic_prefix, smtp.port, events, fleet={"group_by": ["env"]}
+        )
+        worker = Worker(config, tmp_path).start()
+        heartbeat = Heartbeat(kafka_bootstrap, t.checkins, prod + dev)
+        try:
+            produce(
+                kafka_bootstrap,
+                [(t.enrollments, e.encode(), enrollment(e, env="prod")) for e in prod]
+                + [(t.enrollments, e.encode(), enrollment(e, env="dev")) for e in dev],
+            )
+            heartbeat.start()
+            runs(prod + dev, "ok")
+            consume(kafka_bootstrap, t.fleet_convergence, until=fleet_at(100.0), timeout=60)
+            time.sleep(3)  # a check sees everything at or above: nothing to recover from
+            assert smtp.messages == []
+
+            runs(prod[:1], "changed")  # prod 75 % < 90 %; the fleet 83 % >= 70 %
+            runs(dev, "changed")  # the fleet 50 % < 70 %
+            falls = smtp.wait_for(2)
+            assert {m.message_id for m in falls} == {
+                message_id(threshold_alert_id(1, ("env", "prod")), domain),
+                message_id(threshold_alert_id(1), domain),
+            }
+
+            worker.stop()  # below, restarted: nothing new
+            worker.start()
+            time.sleep(5)
+            assert len(smtp.messages) == 2
+
+            runs(prod[:1] + dev, "ok")  # both back to 100 %
+            mails = smtp.wait_for(4)
+            recoveries = [m for m in mails if "recovered" in m.message_id]
+            assert sorted(m.message_id for m in recoveries) == sorted(
+                [
+                    f"<convergence.recovered/env=prod/1@{domain}>",
+                    f"<convergence.recovered/1@{domain}>",
+                ]
+            )
+            by_id = {m.message_id: m for m in recoveries}
+            group_mail = by_id[f"<convergence.recovered/env=prod/1@{domain}>"]
+            assert group_mail.subject == (
+                "[Vigo] Convergence of env=prod recovered: 100% is at or above the 90% threshold"
+            )
+            assert "convergence.threshold/env=prod/1" in group_mail.message.get_content()
+            fleet_mail = by_id[f"<convergence.recovered/1@{domain}>"]
+            assert fleet_mail.subject == (
+                "[Vigo] Fleet convergence recovered: 100% is at or above the 70% threshold"
+            )
+            for mail in recoveries:
+                assert_clean_headers(mail)
+
+            time.sleep(5)  # more checks at or above: no second recovery
+            worker.stop()
+            worker.start()
+            time.sleep(5)
+            assert len(smtp.messages) == 4
+            assert alerts_total(worker, "convergence.recovered", "queued") == 0
+        finally:
+            heartbeat.stop()
+            worker.stop()

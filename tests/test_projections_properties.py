@@ -21,7 +21,7 @@ from vigo.projections.envoy import (
 from vigo.projections.fleet import FleetCounts
 from vigo.projections.history import ConvergenceHistory, history_bucket_ms, record_point
 from vigo.projections.liveness import offline_deadline_ms
-from vigo.projections.threshold import ThresholdState, check_threshold
+from vigo.projections.threshold import ThresholdState, check_threshold, recovered
 from vigo.topics.events import Enrollment, InputEvent, Run
 from vigo.topics.statuses import ACTIVE_STATUSES, Status
 
@@ -207,14 +207,22 @@ def test_threshold_fires_exactly_once_per_downward_crossing(
 ) -> None:
     state = ThresholdState()
     fired = 0
+    ended: list[int] = []  # the numbers of the falls each recovery ended (SPEC 10.4)
     for percent in series:
+        before = state
         state, fires = check_threshold(state, percent, threshold)
         fired += fires
+        if recovered(before, state):
+            ended.append(state.crossings)
     known = [p for p in series if p is not None]
     crossings = sum(
         1 for i, p in enumerate(known) if p < threshold and (i == 0 or known[i - 1] >= threshold)
     )
     assert fired == crossings == state.crossings
+    # Each fall is ended at most once, in order, and every fall but a last one still
+    # below is ended.
+    assert ended == list(range(1, len(ended) + 1))
+    assert len(ended) == crossings - (1 if state.below else 0)
 
 
 @given(st.lists(st.tuples(st.integers(0, 10**6), percents), max_size=200), st.integers(1, 600))

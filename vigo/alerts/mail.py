@@ -26,7 +26,7 @@ from email.utils import format_datetime
 from typing import Any, Final
 from urllib.parse import quote
 
-from vigo.alerts.rules import CONVERGENCE_THRESHOLD
+from vigo.alerts.rules import CONVERGENCE_RECOVERED, CONVERGENCE_THRESHOLD
 from vigo.topics.codec import FLEET_STATUSES
 from vigo.topics.events import Alert
 from vigo.topics.jsonschemas import parse_timestamp_ms
@@ -121,13 +121,14 @@ def render(alert: Alert, settings: MailSettings) -> EmailMessage:
 
 def subject(alert: Alert) -> str:
     d = alert.details
-    if alert.event == CONVERGENCE_THRESHOLD:
+    if alert.event in (CONVERGENCE_THRESHOLD, CONVERGENCE_RECOVERED):
         group = _group(d)
         what = "Fleet convergence" if group is None else f"Convergence of {group[0]}={group[1]}"
-        text = (
-            f"[Vigo] {what} {_num(d.get('percent'))}% is below the "
-            f"{_num(d.get('threshold'))}% threshold"
-        )
+        percent, threshold = _num(d.get("percent")), _num(d.get("threshold"))
+        if alert.event == CONVERGENCE_THRESHOLD:
+            text = f"[Vigo] {what} {percent}% is below the {threshold}% threshold"
+        else:
+            text = f"[Vigo] {what} recovered: {percent}% is at or above the {threshold}% threshold"
     elif d.get("digest"):
         text = f"[Vigo] {_int(d.get('count'))} envoys went stale"
     else:
@@ -140,7 +141,7 @@ def subject(alert: Alert) -> str:
 
 
 def body(alert: Alert, dashboard: str) -> str:
-    if alert.event == CONVERGENCE_THRESHOLD:
+    if alert.event in (CONVERGENCE_THRESHOLD, CONVERGENCE_RECOVERED):
         lines = _threshold_body(alert, dashboard)
     else:
         lines = _stale_body(alert, dashboard)
@@ -157,10 +158,21 @@ def _threshold_body(alert: Alert, dashboard: str) -> list[str]:
     assert isinstance(by_status, Mapping)
     group = _group(d)
     label = None if group is None else f"{group[0]}={group[1]}"
+    recovery = alert.event == CONVERGENCE_RECOVERED
+    if recovery:
+        opening = (
+            "Fleet convergence is back at or above the alert threshold."
+            if label is None
+            else "Convergence of a group of envoys is back at or above its alert threshold."
+        )
+    else:
+        opening = (
+            "Fleet convergence fell below the alert threshold."
+            if label is None
+            else "Convergence of a group of envoys fell below its alert threshold."
+        )
     lines = [
-        "Fleet convergence fell below the alert threshold."
-        if label is None
-        else "Convergence of a group of envoys fell below its alert threshold.",
+        opening,
         "",
         *([] if label is None else [f"  Group:        {body_text(label)}"]),
         f"  Convergence:  {_num(d.get('percent'))}% "
@@ -190,10 +202,24 @@ def _threshold_body(alert: Alert, dashboard: str) -> list[str]:
         "",
         f"Dashboard: {dashboard}{page}",
         "",
-        "This alert fires once each time convergence falls below the threshold; it fires",
-        f"again only after convergence has recovered to {threshold}% or more.",
+        *(
+            [
+                f"This ends the alert {body_text(_ended_alert_id(alert))}, sent when",
+                "convergence fell below the threshold.",
+            ]
+            if recovery
+            else [
+                "This alert fires once each time convergence falls below the threshold; it fires",
+                f"again only after convergence has recovered to {threshold}% or more.",
+            ]
+        ),
     ]
     return lines
+
+
+def _ended_alert_id(alert: Alert) -> str:
+    """The threshold alert a recovery ends: the same id under the other event."""
+    return CONVERGENCE_THRESHOLD + alert.alert_id.removeprefix(CONVERGENCE_RECOVERED)
 
 
 def _stale_body(alert: Alert, dashboard: str) -> list[str]:

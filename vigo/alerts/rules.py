@@ -22,6 +22,7 @@ from vigo.topics.events import Alert
 from vigo.topics.timestamps import iso_from_ms
 
 CONVERGENCE_THRESHOLD: Final = "convergence.threshold"
+CONVERGENCE_RECOVERED: Final = "convergence.recovered"
 ENVOY_STALE: Final = "envoy.stale"
 
 #: A digest lists at most this many envoys (the count is always exact): the outbox record
@@ -72,6 +73,14 @@ def threshold_alert_id(crossings: int, group: tuple[str, str] | None = None) -> 
     return f"{CONVERGENCE_THRESHOLD}/{group_token(*group)}/{crossings}"
 
 
+def recovered_alert_id(crossings: int, group: tuple[str, str] | None = None) -> str:
+    """`convergence.recovered/<n>` (per group `convergence.recovered/<key>=<value>/<n>`):
+    the end of the threshold alert numbered n (SPEC 10.4)."""
+    if group is None:
+        return f"{CONVERGENCE_RECOVERED}/{crossings}"
+    return f"{CONVERGENCE_RECOVERED}/{group_token(*group)}/{crossings}"
+
+
 def group_token(key: str, value: str) -> str:
     """`key=value` when both are plain tokens, else `=` + a sha256 prefix of the pair."""
     if all(len(t) <= _PLAIN_TOKEN_MAX and _PLAIN_TOKEN.fullmatch(t) for t in (key, value)):
@@ -105,9 +114,12 @@ def threshold_alert(
     threshold: float,
     now_ms: int,
     group: tuple[str, str] | None = None,
+    *,
+    recovery: bool = False,
 ) -> Alert:
     """The alert for a fall below the threshold (the detector calls once per crossing),
-    of the fleet or of one group `(key, value)` (its label cut like envoys' labels)."""
+    of the fleet or of one group `(key, value)` (its label cut like envoys' labels); with
+    `recovery`, the `convergence.recovered` alert that ends fall number `crossings`."""
     details: dict[str, Any] = {
         "crossings": crossings,
         "percent": counts.percent,
@@ -121,9 +133,10 @@ def threshold_alert(
         key, value = _cut(group[0], LABEL_KEY_MAX), _cut(group[1], LABEL_VALUE_MAX)
         details["group"] = {"key": key, "value": value}
         subject = f"{key}={value}"
+    make_id = recovered_alert_id if recovery else threshold_alert_id
     return Alert(
-        alert_id=threshold_alert_id(crossings, group),
-        event=CONVERGENCE_THRESHOLD,
+        alert_id=make_id(crossings, group),
+        event=CONVERGENCE_RECOVERED if recovery else CONVERGENCE_THRESHOLD,
         at=iso_from_ms(now_ms),
         subject=subject,
         details=details,

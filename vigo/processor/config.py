@@ -29,7 +29,7 @@ from vigo.processor.configenv import EnvError, Override, env_overrides, merge
 from vigo.projections.groups import DEFAULT_MAX_GROUP_VALUES, MAX_GROUP_KEYS, parse_label
 from vigo.projections.liveness import StaleAfter, parse_duration_ms
 
-KNOWN_ALERT_EVENTS = ("convergence.threshold", "envoy.stale")
+KNOWN_ALERT_EVENTS = ("convergence.threshold", "convergence.recovered", "envoy.stale")
 
 
 class ConfigError(Exception):
@@ -183,9 +183,24 @@ class StaleEvent(_Section):
     digest_over: int = Field(10, ge=1)
 
 
+class RecoveredEvent(_Section):
+    """`convergence.recovered` (SPEC 10.4): no settings of its own; it ends the alerts of
+    `convergence.threshold` (the fleet's and each group's), so it needs that event."""
+
+
 class SmtpEvents(_Section):
     convergence_threshold: ThresholdEvent | None = Field(None, alias="convergence.threshold")
+    convergence_recovered: RecoveredEvent | None = Field(None, alias="convergence.recovered")
     envoy_stale: StaleEvent | None = Field(None, alias="envoy.stale")
+
+    @model_validator(mode="after")
+    def _recovered_needs_threshold(self) -> SmtpEvents:
+        if self.convergence_recovered is not None and self.convergence_threshold is None:
+            raise ValueError(
+                "convergence.recovered needs convergence.threshold listed too: it mails "
+                "the end of that alert"
+            )
+        return self
 
     @model_serializer(mode="wrap")
     def _listed_only(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:

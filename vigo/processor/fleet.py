@@ -49,7 +49,7 @@ from vigo.projections.groups import (
     pinned_values,
 )
 from vigo.projections.history import ConvergenceHistory, history_bucket_ms, record_point
-from vigo.projections.threshold import ThresholdState, check_threshold
+from vigo.projections.threshold import ThresholdState, check_threshold, recovered
 from vigo.topics.codec import encode_fleet_convergence
 from vigo.topics.timestamps import iso_from_ms
 
@@ -215,6 +215,8 @@ class FleetAggregator:
     clock: Callable[[], float]
     groups: GroupSettings = field(default_factory=GroupSettings)
     threshold_handlers: list[ThresholdHandler] = field(default_factory=list)
+    #: Called once per crossing back to at or above a threshold that fired (SPEC 10.4).
+    recovery_handlers: list[ThresholdHandler] = field(default_factory=list)
     snapshot: FleetSnapshot | None = None
     _published: tuple[FleetCounts, Groups, int] | None = None
     _last_check_ms: int | None = None
@@ -332,13 +334,17 @@ class FleetAggregator:
         threshold: float,
         now_ms: int,
     ) -> ThresholdState:
-        """One detector (the fleet's, or a group's): fires once per downward crossing; its
-        state is written after the alert (`commit`), so a crash in between repeats the
-        alert (same id, recognised by the sender) rather than losing it."""
+        """One detector (the fleet's, or a group's): fires once per downward crossing, and
+        reports the crossing back once; its state is written after the alert (`commit`),
+        so a crash in between repeats the alert (same id, recognised by the sender)
+        rather than losing it."""
         state = self._threshold_state(state_key)
         new_state, fired = check_threshold(state, counts.percent, threshold)
         if fired and counts.percent is not None:
             for handler in self.threshold_handlers:
+                handler(label, new_state, counts, threshold, now_ms)
+        if recovered(state, new_state):
+            for handler in self.recovery_handlers:
                 handler(label, new_state, counts, threshold, now_ms)
         if new_state != state:
             self.held.put(self.state_table, state_key, new_state, event)

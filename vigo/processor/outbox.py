@@ -54,11 +54,16 @@ class Outbox:
         counts: FleetCounts,
         threshold: float,
         now_ms: int,
+        *,
+        recovery: bool = False,
     ) -> None:
         """A `FleetAggregator` threshold handler: once per downward crossing of the fleet
-        (`label` None) or of a group (`label` `KEY=VALUE`)."""
+        (`label` None) or of a group (`label` `KEY=VALUE`); with `recovery`, its recovery
+        handler: once per crossing back, ending fall number `state.crossings`."""
         group = parse_label(label) if label is not None else None
-        self.write(threshold_alert(state.crossings, counts, threshold, now_ms, group))
+        self.write(
+            threshold_alert(state.crossings, counts, threshold, now_ms, group, recovery=recovery)
+        )
 
     def on_stale(self, partition: int, envoys: Sequence[StaleLike], now_ms: int) -> None:
         """An `EnvoyProcessor` stale handler: the envoys one sweep found newly stale."""

@@ -22,6 +22,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import faust
@@ -359,6 +360,8 @@ def add_alerting(
     )
     if events.convergence_threshold is not None:
         vigo.aggregator.threshold_handlers.append(outbox.on_threshold)
+    if events.convergence_recovered is not None:
+        vigo.aggregator.recovery_handlers.append(partial(outbox.on_threshold, recovery=True))
     if events.envoy_stale is not None:
         vigo.envoys.stale_handlers.append(outbox.on_stale)
     sender = AlertSender(

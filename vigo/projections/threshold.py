@@ -1,7 +1,8 @@
-"""The `convergence.threshold` detector: fires once per crossing from at-or-above to below.
+"""The `convergence.threshold` detector: fires once per crossing from at-or-above to below,
+and `recovered` marks the crossing back (SPEC 10.4, `convergence.recovered`).
 
 Its state is data (kept in a changelog-backed table), so a restart while below fires
-nothing new.
+nothing new, and a restart after the recovery recovers nothing again.
 """
 
 from __future__ import annotations
@@ -29,3 +30,10 @@ def check_threshold(
     if below == state.below:
         return state, False
     return ThresholdState(below=below, crossings=state.crossings), False
+
+
+def recovered(before: ThresholdState, after: ThresholdState) -> bool:
+    """Whether a check went from below the threshold back to at or above it. Every fall
+    fired (the detector starts as if at or above), so this ends the alert numbered
+    `after.crossings`, once."""
+    return before.below and not after.below

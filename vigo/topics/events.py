@@ -109,7 +109,7 @@ class DeadLetter:
     error: str
 
 
-AlertEvent = Literal["convergence.threshold", "envoy.stale"]
+AlertEvent = Literal["convergence.threshold", "convergence.recovered", "envoy.stale"]
 
 
 @dataclass(frozen=True, slots=True)
