@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness import (
@@ -606,3 +607,32 @@ def test_two_hundred_envoys_going_stale_over_twenty_seconds_are_one_digest(
             assert (entry["id"], entry["outcome"]) == (digest_id, "sent")
         finally:
             worker.stop()
+
+
+def test_a_worker_refuses_an_outbox_with_more_than_one_partition(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """One sender must see every alert (the fleet-wide digest): an outbox made with more
+    partitions (by hand, or by an old tool) stops the worker with one line saying how to
+    migrate, and no traceback."""
+    t = TopicNames(topic_prefix)
+
+    async def create() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(t.alerts, 3, 1)])
+        finally:
+            await admin.close()
+
+    asyncio.run(create())
+    config = alert_config(kafka_bootstrap, topic_prefix, free_port(), {"envoy.stale": {}})
+    worker = Worker(config, tmp_path).start(wait=False)
+    assert worker.proc is not None
+    assert worker.proc.wait(60) == 1
+    lines = worker.log_text().strip().splitlines()
+    assert lines == [
+        f"vigo-processor: topic {t.alerts} has 3 partitions, the alert outbox needs 1: to "
+        "migrate, drain it (vigo_alert_outbox_pending 0 on every worker), stop the workers, "
+        "delete the topic, start"
+    ]
