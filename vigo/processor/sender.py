@@ -501,6 +501,7 @@ class AlertSender:
     def forget_position(self) -> None:
         """On revocation: the partition may come back after another worker moved it on."""
         self.guard.forget([self.tp])
+        self._decoded.clear()
 
 
 def _describe(exc: BaseException) -> str:
