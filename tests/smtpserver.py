@@ -53,10 +53,18 @@ class Recorder:
     #: Set when a held mail has arrived.
     holding: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Message-IDs answered with a 554 at the end of DATA, every time; the next mail is
+    #: accepted as usual. Each refusal is recorded in `rejected`.
+    reject_ids: set[str] = field(default_factory=set)
+    rejected: list[str] = field(default_factory=list)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         message = email.message_from_bytes(envelope.original_content, policy=policy.default)
         assert isinstance(message, EmailMessage)
+        with self.lock:
+            if str(message["Message-ID"]) in self.reject_ids:
+                self.rejected.append(str(message["Message-ID"]))
+                return "554 5.7.1 Message refused by policy"
         login = session.auth_data if session.authenticated else None
         tls = server.transport.get_extra_info("ssl_object") is not None
         with self.lock:

@@ -17,7 +17,7 @@ from tests.smtpserver import Certs, SmtpServer, login_authenticator, make_certs
 from vigo.alerts.mail import MailSettings, render
 from vigo.alerts.rules import threshold_alert
 from vigo.processor.config import SmtpConfig
-from vigo.processor.sender import deliver, is_permanent, tls_context
+from vigo.processor.sender import deliver, is_permanent, is_rejection, tls_context
 from vigo.projections.fleet import FleetCounts
 
 T0 = 1_795_781_104_000
@@ -92,6 +92,7 @@ def test_wrong_password_is_a_permanent_failure(
     with pytest.raises(aiosmtplib.SMTPAuthenticationError) as caught:
         send(config)
     assert is_permanent(caught.value)
+    assert not is_rejection(caught.value)  # the operator's to fix: retried, never parked
     assert starttls_server.messages == []
 
 
@@ -134,3 +135,52 @@ def test_rejected_data_is_permanent() -> None:
     with server, pytest.raises(aiosmtplib.SMTPDataError) as caught:
         send(smtp_config(server.port))
     assert is_permanent(caught.value)
+    assert is_rejection(caught.value)
+
+
+class Refusing:
+    """Answers RCPT TO with `rcpt` (for the recipients in `refuse`) and MAIL FROM with
+    `mail`."""
+
+    def __init__(self, rcpt: str = "250 OK", mail: str = "250 OK", refuse: str = "") -> None:
+        self.rcpt, self.mail, self.refuse = rcpt, mail, refuse
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        envelope.mail_from = address
+        return self.mail
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        if self.refuse in address:
+            return self.rcpt
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        return "250 OK"
+
+
+@pytest.mark.parametrize(
+    ("handler", "rejection"),
+    [
+        (Refusing(rcpt="550 5.1.1 no such user"), True),  # every recipient, 5xx: parked
+        (Refusing(rcpt="450 4.2.1 try later"), False),  # 4xx: retried
+        (Refusing(mail="553 5.7.1 sender not allowed"), False),  # MAIL FROM: retried
+    ],
+)
+def test_which_refusals_park_a_mail(handler: Refusing, rejection: bool) -> None:
+    server = SmtpServer()
+    server.recorder = handler  # type: ignore[assignment]
+    with server, pytest.raises(aiosmtplib.SMTPException) as caught:
+        send(smtp_config(server.port))
+    assert is_rejection(caught.value) is rejection
+
+
+def test_one_recipient_refused_of_two_is_delivered() -> None:
+    server = SmtpServer()
+    server.recorder = Refusing(rcpt="550 5.1.1 no such user", refuse="second")  # type: ignore[assignment]
+    with server:
+        send(smtp_config(server.port, to=["first@example.org", "second@example.org"]))

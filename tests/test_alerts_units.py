@@ -1,4 +1,4 @@
-"""Pure alert logic, no Kafka: deterministic ids, the digest decision, the outbox codec,
+"""Pure alert logic, no Kafka: deterministic ids, the digest mail, the outbox codec,
 and mail rendering, including that no envoy id or label can inject a header."""
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ from vigo.alerts.rules import (
     bounded_labels,
     digest_alert_id,
     envoy_token,
-    is_digest,
     recovered_alert_id,
     stale_alert_id,
     stale_alerts,
     threshold_alert,
     threshold_alert_id,
 )
+from vigo.alerts.window import LIST_MAX, Window, digest_alert, member_of
 from vigo.processor.sender import backoff_s
 from vigo.projections.fleet import FleetCounts
 from vigo.topics.codec import decode_alert, encode_alert
@@ -111,13 +111,9 @@ def test_distinct_envoys_and_episodes_get_distinct_ids() -> None:
     assert len(ids) == 8
 
 
-def test_digest_id_ignores_order_but_not_membership() -> None:
-    a, b, c = Stale("a"), Stale("b", episode=2), Stale("c")
-    assert digest_alert_id(0, [a, b, c]) == digest_alert_id(0, [c, a, b])
-    assert digest_alert_id(0, [a, b]) != digest_alert_id(0, [a, b, c])
-    assert digest_alert_id(0, [a, b]) != digest_alert_id(1, [a, b])
-    assert digest_alert_id(0, [a, b]) != digest_alert_id(0, [a, Stale("b", episode=3)])
-    assert MSG_ID.fullmatch(message_id(digest_alert_id(0, [a, b]), "vigo"))
+def test_digest_id_is_the_window_start() -> None:
+    assert digest_alert_id(T0) == f"envoy.stale.digest/{T0}"
+    assert MSG_ID.fullmatch(message_id(digest_alert_id(T0), "vigo"))
 
 
 def test_message_id_domain_per_deployment() -> None:
@@ -146,23 +142,24 @@ def test_threshold_alert() -> None:
     assert alert.details["by_status"]["drifted"] == 5
 
 
-def test_digest_only_above_digest_over() -> None:
-    assert not is_digest(10, 10)
-    assert is_digest(11, 10)
-    few = stale_alerts(3, [Stale(f"e{i}") for i in range(3)], T0, digest_over=3)
-    assert [a.alert_id for a in few] == [f"envoy.stale/e{i}/1" for i in range(3)]
-    assert all(not a.details["digest"] and a.details["count"] == 1 for a in few)
-    many = stale_alerts(3, [Stale(f"e{i}") for i in range(4)], T0, digest_over=3)
-    assert len(many) == 1
-    assert many[0].details["digest"] is True
-    assert many[0].details["count"] == 4
-    assert many[0].alert_id.startswith("envoy.stale.digest/3/")
-    assert stale_alerts(0, [], T0, digest_over=3) == []
+def test_a_sweep_writes_one_alert_per_envoy() -> None:
+    """The per-sweep digest is gone: grouping is the sender's, over the whole fleet."""
+    many = stale_alerts(3, [Stale(f"e{i}") for i in range(40)], T0)
+    assert [a.alert_id for a in many] == [f"envoy.stale/e{i}/1" for i in range(40)]
+    assert all(not a.details["digest"] and a.details["count"] == 1 for a in many)
+    assert stale_alerts(0, [], T0) == []
+
+
+def digest_of(envoys: list[Stale], start_ms: int = T0, width_ms: int = 60_000) -> Window:
+    members = [member_of(a) for a in stale_alerts(0, envoys, T0)]
+    listed = sorted((m for m in members if m is not None), key=lambda m: m.order)
+    return Window(start_ms, start_ms + width_ms, len(envoys), tuple(listed[:LIST_MAX]))
 
 
 def test_digest_lists_a_bounded_number_of_envoys() -> None:
     storm = [Stale(f"e{i:05d}", last_seen_ms=T0 - i) for i in range(DIGEST_LIST_MAX + 50)]
-    (digest,) = stale_alerts(0, storm, T0, digest_over=10)
+    digest = digest_alert(digest_of(storm))
+    assert digest.alert_id == f"envoy.stale.digest/{T0}"
     assert digest.details["count"] == DIGEST_LIST_MAX + 50
     assert digest.details["omitted"] == 50
     assert len(digest.details["envoys"]) == DIGEST_LIST_MAX
@@ -189,8 +186,8 @@ def test_backoff_doubles_and_is_capped() -> None:
 def test_alert_codec_round_trip_and_schema() -> None:
     alerts = [
         threshold_alert(1, counts(converged=1, failed=1), 90.0, T0),
-        *stale_alerts(0, [Stale("web-01", labels={"env": "prod"})], T0, digest_over=10),
-        *stale_alerts(1, [Stale(f"e{i}") for i in range(12)], T0, digest_over=10),
+        *stale_alerts(0, [Stale("web-01", labels={"env": "prod"})], T0),
+        digest_alert(digest_of([Stale(f"e{i}") for i in range(12)])),
     ]
     for alert in alerts:
         raw = encode_alert(alert.alert_id, alert.event, alert.at, alert.subject, alert.details)
@@ -241,7 +238,7 @@ def test_threshold_mail() -> None:
 
 def test_stale_mail_names_the_envoy_and_links_it() -> None:
     (alert,) = stale_alerts(
-        0, [Stale("web 01", episode=2, labels={"env": "prod", "role": "web"})], T0, 10
+        0, [Stale("web 01", episode=2, labels={"env": "prod", "role": "web"})], T0
     )
     msg = reparse(render(alert, MAIL))
     assert msg["Subject"] == "[Vigo] Envoy web 01 is stale (env=prod, role=web)"
@@ -253,11 +250,13 @@ def test_stale_mail_names_the_envoy_and_links_it() -> None:
 
 def test_digest_mail_lists_the_envoys() -> None:
     storm = [Stale(f"db-{i:02d}", labels={"env": "prod"}) for i in range(12)]
-    (alert,) = stale_alerts(0, storm, T0, 10)
+    alert = digest_alert(digest_of(storm))
     msg = reparse(render(alert, MAIL))
     assert msg["Subject"] == "[Vigo] 12 envoys went stale"
+    assert msg["Message-ID"] == f"<envoy.stale.digest/{T0}@vigo>"
     text = msg.get_content()
     assert all(f"db-{i:02d}" in text for i in range(12))
+    assert "Window:       2026-11-27T12:05:04.000Z to 2026-11-27T12:06:04.000Z" in text
 
 
 def test_same_alert_renders_the_same_bytes() -> None:
@@ -290,8 +289,8 @@ def test_envoy_id_and_labels_cannot_inject_headers(evil: str) -> None:
     """The JSON Schema forbids C0 controls in envoy_id, but the mail code must not rely on
     it (and NEL or U+2028 pass the schema): an id or label with a line break stays text
     inside the Subject, and the parsed mail has exactly the headers we wrote."""
-    (single,) = stale_alerts(0, [Stale(evil, labels={"team": evil})], T0, 10)
-    (digest,) = stale_alerts(0, [Stale(f"{evil}{i}", labels={"t": evil}) for i in range(3)], T0, 1)
+    (single,) = stale_alerts(0, [Stale(evil, labels={"team": evil})], T0)
+    digest = digest_alert(digest_of([Stale(f"{evil}{i}", labels={"t": evil}) for i in range(3)]))
     for alert in (single, digest):
         msg = render(alert, MAIL)
         head = msg.as_bytes().split(b"\r\n\r\n", 1)[0]

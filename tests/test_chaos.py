@@ -192,7 +192,7 @@ def test_chaos_soak_matches_the_oracle(tmp_path: Path) -> None:
             "timeout_s": 5,
             "events": {
                 "convergence.threshold": {"threshold": 99},
-                "envoy.stale": {"digest_over": 1000},
+                "envoy.stale": {"digest_over": 200, "digest_window": "5s"},
             },
         },
     )

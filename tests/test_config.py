@@ -128,7 +128,7 @@ def test_environment_only_sets_event_keys_maps_and_lists(tmp_path: Path) -> None
     assert doc["smtp"]["events"] == {
         "convergence.threshold": {"threshold": 95, "groups": {"env=prod": 97}},
         # Absent from the file means both events: one event's key keeps the other.
-        "envoy.stale": {"digest_over": 10},
+        "envoy.stale": {"digest_over": 10, "digest_window": 60},
     }
     assert doc["smtp"]["to"] == ["ops@example.com", "oncall@example.com"]
     assert (doc["kafka"]["partitions"], doc["smtp"]["starttls"]) == (16, True)
@@ -148,7 +148,7 @@ def test_both_environment_wins_per_key_and_keeps_the_files_other_events(tmp_path
     )
     assert doc["smtp"]["events"] == {
         "convergence.threshold": {"threshold": 95, "groups": {}},
-        "envoy.stale": {"digest_over": 5},
+        "envoy.stale": {"digest_over": 5, "digest_window": 60},
     }
     assert (doc["smtp"]["host"], doc["smtp"]["port"]) == ("mail.env", 2525)
     assert (doc["kafka"]["partitions"], doc["kafka"]["topic_prefix"]) == (12, "prod.")
@@ -159,7 +159,7 @@ def test_a_json_value_replaces_its_key_and_a_deeper_variable_wins_over_it(
 ) -> None:
     config = {"smtp": {"events": BOTH_EVENTS}}
     doc = printed(tmp_path, config, VIGO_SMTP__EVENTS='{"envoy.stale": {}}')
-    assert doc["smtp"]["events"] == {"envoy.stale": {"digest_over": 10}}
+    assert doc["smtp"]["events"] == {"envoy.stale": {"digest_over": 10, "digest_window": 60}}
     doc = printed(
         tmp_path,
         config,
@@ -502,3 +502,16 @@ def test_a_bad_file_is_one_line(tmp_path: Path) -> None:
         assert "Traceback" not in done.stderr
         assert len(done.stderr.splitlines()) == 1, done.stderr
         assert expected in done.stderr
+
+
+def test_digest_window_is_a_duration_and_digest_over_is_capped(tmp_path: Path) -> None:
+    env = "VIGO_SMTP__EVENTS__ENVOY_STALE__DIGEST_WINDOW"
+    settings = load_settings(environ={env: "2m"})
+    assert settings.smtp.events.envoy_stale is not None
+    assert settings.smtp.events.envoy_stale.digest_window_ms == 120_000
+    with pytest.raises(
+        ConfigError, match=rf"^config smtp.events.envoy.stale.digest_window: .*{env}"
+    ):
+        load_settings(environ={env: "soon"})
+    with pytest.raises(ConfigError, match=r"^config smtp.events.envoy.stale.digest_over: .* 200"):
+        load_settings(environ={"VIGO_SMTP__EVENTS__ENVOY_STALE__DIGEST_OVER": "1000"})

@@ -103,7 +103,10 @@ def test_long_stop_past_stale_after_sends_no_stale_mail_for_envoys_that_checked_
             kafka_bootstrap,
             topic_prefix,
             checkin={"interval": "2s", "stale_after": "4s"},
-            smtp={**smtp_config, "events": {"envoy.stale": {"digest_over": 100}}},
+            smtp={
+                **smtp_config,
+                "events": {"envoy.stale": {"digest_over": 100, "digest_window": "3s"}},
+            },
         )
         worker = Worker(config, tmp_path)
         worker.start()

@@ -228,10 +228,12 @@ def _stale_body(alert: Alert, dashboard: str) -> list[str]:
     if d.get("digest"):
         count = _int(d.get("count"))
         lines = [
-            f"{count} envoys went stale in the same liveness sweep: they have not checked in",
-            "for longer than checkin.stale_after. Listed in one mail instead of one each.",
+            f"{count} envoys went stale within the same digest window: they have not checked",
+            "in for longer than checkin.stale_after. Listed in one mail instead of one each,",
+            "those seen longest ago first.",
             "",
-            f"  Detected at:  {body_text(alert.at)}",
+            f"  Window:       {body_text(_str(d.get('window_start')))} to "
+            f"{body_text(_str(d.get('window_end')))}",
             "",
         ]
         for envoy in envoys:

@@ -25,8 +25,9 @@ CONVERGENCE_THRESHOLD: Final = "convergence.threshold"
 CONVERGENCE_RECOVERED: Final = "convergence.recovered"
 ENVOY_STALE: Final = "envoy.stale"
 
-#: A digest lists at most this many envoys (the count is always exact): the outbox record
-#: and the mail stay far below Kafka's and SMTP servers' size limits whatever the storm.
+#: A digest lists at most this many envoys (the count is always exact): the window's table
+#: value and the mail stay far below Kafka's and SMTP servers' size limits whatever the
+#: storm. Also the cap of `digest_over`, so that singles are always among the listed.
 DIGEST_LIST_MAX: Final = 200
 #: Labels are free-form and unbounded in the input; what an alert carries of them is cut.
 LABEL_KEY_MAX: Final = 64
@@ -93,12 +94,10 @@ def stale_alert_id(envoy_id: str, episode: int) -> str:
     return f"{ENVOY_STALE}/{envoy_token(envoy_id)}/{episode}"
 
 
-def digest_alert_id(partition: int, envoys: Sequence[StaleLike]) -> str:
-    """`envoy.stale.digest/<partition>/<hash>`: the hash of the sorted (envoy, episode)
-    pairs, so the same sweep replayed gives the same id whatever the order."""
-    members = sorted((e.envoy_id, e.episode) for e in envoys)
-    text = "\n".join(f"{envoy_id}\x00{episode}" for envoy_id, episode in members)
-    return f"{ENVOY_STALE}.digest/{partition}/{_sha256(text)[:_HASH_CHARS]}"
+def digest_alert_id(window_start_ms: int) -> str:
+    """`envoy.stale.digest/<window start ms>`: the stale alerts of one digest window
+    (`vigo.alerts.window`), mailed together."""
+    return f"{ENVOY_STALE}.digest/{window_start_ms}"
 
 
 def _sha256(text: str) -> str:
@@ -143,55 +142,30 @@ def threshold_alert(
     )
 
 
-def is_digest(count: int, digest_over: int) -> bool:
-    """More than `digest_over` envoys stale in one sweep are mailed as one digest."""
-    return count > digest_over
-
-
-def stale_alerts(
-    partition: int, envoys: Sequence[StaleLike], now_ms: int, digest_over: int
-) -> list[Alert]:
-    """One alert per envoy that went stale in this sweep, or one digest for all of them."""
-    if not envoys:
-        return []
+def stale_alerts(partition: int, envoys: Sequence[StaleLike], now_ms: int) -> list[Alert]:
+    """One alert per envoy that went stale in this sweep. Whether they go out alone or in
+    a digest is the sender's decision (`vigo.alerts.window`), over the whole fleet."""
     at = iso_from_ms(now_ms)
-    if not is_digest(len(envoys), digest_over):
-        return [
-            Alert(
-                alert_id=stale_alert_id(e.envoy_id, e.episode),
-                event=ENVOY_STALE,
-                at=at,
-                subject=e.envoy_id,
-                details={
-                    "digest": False,
-                    "partition": partition,
-                    "count": 1,
-                    "omitted": 0,
-                    "envoys": [_envoy_details(e)],
-                },
-            )
-            for e in envoys
-        ]
-    ordered = sorted(envoys, key=lambda e: (e.last_seen_ms, e.envoy_id))
-    listed = ordered[:DIGEST_LIST_MAX]
     return [
         Alert(
-            alert_id=digest_alert_id(partition, envoys),
+            alert_id=stale_alert_id(e.envoy_id, e.episode),
             event=ENVOY_STALE,
             at=at,
-            subject="fleet",
+            subject=e.envoy_id,
             details={
-                "digest": True,
+                "digest": False,
                 "partition": partition,
-                "count": len(envoys),
-                "omitted": len(envoys) - len(listed),
-                "envoys": [_envoy_details(e) for e in listed],
+                "count": 1,
+                "omitted": 0,
+                "envoys": [envoy_details(e)],
             },
         )
+        for e in envoys
     ]
 
 
-def _envoy_details(envoy: StaleLike) -> dict[str, Any]:
+def envoy_details(envoy: StaleLike) -> dict[str, Any]:
+    """How an alert lists an envoy."""
     return {
         "envoy_id": envoy.envoy_id,
         "episode": envoy.episode,

@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from vigo.alerts.rules import DIGEST_LIST_MAX
 from vigo.processor.configenv import EnvError, Override, env_overrides, merge
 from vigo.projections.groups import DEFAULT_MAX_GROUP_VALUES, MAX_GROUP_KEYS, parse_label
 from vigo.projections.liveness import StaleAfter, parse_duration_ms
@@ -179,8 +180,15 @@ class ThresholdEvent(_Section):
 
 
 class StaleEvent(_Section):
-    #: More envoys than this going stale in one sweep are mailed as one digest.
-    digest_over: int = Field(10, ge=1)
+    #: More stale alerts than this in one digest window are mailed as one digest; at most
+    #: `DIGEST_LIST_MAX`, so that alerts mailed alone are always among those a window lists.
+    digest_over: int = Field(10, ge=1, le=DIGEST_LIST_MAX)
+    #: The tumbling window the sender groups stale alerts in, by outbox record time.
+    digest_window: Seconds = Field(60, ge=1)
+
+    @property
+    def digest_window_ms(self) -> int:
+        return self.digest_window * 1000
 
 
 class RecoveredEvent(_Section):

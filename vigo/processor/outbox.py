@@ -35,8 +35,8 @@ class Outbox:
     topic: faust.TopicT
     outputs: Outputs
     metrics: Metrics
-    #: None when `envoy.stale` is not configured.
-    digest_over: int | None
+    #: Whether `envoy.stale` is configured.
+    stale: bool
 
     def write(self, alert: Alert) -> None:
         self.outputs.send(
@@ -66,8 +66,9 @@ class Outbox:
         )
 
     def on_stale(self, partition: int, envoys: Sequence[StaleLike], now_ms: int) -> None:
-        """An `EnvoyProcessor` stale handler: the envoys one sweep found newly stale."""
-        if self.digest_over is None:
+        """An `EnvoyProcessor` stale handler: the envoys one sweep found newly stale, one
+        alert each (the sender groups them into digests across the fleet)."""
+        if not self.stale:
             return
-        for alert in stale_alerts(partition, envoys, now_ms, self.digest_over):
+        for alert in stale_alerts(partition, envoys, now_ms):
             self.write(alert)

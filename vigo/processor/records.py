@@ -20,9 +20,16 @@ the unnumbered forms of the first release and fields added later.
   `threshold/<key>=<value>` -> the `ThresholdState` of a group with its own threshold;
   JSON, `FLEET_STATE_FORMAT` in `"f"`;
 - table `alerts-sent`: alert id -> outbox record time (ms), `[ALERT_SENT_FORMAT, ms]`;
+- table `alerts-windows`: `WINDOWS_PROGRESS_KEY` -> `Progress`, `w/<start ms>` -> `Window`
+  (the stale digest windows, `vigo.alerts.window`), raw bytes encoded here, JSON arrays
+  with `ALERT_WINDOW_FORMAT` first;
+- table `alerts-journal`: alert id -> `Entry` (`vigo.alerts.journal`), raw bytes encoded
+  here, a JSON array with `ALERT_JOURNAL_FORMAT` first;
 - topic `fleet.partials`: `p<partition>` -> one partition's counts, `vigo.fleet-partial/1`
   (with an optional `"groups"`: key -> value -> by-status map, zeros left out);
-- topic `envoy.ticks` (and ticks on `fleet.partials`): `TICK_KEY` -> empty.
+- topic `envoy.ticks` (and ticks on `fleet.partials`): `TICK_KEY` -> empty;
+- topic `alerts`: besides the `vigo.alert/1` records, `OUTBOX_TICK_KEY` -> empty, written
+  by the sender while a digest window is open (its record time closes windows).
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ import msgspec
 import orjson
 from faust.serializers import codecs
 
+from vigo.alerts.journal import Entry
+from vigo.alerts.window import Member, Progress, Window
 from vigo.projections.envoy import EnvoyState
 from vigo.projections.fleet import FleetCounts
 from vigo.projections.groups import Groups
@@ -49,11 +58,17 @@ ENVOY_FORMAT: Final = 3
 FLEET_PARTS_FORMAT: Final = 2
 FLEET_STATE_FORMAT: Final = 1
 ALERT_SENT_FORMAT: Final = 1
+ALERT_WINDOW_FORMAT: Final = 1
+ALERT_JOURNAL_FORMAT: Final = 1
 
 #: The key of tick records, on the ticks topic and on the fleet-partials topic.
 TICK_KEY: Final = b"tick"
 #: Ticks older than this (by record time) are replays from before a restart: ignored.
 TICK_MAX_AGE_MS: Final = 30_000
+#: The key of the sender's tick records on the alerts outbox (an alert id never starts
+#: with `_`).
+OUTBOX_TICK_KEY: Final = b"__tick__"
+WINDOWS_PROGRESS_KEY: Final = b"progress"
 
 
 @dataclass(frozen=True, slots=True)
@@ -536,6 +551,73 @@ def encode_alert_sent(record_ms: int) -> bytes:
 def decode_alert_sent(data: bytes) -> int:
     raw = orjson.loads(data)
     return int(raw[1]) if isinstance(raw, list) else int(raw)  # first release: bare int
+
+
+# -- alert windows and journal ---------------------------------------------------------------
+
+
+def window_key(start_ms: int) -> bytes:
+    return b"w/%d" % start_ms
+
+
+def encode_progress(progress: Progress) -> bytes:
+    return orjson.dumps([ALERT_WINDOW_FORMAT, progress.closed_end_ms, progress.through])
+
+
+def decode_progress(data: bytes) -> Progress:
+    raw = orjson.loads(data)
+    return Progress(closed_end_ms=int(raw[1]), through=int(raw[2]))
+
+
+def encode_window(window: Window) -> bytes:
+    members = [
+        [m.alert_id, m.at, m.envoy_id, m.episode, m.last_seen_ms, m.partition, dict(m.labels)]
+        for m in window.members
+    ]
+    return orjson.dumps(
+        [ALERT_WINDOW_FORMAT, window.start_ms, window.end_ms, window.count, members]
+    )
+
+
+def decode_window(data: bytes) -> Window:
+    _, start, end, count, members = orjson.loads(data)
+    return Window(
+        start_ms=int(start),
+        end_ms=int(end),
+        count=int(count),
+        members=tuple(
+            Member(
+                alert_id=m[0],
+                at=m[1],
+                envoy_id=m[2],
+                episode=int(m[3]),
+                last_seen_ms=int(m[4]),
+                partition=int(m[5]),
+                labels=dict(m[6]),
+            )
+            for m in members
+        ),
+    )
+
+
+def encode_journal_entry(entry: Entry) -> bytes:
+    return orjson.dumps(
+        [
+            ALERT_JOURNAL_FORMAT,
+            entry.seq,
+            entry.alert_id,
+            entry.event,
+            entry.created_at,
+            entry.sent_at,
+            entry.outcome,
+            entry.attempts,
+        ]
+    )
+
+
+def decode_journal_entry(data: bytes) -> Entry:
+    _, seq, alert_id, event, created_at, sent_at, outcome, attempts = orjson.loads(data)
+    return Entry(int(seq), alert_id, event, created_at, sent_at, outcome, int(attempts))
 
 
 # -- Faust codecs --------------------------------------------------------------------------

@@ -53,8 +53,19 @@ def topic_plan(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
     return plan
 
 
+def outbox_partitions_message(topic: str, partitions: int) -> str:
+    """The alert outbox must have one partition, so that one sender sees every alert (the
+    fleet-wide stale digest, SPEC 10.4); a topic cannot lose partitions in place."""
+    return (
+        f"topic {topic} has {partitions} partitions, the alert outbox needs 1: to migrate, "
+        "drain it (vigo_alert_outbox_pending 0 on every worker), stop the workers, "
+        "delete the topic, start"
+    )
+
+
 async def ensure_topics(settings: Settings, client_options: dict[str, object]) -> None:
     plan = topic_plan(settings)
+    names = TopicNames(settings.kafka.topic_prefix)
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.kafka.bootstrap_servers, **client_options
     )
@@ -78,6 +89,8 @@ async def ensure_topics(settings: Settings, client_options: dict[str, object]) -
             name = topic["topic"]
             have = len(topic.get("partitions") or [])
             want = plan[name][0]
+            if have and name == names.alerts and have != want:
+                raise TopicSetupError(outbox_partitions_message(name, have))
             if have and have != want:
                 raise TopicSetupError(
                     f"topic {name} has {have} partitions, kafka.partitions says {want}: "

@@ -9,7 +9,9 @@
                           └─▶ alerts (stale) ◀── (threshold) ── [aggregator] ◀─────┘
                                  │                 tables: fleet-parts, fleet-state
                                  ▼                 ─▶ fleet.convergence
-                          [alert sender] ──SMTP──▶ ops     table: alerts-sent
+                          [alert sender] ──SMTP──▶ ops     tables: alerts-sent,
+                                 ▲                 alerts-windows, alerts-journal
+                          [outbox tick timer] ──▶ alerts (a tick while a window is due)
 
 Each agent is a short loop over its stream; the rules live in `vigo.projections`, the
 bytes in `vigo.topics` and `vigo.processor.records`, Faust's internals in `faust_compat`.
@@ -60,6 +62,8 @@ from vigo.topics.names import TopicNames
 TICK_INTERVAL_S = 1.0
 #: How often the sender's progress is checked (and the pending gauge refreshed).
 SENDER_WATCH_INTERVAL_S = 5.0
+#: How often the sender ticks the outbox while a digest window is due to close.
+OUTBOX_TICK_INTERVAL_S = 2.0
 
 log = logging.getLogger(__name__)
 
@@ -340,7 +344,18 @@ def add_web(vigo: Vigo) -> None:
         partitions=vigo.settings.kafka.partitions,
     )
     pages = {name: dashboard_page(name) for name in ("compliance.html", "envoy.html")}
-    register_web(WebContext(vigo.app, vigo.envoys, vigo.aggregator, vigo.metrics, cluster, pages))
+    register_web(
+        WebContext(
+            vigo.app,
+            vigo.envoys,
+            vigo.aggregator,
+            vigo.metrics,
+            cluster,
+            pages,
+            alerts=vigo.sender.journal_doc if vigo.sender is not None else None,
+            alerts_topic=vigo.names.alerts,
+        )
+    )
 
 
 def add_alerting(
@@ -353,10 +368,7 @@ def add_alerting(
     if events.convergence_threshold is None and events.envoy_stale is None:
         return None
     outbox = Outbox(
-        topic=topic,
-        outputs=outputs,
-        metrics=vigo.metrics,
-        digest_over=events.envoy_stale.digest_over if events.envoy_stale else None,
+        topic=topic, outputs=outputs, metrics=vigo.metrics, stale=events.envoy_stale is not None
     )
     if events.convergence_threshold is not None:
         vigo.aggregator.threshold_handlers.append(outbox.on_threshold)
@@ -379,6 +391,12 @@ def add_alerting(
             ),
         ),
         metrics=vigo.metrics,
+        journal_table=declare_table(app, "alerts-journal", 1, bytes, bytes),
+        windows_table=(
+            declare_table(app, "alerts-windows", 1, bytes, bytes) if events.envoy_stale else None
+        ),
+        digest_over=events.envoy_stale.digest_over if events.envoy_stale else 1,
+        window_ms=events.envoy_stale.digest_window_ms if events.envoy_stale else 1,
     )
 
     @app.agent(topic, name="alert-sender")
@@ -389,6 +407,10 @@ def add_alerting(
     @app.timer(interval=SENDER_WATCH_INTERVAL_S)
     async def watch_sender() -> None:
         await sender.watch()
+
+    @app.timer(interval=OUTBOX_TICK_INTERVAL_S)
+    async def tick_outbox() -> None:
+        await sender.tick()
 
     return sender
 

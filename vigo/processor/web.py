@@ -10,7 +10,8 @@ answered from the owner:
 - `/api/envoys/{id}` is answered locally when the envoy's partition is owned here, else
   forwarded to the owner of the key's partition as Kafka's default (murmur2) partitioner
   places it; should the producers partition differently, the other workers are asked;
-- `/api/envoys` is a scatter-gather over every member's `/api/local/envoys`.
+- `/api/envoys` is a scatter-gather over every member's `/api/local/envoys`;
+- `/api/alerts` is forwarded to the owner of the alert outbox's one partition.
 
 A forwarded request carries `X-Vigo-Forwarded` and is never forwarded again, so a stale
 view of the assignment during a rebalance cannot make requests loop.
@@ -22,7 +23,7 @@ import asyncio
 import base64
 import binascii
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -344,6 +345,10 @@ class WebContext:
     metrics: Metrics
     cluster: Cluster
     pages: Mapping[str, str]
+    #: The alert journal where this worker owns the outbox (else None); None without
+    #: alerting (`GET /api/alerts`).
+    alerts: Callable[[], dict[str, Any] | None] | None = None
+    alerts_topic: str = ""
 
 
 class VigoView(View):
@@ -492,6 +497,28 @@ class Envoy(VigoView):
         return unknown
 
 
+class Alerts(VigoView):
+    """The last mails of the alert sender, answered by the worker that owns the outbox."""
+
+    async def get(self, request: Request) -> Response:
+        if self.ctx.alerts is None:
+            return self.json({"alerts": []})  # no event sends mail
+        doc = self.ctx.alerts()
+        if doc is not None:
+            return self.json(doc)
+        if FORWARDED in request.headers:
+            return self.error(503, "the alert outbox is moving between workers; retry")
+        cluster = self.ctx.cluster
+        owner = cluster.owner_of(self.ctx.alerts_topic, 0)
+        if owner is None or owner == cluster.self_url:
+            return self.error(503, "the alert outbox is not assigned yet; retry")
+        try:
+            status, body = await cluster.get(owner, request.rel_url.raw_path_qs)
+        except PeerError as exc:
+            return self.error(503, str(exc))
+        return self.relay(status, body)
+
+
 class CompliancePage(VigoView):
     """The dashboard: gauge, breakdown by status, sparkline, envoys needing care."""
 
@@ -514,6 +541,7 @@ ROUTES: tuple[tuple[str, type[VigoView]], ...] = (
     ("/api/local/envoys", LocalEnvoys),
     ("/api/envoys", Envoys),
     ("/api/envoys/{envoy_id:.+}", Envoy),
+    ("/api/alerts", Alerts),
     ("/compliance", CompliancePage),
     ("/envoys/{envoy_id:.+}", EnvoyPage),
 )
