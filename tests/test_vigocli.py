@@ -93,10 +93,14 @@ def test_doctor_exit_status_follows_the_threshold(kafka_bootstrap: str) -> None:
             return vigocli("--url", worker.url, "doctor", *extra)
 
         def fleet_of(active: int) -> subprocess.CompletedProcess[str]:
-            done = poll(
-                lambda: doctor("--json"),
-                lambda d: d.returncode != 2 and json.loads(d.stdout)["active"] == active,
-            )
+            """Doctor once every envoy's enrollment and run are counted: the topics are
+            read independently, so an envoy may be counted `no_data` for a moment."""
+
+            def settled(d: subprocess.CompletedProcess[str]) -> bool:
+                doc = json.loads(d.stdout) if d.returncode != 2 else {}
+                return doc.get("active") == active and doc["by_status"]["no_data"] == 0
+
+            done = poll(lambda: doctor("--json"), settled)
             assert json.loads(done.stdout)["active"] == active, done
             return doctor()
 

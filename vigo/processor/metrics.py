@@ -67,14 +67,7 @@ class Metrics:
             "Alerts written to the outbox and not yet accepted by the SMTP server.",
             registry=r,
         )
-        self.fleet_convergence_threshold_ratio = Gauge(
-            "vigo_fleet_convergence_threshold_ratio",
-            "The convergence.threshold alert's threshold (0..1), as configured; absent "
-            "when the alert is not configured. Drawn with the fleet ratio in Grafana.",
-            registry=None,
-        )
-        r.register(_Threshold(self))
-        self.threshold: float | None = None
+        self._add_threshold_metric(r)
         for status in (*ACTIVE_STATUSES, Status.INACTIVE, Status.REVOKED):
             self.fleet_envoys.labels(status=status.value)
         self.fleet_convergence_ratio.set(float("nan"))
@@ -112,6 +105,17 @@ class Metrics:
         )
         self._group_ratios: set[tuple[str, str]] = set()
         self._group_envoys: set[tuple[str, str, str]] = set()
+
+    def _add_threshold_metric(self, r: CollectorRegistry) -> None:
+        """The configured threshold (set by the topology), for Grafana's threshold line."""
+        self.fleet_convergence_threshold_ratio = Gauge(
+            "vigo_fleet_convergence_threshold_ratio",
+            "The convergence.threshold alert's threshold (0..1), as configured; absent "
+            "when the alert is not configured. Drawn with the fleet ratio in Grafana.",
+            registry=None,
+        )
+        r.register(_Threshold(self))
+        self.threshold: float | None = None
 
     def _add_run_metrics(self, r: CollectorRegistry) -> None:
         """Runs by outcome (SPEC 10.1), every outcome exported from the start."""
