@@ -189,9 +189,9 @@ def test_vigocli_doctor_by_label_and_by_key(fleet: list[Worker]) -> None:
     unknown = vigocli("doctor", "--label", "role=nobody", url=url)
     assert unknown.returncode == 1 and "no envoys in group" in one_line(unknown.stderr)
     not_a_key = vigocli("doctor", "--label", "site=x", url=url)
-    assert not_a_key.returncode == 2 and "fleet.group_by" in one_line(not_a_key.stderr)
+    assert not_a_key.returncode == 64 and "fleet.group_by" in one_line(not_a_key.stderr)
     bad = vigocli("doctor", "--label", "role", url=url)
-    assert bad.returncode == 2 and "KEY=VALUE" in bad.stderr
+    assert bad.returncode == 64 and "KEY=VALUE" in bad.stderr
 
     by_role = vigocli("doctor", "--by", "role", url=url)
     assert by_role.returncode == 1, by_role  # the fleet: 4 of 13 against 50 %
@@ -206,7 +206,7 @@ def test_vigocli_doctor_by_label_and_by_key(fleet: list[Worker]) -> None:
     assert "\r" not in by_env.stdout and "<script>" in by_env.stdout
     assert body_text(HOSTILE) in by_env.stdout  # escaped, on one line
     no_key = vigocli("doctor", "--by", "site", url=url)
-    assert no_key.returncode == 2 and "role, env" in one_line(no_key.stderr)
+    assert no_key.returncode == 64 and "role, env" in one_line(no_key.stderr)
 
 
 def test_vigocli_envoys_list_by_label(fleet: list[Worker]) -> None:

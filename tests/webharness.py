@@ -38,9 +38,12 @@ class Reply:
         return orjson.loads(self.body)
 
 
-def http_get(url: str, timeout: float = 15) -> Reply:
+def http_get(url: str, timeout: float = 15, token: str | None = None) -> Reply:
+    """GET, with the API's bearer token when one is given (SPEC 10.7)."""
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        request = urllib.request.Request(url, headers=headers)
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return Reply(response.status, dict(response.headers.items()), response.read())
     except urllib.error.HTTPError as exc:
         return Reply(exc.code, dict(exc.headers.items()), exc.read())
@@ -170,7 +173,7 @@ def counts_of(expected: dict[str, str]) -> dict[str, int]:
 
 
 def publish_status_fleet(
-    bootstrap: str, workers: Sequence[Worker], tag: str = ""
+    bootstrap: str, workers: Sequence[Worker], tag: str = "", token: str | None = None
 ) -> dict[str, str]:
     """Publish `status_fleet` to the workers' topics and wait until every worker's
     `/api/compliance` shows its counts; returns envoy id -> expected status."""
@@ -180,7 +183,7 @@ def publish_status_fleet(
     for worker in workers:
         url = worker.url + "/api/compliance"
         reply = poll(
-            lambda: http_get(url),  # noqa: B023 - used before the loop moves on
+            lambda: http_get(url, token=token),  # noqa: B023 - used before the loop moves on
             lambda r: r.status == 200 and r.json()["by_status"] == want,
         )
         assert reply.status == 200 and reply.json()["by_status"] == want, reply.body

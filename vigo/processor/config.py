@@ -269,6 +269,15 @@ class WebConfig(_Section):
     port: int = Field(6066, ge=1, le=65535)
     #: Where operators reach the dashboard; used for links in mail.
     public_url: str | None = None
+    #: A file holding the API's bearer token (SPEC 10.7); absent: the API is open.
+    auth_token_file: Path | None = None
+
+    @property
+    def auth_token(self) -> str | None:
+        token = _read_secret(self.auth_token_file, "web.auth_token_file")
+        if token is not None and not token:
+            raise ConfigError("config web.auth_token_file: the file is empty")
+        return token
 
 
 class FleetConfig(_Section):
@@ -356,6 +365,7 @@ def load_settings(
         raise ConfigError(_one_line(exc, overrides)) from None
     _check_group_keys(settings, overrides)
     _ = settings.smtp.password
+    _ = settings.web.auth_token
     if settings.smtp.ca_file is not None:
         _read_secret(settings.smtp.ca_file, "smtp.ca_file")
     _read_secret(settings.kafka.sasl_password_file, "kafka.sasl_password_file")

@@ -342,6 +342,7 @@ def add_web(vigo: Vigo) -> None:
         fleet_topic=vigo.names.fleet_partials,
         envoy_topic=vigo.names.enrollments,
         partitions=vigo.settings.kafka.partitions,
+        token=vigo.settings.web.auth_token,
     )
     pages = {name: dashboard_page(name) for name in ("compliance.html", "envoy.html")}
     register_web(

@@ -1,18 +1,24 @@
 """`vigocli`: the compliance API from a terminal (SPEC section 8).
 
 Talks HTTP to any worker (`--url`, or `VIGO_URL`); the worker answers from the owner of
-the data. Exit statuses: `doctor` 0 at or above the threshold, 1 below it; `envoys show`
-1 for an unknown envoy; 2 when the processor cannot be reached or answers with an error,
-and for usage errors such as an unknown status. Failures are one line, no traceback.
+the data. Exit statuses (SPEC 8 and 10.8): `doctor` 0 at or above the threshold, 1 below
+it; `envoys show` 1 for an unknown envoy; 2 when the processor cannot be reached or
+answers with an error; 3 when it refused the API token; 64 for usage errors (an unknown
+status, a label that is not KEY=VALUE, a bad option). `--url` and `--token-file` go
+before or after the subcommand. Failures are one line, no traceback.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any, NoReturn
 from urllib.parse import quote, urlencode
 
@@ -20,6 +26,7 @@ import click
 
 from vigo.alerts.mail import body_text
 from vigo.processor.deadletters import deadletters
+from vigo.processor.kafkacli import EXIT_USAGE, UsageExit64Group
 from vigo.projections.status import parse_status_filter
 from vigo.topics.statuses import ACTIVE_STATUSES
 
@@ -29,6 +36,8 @@ PAGE_SIZE = 500
 EXIT_BELOW = 1
 EXIT_NOT_FOUND = 1
 EXIT_UNREACHABLE = 2
+#: The API refused the token (SPEC 10.8); usage errors exit with `EXIT_USAGE` (64).
+EXIT_TOKEN = 3
 
 
 class CliError(click.ClickException):
@@ -45,14 +54,18 @@ class CliError(click.ClickException):
 class Api:
     """A minimal JSON client on the standard library: nothing to install on a jump host."""
 
-    def __init__(self, url: str, timeout: float) -> None:
+    def __init__(self, url: str, timeout: float, token: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.token = token
 
     def get(self, path: str, query: Mapping[str, str] | None = None) -> tuple[int, Any]:
         """(status, JSON body) for 200 and 404; anything else is a `CliError`."""
         url = self.url + path + (f"?{urlencode(query)}" if query else "")
-        request = urllib.request.Request(url, headers={"Accept": "application/json"})
+        headers = {"Accept": "application/json"}
+        if self.token is not None:
+            headers["Authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(url, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return response.status, _json(response.read(), url)
@@ -61,8 +74,16 @@ class Api:
             reason = body.get("error") if isinstance(body, dict) else None
             if exc.code == 404 and isinstance(body, dict) and "error" in body:
                 return 404, body
+            if exc.code == 401:
+                how = "was refused" if self.token is not None else "is needed"
+                raise CliError(
+                    f"the processor at {self.url} answered 401: its API token {how}; "
+                    "give it with --token-file PATH or VIGO_TOKEN",
+                    EXIT_TOKEN,
+                ) from None
             raise CliError(
-                f"the processor at {self.url} answered {exc.code}: {reason or exc.reason}"
+                f"the processor at {self.url} answered {exc.code}: {reason or exc.reason}",
+                EXIT_USAGE if exc.code == 400 else EXIT_UNREACHABLE,
             ) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", None) or exc
@@ -143,19 +164,73 @@ def _shown(text: str) -> str:
     return body_text(text)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--url",
-    envvar="VIGO_URL",
-    default=DEFAULT_URL,
-    show_default=True,
-    help="Any processor worker's web address (env VIGO_URL).",
-)
+@dataclass
+class Connection:
+    """Where to ask and with what token: set by the options before the subcommand and
+    overridden by the same options after it (SPEC 10.8)."""
+
+    url: str = DEFAULT_URL
+    timeout: float = 10.0
+    token_file: Path | None = None
+
+    def api(self) -> Api:
+        token = os.environ.get("VIGO_TOKEN") or None
+        if self.token_file is not None:
+            try:
+                token = self.token_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise click.BadParameter(
+                    f"cannot read {self.token_file}: {exc.strerror}", param_hint="--token-file"
+                ) from None
+            if not token:
+                raise click.BadParameter(f"{self.token_file} is empty", param_hint="--token-file")
+        return Api(self.url, self.timeout, token)
+
+
+def _set_url(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.ensure_object(Connection).url = value
+
+
+def _set_token_file(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    if value is not None:
+        ctx.ensure_object(Connection).token_file = value
+
+
+_URL_HELP = "Any processor worker's web address (env VIGO_URL; default " + DEFAULT_URL + ")."
+_TOKEN_HELP = "A file holding the API's bearer token (env VIGO_TOKEN: the token itself)."
+_TOKEN_TYPE = click.Path(dir_okay=False, path_type=Path)
+
+
+def connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--url` and `--token-file` also after the subcommand (SPEC 10.8), where they win."""
+    command = click.option(
+        "--token-file", type=_TOKEN_TYPE, expose_value=False, callback=_set_token_file,
+        help=_TOKEN_HELP,
+    )(command)  # fmt: skip
+    return click.option("--url", expose_value=False, callback=_set_url, help=_URL_HELP)(command)
+
+
+def pass_api(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The command's first argument: an `Api` built from the connection options."""
+
+    @functools.wraps(command)
+    def with_api(*args: Any, **kwargs: Any) -> Any:
+        connection = click.get_current_context().find_object(Connection) or Connection()
+        return command(connection.api(), *args, **kwargs)
+
+    return with_api
+
+
+@click.group(cls=UsageExit64Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--url", envvar="VIGO_URL", default=DEFAULT_URL, help=_URL_HELP)
+@click.option("--token-file", type=_TOKEN_TYPE, help=_TOKEN_HELP)
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for an answer.")
 @click.pass_context
-def cli(ctx: click.Context, url: str, timeout: float) -> None:
-    """Fleet compliance from the Vigo compliance processor."""
-    ctx.obj = Api(url, timeout)
+def cli(ctx: click.Context, url: str, token_file: Path | None, timeout: float) -> None:
+    """Fleet compliance from the Vigo compliance processor. Exit statuses: 2 the processor
+    cannot be reached, 3 it refused the token, 64 a usage error."""
+    ctx.obj = Connection(url, timeout, token_file)
 
 
 @cli.command()
@@ -169,7 +244,8 @@ def cli(ctx: click.Context, url: str, timeout: float) -> None:
 @click.option(
     "--by", "by_key", help="A table of the groups of this fleet.group_by key, worst first."
 )
-@click.pass_obj
+@connection_options
+@pass_api
 def doctor(api: Api, as_json: bool, label: str | None, by_key: str | None) -> None:
     """Fleet (or group) convergence against the threshold: exit 0 at or above it, 1 below,
     2 when the processor cannot be reached."""
@@ -182,7 +258,7 @@ def doctor(api: Api, as_json: bool, label: str | None, by_key: str | None) -> No
         groups = doc.get("groups")
         if not isinstance(groups, Mapping) or by_key not in groups:
             keys = ", ".join(groups) if isinstance(groups, Mapping) and groups else "none"
-            raise CliError(f"{by_key!r} is not a key of fleet.group_by (keys: {keys})")
+            raise CliError(f"{by_key!r} is not a key of fleet.group_by (keys: {keys})", EXIT_USAGE)
         doc = {**doc, "groups": {by_key: groups[by_key]}}
     if as_json:
         click.echo(json.dumps(doc, indent=2))
@@ -283,7 +359,8 @@ def envoys() -> None:
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many envoys.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--page-size", type=click.IntRange(1, 1000), default=PAGE_SIZE, hidden=True)
-@click.pass_obj
+@connection_options
+@pass_api
 def list_envoys(
     api: Api,
     status: str | None,
@@ -332,7 +409,8 @@ def list_envoys(
 @envoys.command("show")
 @click.argument("envoy_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON document.")
-@click.pass_obj
+@connection_options
+@pass_api
 def show_envoy(api: Api, envoy_id: str, as_json: bool) -> None:
     """One envoy: status and since when, last check-in, labels, drift history."""
     status, doc = api.get(f"/api/envoys/{quote(envoy_id, safe='')}")

@@ -23,6 +23,7 @@ import asyncio
 import base64
 import binascii
 import heapq
+import hmac
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -279,6 +280,8 @@ class Cluster:
     fleet_topic: str
     envoy_topic: str
     partitions: int
+    #: The API's bearer token (SPEC 10.7): forwarded requests carry it.
+    token: str | None = None
 
     @property
     def self_url(self) -> str:
@@ -304,19 +307,33 @@ class Cluster:
     def envoy_owner(self, envoy_id: str) -> str | None:
         return self.owner_of(self.envoy_topic, envoy_partition(envoy_id, self.partitions))
 
+    def _headers(self) -> dict[str, str]:
+        headers = {FORWARDED: self.self_url}
+        if self.token is not None:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
+
     async def get(self, base_url: str, path_qs: str) -> tuple[int, bytes]:
         """GET from another worker, marked as forwarded."""
         url = URL(base_url.rstrip("/") + path_qs, encoded=True)
         try:
             async with self.app.http_client.get(
                 url,
-                headers={FORWARDED: self.self_url},
+                headers=self._headers(),
                 timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT_S),
             ) as response:
                 return response.status, await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             reason = str(exc) or type(exc).__name__
             raise PeerError(f"worker {base_url} did not answer: {reason}") from exc
+
+
+def bearer_matches(header: str | None, token: str) -> bool:
+    """`Bearer <token>`, compared in constant time (no timing hint about the token)."""
+    scheme, _, given = (header or "").partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode("utf-8"), token.encode("utf-8"))
 
 
 # -- views -------------------------------------------------------------------------------
@@ -363,6 +380,18 @@ class VigoView(View):
     def relay(self, status: int, body: bytes) -> Response:
         return self.bytes(body, content_type="application/json", status=status)
 
+    def refused(self, request: Request) -> Response | None:
+        """401 unless the request carries the API's bearer token (when one is set):
+        every `/api/*` view asks this first (SPEC 10.7)."""
+        token = self.ctx.cluster.token
+        if token is None or bearer_matches(request.headers.get("Authorization"), token):
+            return None
+        return self.json(
+            {"error": "this API needs the processor's bearer token (Authorization: Bearer ...)"},
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="vigo"'},
+        )
+
 
 class Health(VigoView):
     """Alive: the process answers."""
@@ -407,6 +436,8 @@ class Compliance(VigoView):
     """Fleet numbers, answered by the fleet owner."""
 
     async def get(self, request: Request) -> Response:
+        if (refused := self.refused(request)) is not None:
+            return refused
         aggregator = self.ctx.aggregator
         snapshot = aggregator.current()
         if snapshot is not None:
@@ -432,6 +463,8 @@ class LocalEnvoys(VigoView):
     """Internal: this worker's own matches for a scatter-gather listing."""
 
     async def get(self, request: Request) -> Response:
+        if (refused := self.refused(request)) is not None:
+            return refused
         try:
             query = parse_list_query(request.query)
         except BadQuery as exc:
@@ -444,6 +477,8 @@ class Envoys(VigoView):
     """Envoys by status, from every worker, in envoy id order, paginated."""
 
     async def get(self, request: Request) -> Response:
+        if (refused := self.refused(request)) is not None:
+            return refused
         try:
             query = parse_list_query(request.query)
         except BadQuery as exc:
@@ -470,6 +505,8 @@ class Envoy(VigoView):
     """One envoy, answered by the worker that owns its partition."""
 
     async def get(self, request: Request, envoy_id: str) -> Response:
+        if (refused := self.refused(request)) is not None:
+            return refused
         state = self.ctx.envoys.owned(envoy_id)
         if state is not None:
             return self.json(envoy_detail(state, self.ctx.envoys.rules))
@@ -501,6 +538,8 @@ class Alerts(VigoView):
     """The last mails of the alert sender, answered by the worker that owns the outbox."""
 
     async def get(self, request: Request) -> Response:
+        if (refused := self.refused(request)) is not None:
+            return refused
         if self.ctx.alerts is None:
             return self.json({"alerts": []})  # no event sends mail
         doc = self.ctx.alerts()

@@ -54,10 +54,41 @@ function percentText(percent) {
   return percent === null || percent === undefined ? "—" : `${percent.toFixed(2)}%`;
 }
 
+// The API's bearer token (SPEC 10.7), kept for this tab only. The pages carry no data
+// and need none; a link may bring it in its fragment (#token=...), which never reaches
+// a server or a log, and is removed from the address bar at once.
+const TOKEN_KEY = "vigo-token";
+(function tokenFromFragment() {
+  const match = /^#(?:.*&)?token=([^&]*)/.exec(location.hash);
+  if (match) {
+    sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+})();
+
+function askForToken(wasWrong) {
+  if (document.getElementById("token-form")) return;
+  const input = el("input", {id: "token-input", type: "password", autocomplete: "off",
+                             placeholder: "API token", "aria-label": "API token"});
+  const form = el("form", {id: "token-form", class: "token-form"},
+    el("span", {}, wasWrong ? "That token was refused. " : "This processor's API needs a token. "),
+    input, " ", el("button", {type: "submit"}, "Use token"));
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+    location.reload();
+  });
+  document.body.prepend(form);
+}
+
 async function api(path) {
-  const response = await fetch(path, {headers: {Accept: "application/json"}});
+  const headers = {Accept: "application/json"};
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const response = await fetch(path, {headers});
   let body = null;
   try { body = await response.json(); } catch (e) { body = null; }
+  if (response.status === 401) askForToken(Boolean(token));
   if (!response.ok) {
     const reason = body && body.error ? body.error : `HTTP ${response.status}`;
     const error = new Error(reason);
