@@ -436,6 +436,8 @@ BAD_VALUES: list[tuple[str, dict[str, Any] | None, dict[str, str]]] = [
     ),
     ("smtp.events.mail_storm", None, {"VIGO_SMTP__EVENTS__MAIL_STORM__X": "1"}),
     ("smtp.password_file", {"smtp": {"password_file": "/nonexistent/pw"}}, {}),
+    ("web.auth_token_file", {"web": {"auth_token_file": "/nonexistent/token"}}, {}),
+    ("web.auth_token_file", None, {"VIGO_WEB__AUTH_TOKEN_FILE": "/dev/null"}),
     ("smtp", None, {"VIGO_SMTP__STARTTLS": "true", "VIGO_SMTP__TLS": "true"}),
     ("smtp.to", None, {"VIGO_SMTP__TO__FIRST": "x"}),
     ("runs.intentional_changes", None, {"VIGO_RUNS__INTENTIONAL_CHANGES": "maybe"}),
