@@ -167,6 +167,13 @@ def test_revoked_is_counted_and_a_cut_value_is_listed_never_replayed(
     envoy(worker, "gone-1", lambda d: d["status"] == "revoked")
     publish_run(kafka_bootstrap, worker, "gone-1", CHANGED)
     poll(lambda: deadletter_count(worker, "revoked"), lambda n: n == 1, timeout=30)
+    # The counter moves when the worker decides; the record is sent with its batch. Wait
+    # for it in the topic, so the cut one below lands after it.
+    poll(
+        lambda: as_json(deadletters(worker, "list", "--reason", "revoked", "--json")),
+        lambda doc: len(doc["deadletters"]) == 1,
+        timeout=30,
+    )
     # A dead letter whose value was cut, as the worker writes one for a huge record.
     meta = RecordMeta(t.runs, 0, 12345, 0)
     cut = DeadLetter(meta, b"gone-1", b"x" * 100, "revoked", "envoy is revoked")
