@@ -240,6 +240,9 @@ def test_chaos_soak_matches_the_oracle(tmp_path: Path) -> None:
         published = consume(broker.bootstrap, names.fleet_convergence, until=settled, timeout=90)
         changes = consume(broker.bootstrap, names.status_changes, timeout=30)
         views = workers_view(workers, suspects(changes, expected))
+        # The silent envoys' states are the oldest records of the changelog: the first to go if a
+        # worker's table loses restored state. Their API view explains a count mismatch.
+        silent_views = {e: v for e, v in workers_view(workers, SILENT).items() if e not in views}
         domain = message_id_domain(PREFIX)
         wanted = {message_id(threshold_alert_id(1), domain)} | {
             message_id(stale_alert_id(e, 1), domain) for e in SILENT
@@ -262,7 +265,11 @@ def test_chaos_soak_matches_the_oracle(tmp_path: Path) -> None:
         f"{len(changes)} status changes, {len(received)} mails"
     )
     assert chaos.kills >= 2 and chaos.broker_restarts == 1
-    assert published[-1]["by_status"] == counts.as_dict(), (published[-1], counts.as_dict())
+    assert published[-1]["by_status"] == counts.as_dict(), (
+        published[-1],
+        counts.as_dict(),
+        {e: v.get("status") if isinstance(v, dict) else v for e, v in silent_views.items()},
+    )
     assert published[-1]["active"] == len(expected)
     check_versions(changes, expected, views)
     ids = [m.message_id for m in received]

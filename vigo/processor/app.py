@@ -10,7 +10,7 @@ from typing import Any
 import faust
 
 from vigo.processor.config import Settings
-from vigo.processor.faust_compat import PromptTableManager
+from vigo.processor.faust_compat import ChangelogTable, PromptTableManager
 from vigo.topics.codec import DEADLETTER_MAX_RECORD_BYTES
 
 #: Records the envoy agent takes at most at once (fetches are merged up to this).
@@ -49,6 +49,7 @@ def faust_app(settings: Settings) -> faust.App:
         producer_max_batch_size=512_000,
         broker_max_poll_records=2000,
         TableManager=PromptTableManager,
+        Table=ChangelogTable,
     )
 
 

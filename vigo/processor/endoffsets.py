@@ -4,12 +4,14 @@ Asking Faust's consumer thread for end offsets while the group rebalances was se
 leave retained partitions unfetched (faust-streaming 0.15.3); a separate, group-less
 client keeps the catch-up check off that path. The same client answers the delivery
 guard's question "which record really comes first at or after this offset?", straight
-from the broker, so that a hole in what Faust delivered is judged by the log itself.
+from the broker, so that a hole in what Faust delivered is judged by the log itself, and
+reads a changelog range for the memory store's recovery audit (`faust_compat`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer
@@ -18,6 +20,11 @@ from faust.types import TP
 
 #: How long the broker is given to return the first record after an offset.
 PROBE_TIMEOUT_MS = 3000
+#: Records asked for per fetch when reading a range.
+READ_BATCH = 20_000
+
+#: (offset, key, value) as they are in the log; value None is a tombstone.
+RawRecord = tuple[int, bytes | None, bytes | None]
 
 
 class EndOffsets:
@@ -61,6 +68,31 @@ class EndOffsets:
             client.unsubscribe()
         records = batch.get(target, [])
         return int(records[0].offset) if records else None
+
+    async def read(self, tp: TP, start: int, end: int, timeout_s: float) -> list[RawRecord] | None:
+        """The records of `tp` from `start` (or the log start, if compaction or retention
+        removed it) up to `end`, exclusive; None if the broker did not give them all within
+        `timeout_s`."""
+        target = TopicPartition(tp.topic, tp.partition)
+        records: list[RawRecord] = []
+        deadline = time.monotonic() + timeout_s
+        async with self._lock:
+            client = await self._started()
+            client.assign([target])
+            try:
+                client.seek(target, max(start, 0))
+                while await client.position(target) < end:
+                    if time.monotonic() > deadline:
+                        return None
+                    batch = await client.getmany(
+                        target, timeout_ms=PROBE_TIMEOUT_MS, max_records=READ_BATCH
+                    )
+                    for record in batch.get(target, []):
+                        if record.offset < end:
+                            records.append((record.offset, record.key, record.value))
+            finally:
+                client.unsubscribe()
+        return records
 
     async def close(self) -> None:
         if self._client is not None:

@@ -54,6 +54,27 @@
   of ours is declared before the app starts, so the second is a third of a worker's
   start-up for nothing. Its `on_start` does the same without the sleep (private
   `_update_channels`); installed through Faust's public `TableManager` setting.
+- `ChangelogTable` and `ResumableMemoryStore` (installed through Faust's public `Table`
+  setting; `audit_recoveries`): table state lost with the memory store around
+  rebalances. Seen here once in the long chaos soak: a worker restored a partition from
+  its start, and the two envoys whose only records were the oldest of that changelog were
+  missing from its table (and from the fleet numbers) until the end; never with RocksDB,
+  which keeps each partition and its applied offset and so rarely reads from the start.
+  Faust's memory store (since upstream PR #199) also deletes, whenever a recovery ends
+  (Faust signals that even when a rebalance cut the read short), the restored keys of
+  every partition not then active, and reports no persisted offset, so Recovery resumes
+  a partition from whatever offset it kept for it; and its changelog reader
+  (`Recovery._slurp_changelogs`) lets a record of a partition that is neither active nor
+  standby any more fall through with the previous record's table and offsets. The
+  resumable memory store prunes nothing and reports, per partition, the offset its data
+  is applied up to (from recovery and from every acknowledged write), which Recovery
+  resumes from; the table applies only records of its own changelog. And since the loss
+  in the soak happened on a plain read from the start, the store audits each recovery:
+  before Faust resumes the streams it reads again, with a client of our own, the range
+  the recovery read, and puts back the newest record of any key the recovery missed (a
+  warning names the table, partition, range and count). Tables of raw bytes only (the
+  envoys, the alert journal and windows); the cost is a second read of what a recovery
+  reads, with the memory store only.
 - `quiet_root_logger()`: at `-l warn` and above, Faust's worker sets the root logger to
   DEBUG so that its terminal spinner turns on every record (`Worker._setup_spinner_handler`):
   every `logger.debug` call of Faust, mode and aiokafka on the hot path then builds a record
@@ -74,9 +95,11 @@ from types import SimpleNamespace
 from typing import Any, Protocol, cast
 
 import faust
+from faust.stores import memory
 from faust.streams import _current_event
 from faust.tables import TableManager
-from faust.types import TP, EventT, Message, TableT
+from faust.types import TP, EventT, Message, StoreT, TableT
+from yarl import URL
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +107,8 @@ log = logging.getLogger(__name__)
 STALL_S = 10.0
 #: The envoy agent commits when it has worked off what was fetched, at most this often.
 COMMIT_CAUGHT_UP_S = 0.5
+#: The longest a memory store's audit may read one changelog partition again.
+AUDIT_TIMEOUT_S = 120.0
 
 
 def write_under(stream: faust.Stream[Any], event: EventT[Any], write: Callable[[], None]) -> None:
@@ -104,6 +129,179 @@ class PromptTableManager(TableManager):
         if not self.should_stop:
             await cast(Any, self)._update_channels()
             await self.recovery.start()
+
+
+class ChangelogReader(Protocol):
+    """End offsets and ranges of a changelog, read by a client of our own."""
+
+    async def __call__(self, tps: Iterable[TP]) -> Mapping[TP, int]: ...
+
+    async def read(
+        self, tp: TP, start: int, end: int, timeout_s: float
+    ) -> list[tuple[int, bytes | None, bytes | None]] | None: ...
+
+
+class ResumableMemoryStore(memory.Store):  # type: ignore[type-arg]
+    """A memory store that keeps every partition it was given, knows per partition the
+    changelog offset its data is applied up to, and audits each recovery (see above)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._applied: dict[TP, int] = {}
+        #: Per partition, the offset the oldest recovery not yet audited started after.
+        self._unaudited: dict[TP, int] = {}
+        #: Set by the topology for tables of raw bytes; without it nothing is audited.
+        self.reader: ChangelogReader | None = None
+        #: Keys the audits found missing or stale, since start.
+        self.repaired = 0
+        #: Told (table name, keys) of every repair.
+        self.on_repair: Callable[[str, int], None] | None = None
+
+    def apply_changelog_batch(
+        self,
+        batch: Iterable[EventT[Any]],
+        to_key: Callable[[Any], Any],
+        to_value: Callable[[Any], Any],
+    ) -> None:
+        data, applied = self.data, self._applied
+        for event in batch:
+            message = event.message
+            key = to_key(event.key)
+            if message.value is None:
+                data.pop(key, None)
+            else:
+                data[key] = to_value(event.value)
+            if message.offset > applied.get(message.tp, -1):
+                applied[message.tp] = message.offset
+
+    def persisted_offset(self, tp: TP) -> int | None:
+        """Recovery asks this once per rebalance for each partition it will read: that is
+        where the read starts, and what the audit will read again. -1 for a partition
+        never seen: Recovery then reads it from its start, instead of from an offset it
+        may have kept from a record it should not have taken."""
+        applied = self._applied.get(tp, -1)
+        self._unaudited.setdefault(tp, applied)
+        return applied
+
+    def set_persisted_offset(self, tp: TP, offset: int) -> None:
+        if offset > self._applied.get(tp, -1):
+            self._applied[tp] = offset
+
+    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        """Prunes nothing: what is kept of a partition that moved away is exact up to its
+        offset, and is brought up to date from there if the partition comes back. Reads
+        again, with a client of our own, what this recovery should have read of each
+        active partition, and puts back what it missed. Faust awaits this before the
+        streams resume, so no write of ours can be overwritten by an older record."""
+        reader = self.reader
+        pending = sorted(tp for tp in active_tps if tp in self._unaudited)
+        if reader is None or not pending:
+            return
+        if cast(Any, self.app.tables).recovery.signal_recovery_start.is_set():
+            # Faust calls this also when a rebalance cut the read short; the next
+            # recovery goes on from there, and its audit starts where this one would.
+            return
+        ends = await reader(pending)
+        for tp in pending:
+            start = self._unaudited[tp]
+            if ends[tp] > start + 1:
+                records = await reader.read(tp, start + 1, ends[tp], AUDIT_TIMEOUT_S)
+                if records is None:
+                    log.warning(
+                        "table %s: %s[%d] from offset %d could not be read again within "
+                        "%.0f s; its recovery is not audited",
+                        self.table.name,
+                        tp.topic,
+                        tp.partition,
+                        start + 1,
+                        AUDIT_TIMEOUT_S,
+                    )
+                    continue
+                self._audit(tp, records)
+            del self._unaudited[tp]
+
+    def _audit(self, tp: TP, records: list[tuple[int, bytes | None, bytes | None]]) -> None:
+        newest: dict[Any, bytes | None] = {}
+        for _, key, value in records:
+            newest[key] = value
+        data = self.data
+        missed = 0
+        for key, value in newest.items():
+            if data.get(key) == value:
+                continue
+            missed += 1
+            if value is None:
+                data.pop(key, None)
+            else:
+                data[key] = value
+        if records:
+            self.set_persisted_offset(tp, records[-1][0])
+        if missed:
+            self.repaired += missed
+            if self.on_repair is not None:
+                self.on_repair(self.table.name, missed)
+            log.warning(
+                "table %s: recovery of %s[%d] offsets %d..%d missed the newest record of "
+                "%d keys (faust-streaming recovery); put back from the changelog",
+                self.table.name,
+                tp.topic,
+                tp.partition,
+                records[0][0],
+                records[-1][0],
+                missed,
+            )
+
+
+class ChangelogTable(faust.Table):  # type: ignore[type-arg]
+    """Faust's table with the resumable memory store, applying only records of its own
+    changelog (see above)."""
+
+    def _new_store_by_url(self, url: str | URL) -> StoreT[Any, Any]:
+        if URL(str(url)).scheme == "memory":
+            return cast(
+                StoreT[Any, Any],
+                ResumableMemoryStore(
+                    url,
+                    self.app,
+                    self,
+                    table_name=self.name,
+                    key_type=self.key_type,
+                    key_serializer=self.key_serializer,
+                    value_serializer=self.value_serializer,
+                    value_type=self.value_type,
+                    loop=self.loop,
+                    options=self.options,
+                ),
+            )
+        return super()._new_store_by_url(url)
+
+    def apply_changelog_batch(self, batch: Iterable[EventT[Any]]) -> None:
+        own = self.changelog_topic.get_topic_name()
+        events = list(batch)
+        mine = [event for event in events if event.message.topic == own]
+        if len(mine) < len(events):
+            stray = next(e.message for e in events if e.message.topic != own)
+            log.warning(
+                "table %s: recovery handed it %s[%d] offset %d, a record of another "
+                "table's changelog; not applied",
+                self.name,
+                stray.topic,
+                stray.partition,
+                stray.offset,
+            )
+        super().apply_changelog_batch(mine)
+
+
+def audit_recoveries(
+    app: faust.App, reader: ChangelogReader, on_repair: Callable[[str, int], None]
+) -> None:
+    """Every table of raw bytes keys and values on the memory store audits its recoveries
+    with `reader` and reports repairs to `on_repair` (tables of other types are not read
+    again: their records would need Faust's serializers)."""
+    for table in app.tables.values():
+        store = table.data
+        if isinstance(store, ResumableMemoryStore) and table.key_type is table.value_type is bytes:
+            store.reader, store.on_repair = reader, on_repair
 
 
 def quiet_root_logger() -> None:

@@ -137,6 +137,13 @@ class Metrics:
             ["topic"],
             registry=r,
         )
+        self.recovery_repairs = Counter(
+            "vigo_recovery_repairs",
+            "Keys a memory-store recovery left missing or stale, put back from the changelog "
+            "by the recovery audit (a faust-streaming recovery gap; 0 is the normal).",
+            ["table"],
+            registry=r,
+        )
         self.sweep_lag = Gauge(
             "vigo_sweep_lag_seconds",
             "How far behind the clock the newest liveness sweep ran (its tick's record time).",
@@ -177,6 +184,9 @@ class Metrics:
 
     def delivery_gap(self, topic: str) -> None:
         self.delivery_gaps.labels(topic=topic).inc()
+
+    def recovery_repaired(self, table: str, keys: int) -> None:
+        self.recovery_repairs.labels(table=table).inc(keys)
 
     def watch_worker(self, app: Any, fleet_owner: Callable[[], bool]) -> None:
         """Export fleet gauges only where `fleet_owner()` holds, and add a few of Faust's

@@ -40,6 +40,7 @@ from vigo.processor.faust_compat import (
     DeliveryGuard,
     InputBatches,
     TableWriter,
+    audit_recoveries,
     quiet_root_logger,
 )
 from vigo.processor.fleet import FleetAggregator, FleetProjection, GroupSettings
@@ -172,6 +173,7 @@ def build_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> 
     add_timers(vigo, topics)
     add_signals(vigo)
     add_web(vigo)
+    audit_recoveries(app, end_offsets, metrics.recovery_repaired)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def close_end_offsets(sender: Any, **_: Any) -> None:
