@@ -202,6 +202,7 @@ class ResumableMemoryStore(memory.Store):  # type: ignore[type-arg]
             # recovery goes on from there, and its audit starts where this one would.
             return
         ends = await reader(pending)
+        read = 0
         for tp in pending:
             start = self._unaudited[tp]
             if ends[tp] > start + 1:
@@ -218,7 +219,15 @@ class ResumableMemoryStore(memory.Store):  # type: ignore[type-arg]
                     )
                     continue
                 self._audit(tp, records)
+                read += len(records)
             del self._unaudited[tp]
+        log.info(
+            "table %s: recovery audited, %d changelog records read again (%d keys put back "
+            "since start)",
+            self.table.name,
+            read,
+            self.repaired,
+        )
 
     def _audit(self, tp: TP, records: list[tuple[int, bytes | None, bytes | None]]) -> None:
         newest: dict[Any, bytes | None] = {}
