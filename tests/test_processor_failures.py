@@ -182,7 +182,9 @@ def test_a_raised_default_interval_applies_to_envoys_enrolled_before(
         first.stop()
         second.start()  # the fleet keeps checking in meanwhile
         wait_for_interval(second, fleet[0], 6)
-        assert get_json(f"{second.url}/api/envoys/own-1")["interval_s"] == 3600
+        # The first worker may have stopped before it wrote own-1: the second reads its
+        # enrollment after it is ready.
+        wait_for_interval(second, "own-1", 3600)
         heartbeat.stop()
         silent_from = time.time()
         time.sleep(7)
