@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
@@ -69,12 +69,18 @@ class EndOffsets:
         records = batch.get(target, [])
         return int(records[0].offset) if records else None
 
-    async def read(self, tp: TP, start: int, end: int, timeout_s: float) -> list[RawRecord] | None:
-        """The records of `tp` from `start` (or the log start, if compaction or retention
-        removed it) up to `end`, exclusive; None if the broker did not give them all within
-        `timeout_s`."""
+    async def read(
+        self,
+        tp: TP,
+        start: int,
+        end: int,
+        timeout_s: float,
+        on_batch: Callable[[list[RawRecord]], None],
+    ) -> bool:
+        """Hand the records of `tp` from `start` (or the log start, if compaction or
+        retention removed it) up to `end`, exclusive, to `on_batch` as they are fetched;
+        False if the broker did not give them all within `timeout_s`."""
         target = TopicPartition(tp.topic, tp.partition)
-        records: list[RawRecord] = []
         deadline = time.monotonic() + timeout_s
         async with self._lock:
             client = await self._started()
@@ -83,16 +89,15 @@ class EndOffsets:
                 client.seek(target, max(start, 0))
                 while await client.position(target) < end:
                     if time.monotonic() > deadline:
-                        return None
+                        return False
                     batch = await client.getmany(
                         target, timeout_ms=PROBE_TIMEOUT_MS, max_records=READ_BATCH
                     )
-                    for record in batch.get(target, []):
-                        if record.offset < end:
-                            records.append((record.offset, record.key, record.value))
+                    fetched = batch.get(target, [])
+                    on_batch([(r.offset, r.key, r.value) for r in fetched if r.offset < end])
             finally:
                 client.unsubscribe()
-        return records
+        return True
 
     async def close(self) -> None:
         if self._client is not None:

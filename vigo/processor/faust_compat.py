@@ -137,8 +137,13 @@ class ChangelogReader(Protocol):
     async def __call__(self, tps: Iterable[TP]) -> Mapping[TP, int]: ...
 
     async def read(
-        self, tp: TP, start: int, end: int, timeout_s: float
-    ) -> list[tuple[int, bytes | None, bytes | None]] | None: ...
+        self,
+        tp: TP,
+        start: int,
+        end: int,
+        timeout_s: float,
+        on_batch: Callable[[list[tuple[int, bytes | None, bytes | None]]], None],
+    ) -> bool: ...
 
 
 class ResumableMemoryStore(memory.Store):  # type: ignore[type-arg]
@@ -206,8 +211,8 @@ class ResumableMemoryStore(memory.Store):  # type: ignore[type-arg]
         for tp in pending:
             start = self._unaudited[tp]
             if ends[tp] > start + 1:
-                records = await reader.read(tp, start + 1, ends[tp], AUDIT_TIMEOUT_S)
-                if records is None:
+                audit = _RecoveryAudit(self.data)
+                if not await reader.read(tp, start + 1, ends[tp], AUDIT_TIMEOUT_S, audit.check):
                     log.warning(
                         "table %s: %s[%d] from offset %d could not be read again within "
                         "%.0f s; its recovery is not audited",
@@ -218,8 +223,8 @@ class ResumableMemoryStore(memory.Store):  # type: ignore[type-arg]
                         AUDIT_TIMEOUT_S,
                     )
                     continue
-                self._audit(tp, records)
-                read += len(records)
+                self._repair(tp, audit)
+                read += audit.records
             del self._unaudited[tp]
         log.info(
             "table %s: recovery audited, %d changelog records read again (%d keys put back "
@@ -229,22 +234,16 @@ class ResumableMemoryStore(memory.Store):  # type: ignore[type-arg]
             self.repaired,
         )
 
-    def _audit(self, tp: TP, records: list[tuple[int, bytes | None, bytes | None]]) -> None:
-        newest: dict[Any, bytes | None] = {}
-        for _, key, value in records:
-            newest[key] = value
+    def _repair(self, tp: TP, audit: _RecoveryAudit) -> None:
         data = self.data
-        missed = 0
-        for key, value in newest.items():
-            if data.get(key) == value:
-                continue
-            missed += 1
+        for key, value in audit.wrong.items():
             if value is None:
                 data.pop(key, None)
             else:
                 data[key] = value
-        if records:
-            self.set_persisted_offset(tp, records[-1][0])
+        if audit.last_offset is not None:
+            self.set_persisted_offset(tp, audit.last_offset)
+        missed = len(audit.wrong)
         if missed:
             self.repaired += missed
             if self.on_repair is not None:
@@ -255,10 +254,38 @@ class ResumableMemoryStore(memory.Store):  # type: ignore[type-arg]
                 self.table.name,
                 tp.topic,
                 tp.partition,
-                records[0][0],
-                records[-1][0],
+                audit.first_offset,
+                audit.last_offset,
                 missed,
             )
+
+
+@dataclass
+class _RecoveryAudit:
+    """Compares a changelog range, record by record in offset order, with the store:
+    a key stays in `wrong` (with its newest value) only if its newest record disagrees
+    with the store. Nothing else is held, so a million-record range costs no more
+    memory than the keys found wrong (and those whose newest record is still to come)."""
+
+    data: Any
+    wrong: dict[Any, bytes | None] = field(default_factory=dict)
+    records: int = 0
+    first_offset: int | None = None
+    last_offset: int | None = None
+
+    def check(self, batch: list[tuple[int, bytes | None, bytes | None]]) -> None:
+        if not batch:
+            return
+        data, wrong = self.data, self.wrong
+        for _, key, value in batch:
+            if data.get(key) == value:
+                wrong.pop(key, None)
+            else:
+                wrong[key] = value
+        self.records += len(batch)
+        if self.first_offset is None:
+            self.first_offset = batch[0][0]
+        self.last_offset = batch[-1][0]
 
 
 class ChangelogTable(faust.Table):  # type: ignore[type-arg]
