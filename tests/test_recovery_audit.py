@@ -17,7 +17,7 @@ import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from faust.types import TP
 
-from tests.harness import produce
+from tests.harness import free_port, produce
 from vigo.processor.endoffsets import EndOffsets
 from vigo.processor.faust_compat import ChangelogTable, ResumableMemoryStore
 
@@ -121,3 +121,20 @@ def test_a_partition_that_moved_away_is_kept_and_resumed_from_its_offset(
     assert dict(store.data) == {b"on-0": b"x", b"on-1": b"y"}
     assert store.persisted_offset(moved) == 3
     assert store.persisted_offset(TP(changelog, 5)) == -1
+
+
+def test_an_unreachable_broker_leaves_the_audit_for_the_next_recovery(
+    kafka_bootstrap: str, caplog: Any
+) -> None:
+    _, store, changelog = memory_table(kafka_bootstrap)
+    create_topic(kafka_bootstrap, changelog, 1)
+    produce(kafka_bootstrap, [(changelog, b"a", b"1")])
+    tp = TP(changelog, 0)
+    assert store.persisted_offset(tp) == -1  # the recovery read nothing: a is missing
+
+    audit(store, f"127.0.0.1:{free_port()}", {tp})  # one warning line, no exception
+    assert b"a" not in store.data
+    assert "recovery not audited yet" in caplog.text
+
+    audit(store, kafka_bootstrap, {tp})  # the next completion audits from the same start
+    assert store.data[b"a"] == b"1" and store.repaired == 1

@@ -95,6 +95,7 @@ from types import SimpleNamespace
 from typing import Any, Protocol, cast
 
 import faust
+from aiokafka.errors import KafkaError
 from faust.stores import memory
 from faust.streams import _current_event
 from faust.tables import TableManager
@@ -206,21 +207,31 @@ class ResumableMemoryStore(memory.Store):  # type: ignore[type-arg]
             # Faust calls this also when a rebalance cut the read short; the next
             # recovery goes on from there, and its audit starts where this one would.
             return
-        ends = await reader(pending)
+        try:
+            ends = await reader(pending)
+        except (TimeoutError, KafkaError, OSError) as exc:
+            name = self.table.name
+            log.warning("table %s: recovery not audited yet, no end offsets: %r", name, exc)
+            return
         read = 0
         for tp in pending:
             start = self._unaudited[tp]
             if ends[tp] > start + 1:
                 audit = _RecoveryAudit(self.data)
-                if not await reader.read(tp, start + 1, ends[tp], AUDIT_TIMEOUT_S, audit.check):
+                try:
+                    done = await reader.read(tp, start + 1, ends[tp], AUDIT_TIMEOUT_S, audit.check)
+                except (TimeoutError, KafkaError, OSError) as exc:
+                    done, audit.error = False, repr(exc)
+                if not done:
+                    # Left for the next recovery's audit, which starts where this one would.
                     log.warning(
-                        "table %s: %s[%d] from offset %d could not be read again within "
-                        "%.0f s; its recovery is not audited",
+                        "table %s: %s[%d] from offset %d could not be read again (%s); "
+                        "its recovery is not audited yet",
                         self.table.name,
                         tp.topic,
                         tp.partition,
                         start + 1,
-                        AUDIT_TIMEOUT_S,
+                        audit.error or f"not within {AUDIT_TIMEOUT_S:.0f} s",
                     )
                     continue
                 self._repair(tp, audit)
@@ -272,6 +283,7 @@ class _RecoveryAudit:
     records: int = 0
     first_offset: int | None = None
     last_offset: int | None = None
+    error: str | None = None
 
     def check(self, batch: list[tuple[int, bytes | None, bytes | None]]) -> None:
         if not batch:
