@@ -61,7 +61,7 @@ def audit(store: ResumableMemoryStore, bootstrap: str, active: set[TP]) -> None:
     asyncio.run(go())
 
 
-def test_an_audit_puts_back_what_a_recovery_missed(kafka_bootstrap: str) -> None:
+def test_an_audit_puts_back_what_a_recovery_missed(kafka_bootstrap: str, caplog: Any) -> None:
     _, store, changelog = memory_table(kafka_bootstrap)
     create_topic(kafka_bootstrap, changelog, 1)
     log = [(b"k1", b"v1"), (b"k2", b"v2"), (b"k1", b"v1b"), (b"k3", b"v3"), (b"k2", None)]
@@ -80,6 +80,9 @@ def test_an_audit_puts_back_what_a_recovery_missed(kafka_bootstrap: str) -> None
     assert dict(store.data) == {b"k1": b"v1b", b"k3": b"v3", b"k4": b"v4"}
     assert store.repaired == 2  # k3 put back, k2 deleted as its tombstone says
     assert reported == [("t", 2)]  # vigo_recovery_repairs_total{table="t"}
+    assert "missed the newest record of 2 keys (faust-streaming recovery), e.g. 'k3', 'k2'" in (
+        caplog.text
+    )
     assert store.persisted_offset(tp) == 5
     # Audited: a second completion reads nothing again and changes nothing.
     store.data[b"k9"] = b"written since"

@@ -261,14 +261,21 @@ class ResumableMemoryStore(memory.Store):  # type: ignore[type-arg]
                 self.on_repair(self.table.name, missed)
             log.warning(
                 "table %s: recovery of %s[%d] offsets %d..%d missed the newest record of "
-                "%d keys (faust-streaming recovery); put back from the changelog",
+                "%d keys (faust-streaming recovery), e.g. %s; put back from the changelog",
                 self.table.name,
                 tp.topic,
                 tp.partition,
                 audit.first_offset,
                 audit.last_offset,
                 missed,
+                ", ".join(_key_text(key) for key in list(audit.wrong)[:3]),
             )
+
+
+def _key_text(key: Any) -> str:
+    """A key for a log line: cut to 64 characters, control characters escaped."""
+    text = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
+    return repr(text[:64])
 
 
 @dataclass
