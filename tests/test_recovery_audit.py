@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -19,22 +20,34 @@ from faust.types import TP
 
 from tests.harness import free_port, produce
 from vigo.processor.endoffsets import EndOffsets
-from vigo.processor.faust_compat import ChangelogTable, ResumableMemoryStore
+from vigo.processor.faust_compat import (
+    AuditedRocksDBStore,
+    ChangelogTable,
+    ResumableMemoryStore,
+    _PartitionDB,
+)
 
 
 def memory_table(bootstrap: str, partitions: int = 1) -> tuple[Any, ResumableMemoryStore, str]:
+    table, store, changelog = new_table(bootstrap, "memory://", partitions)
+    assert isinstance(store, ResumableMemoryStore)
+    return table, store, changelog
+
+
+def new_table(
+    bootstrap: str, store_url: str, partitions: int = 1, datadir: Path | None = None
+) -> tuple[Any, Any, str]:
     app = faust.App(
         f"audit-{uuid.uuid4().hex[:8]}",
         broker=f"kafka://{bootstrap}",
-        store="memory://",
+        store=store_url,
+        datadir=str(datadir) if datadir else None,
         Table=ChangelogTable,
         key_serializer="raw",
         value_serializer="raw",
     )
     table = app.Table("t", default=None, partitions=partitions, key_type=bytes, value_type=bytes)
-    store = table.data
-    assert isinstance(store, ResumableMemoryStore)
-    return table, store, table.changelog_topic.get_topic_name()
+    return table, table.data, table.changelog_topic.get_topic_name()
 
 
 def create_topic(bootstrap: str, name: str, partitions: int) -> None:
@@ -49,7 +62,7 @@ def create_topic(bootstrap: str, name: str, partitions: int) -> None:
     asyncio.run(go())
 
 
-def audit(store: ResumableMemoryStore, bootstrap: str, active: set[TP]) -> None:
+def audit(store: Any, bootstrap: str, active: set[TP]) -> None:
     async def go() -> None:
         reader = EndOffsets(bootstrap, {})
         store.reader = reader
@@ -141,3 +154,23 @@ def test_an_unreachable_broker_leaves_the_audit_for_the_next_recovery(
 
     audit(store, kafka_bootstrap, {tp})  # the next completion audits from the same start
     assert store.data[b"a"] == b"1" and store.repaired == 1
+
+
+def test_a_rocksdb_store_is_audited_too(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """A fresh RocksDB node reads every partition from its start, as the memory store
+    does: its recovery is audited the same way (repairs go into the partition's DB)."""
+    _, store, changelog = new_table(kafka_bootstrap, "rocksdb://", datadir=tmp_path)
+    assert isinstance(store, AuditedRocksDBStore)
+    create_topic(kafka_bootstrap, changelog, 1)
+    produce(kafka_bootstrap, [(changelog, b"k1", b"v1"), (changelog, b"k2", b"v2")])
+    produce(kafka_bootstrap, [(changelog, b"k1", None), (changelog, b"k3", b"v3")])
+    tp = TP(changelog, 0)
+    assert store.persisted_offset(tp) is None  # a fresh node: read from the start
+    db = _PartitionDB(store._db_for_partition(0))
+    db[b"k1"], db[b"k3"] = b"v1", b"v3"  # missed: k1's tombstone and k2
+    store.set_persisted_offset(tp, 3)
+
+    audit(store, kafka_bootstrap, {tp})
+
+    assert [db.get(k) for k in (b"k1", b"k2", b"k3")] == [None, b"v2", b"v3"]
+    assert store.repaired == 2 and store.persisted_offset(tp) == 3

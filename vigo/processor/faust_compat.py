@@ -72,9 +72,11 @@
   in the soak happened on a plain read from the start, the store audits each recovery:
   before Faust resumes the streams it reads again, with a client of our own, the range
   the recovery read, and puts back the newest record of any key the recovery missed (a
-  warning names the table, partition, range and count). Tables of raw bytes only (the
-  envoys, the alert journal and windows); the cost is a second read of what a recovery
-  reads, with the memory store only.
+  warning names the table, partition, range, count and keys). `AuditedRocksDBStore`
+  audits Faust's RocksDB store the same way: a fresh node reads each partition from its
+  start too (a restart with local state reads only what is new, and so does its audit).
+  Tables of raw bytes only (the envoys, the alert journal and windows); the cost is a
+  second read of what a recovery reads.
 - `quiet_root_logger()`: at `-l warn` and above, Faust's worker sets the root logger to
   DEBUG so that its terminal spinner turns on every record (`Worker._setup_spinner_handler`):
   every `logger.debug` call of Faust, mode and aiokafka on the hot path then builds a record
@@ -96,7 +98,7 @@ from typing import Any, Protocol, cast
 
 import faust
 from aiokafka.errors import KafkaError
-from faust.stores import memory
+from faust.stores import memory, rocksdb
 from faust.streams import _current_event
 from faust.tables import TableManager
 from faust.types import TP, EventT, Message, StoreT, TableT
@@ -147,58 +149,43 @@ class ChangelogReader(Protocol):
     ) -> bool: ...
 
 
-class ResumableMemoryStore(memory.Store):  # type: ignore[type-arg]
-    """A memory store that keeps every partition it was given, knows per partition the
-    changelog offset its data is applied up to, and audits each recovery (see above)."""
+class _AuditsRecovery:
+    """What both of our stores share: where each recovery started (Recovery asks
+    `persisted_offset` once per rebalance for each partition it will read), and the
+    audit of each recovery against the changelog (see above)."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self._applied: dict[TP, int] = {}
+    app: Any
+    table: Any
+    _unaudited: dict[TP, int]
+    #: Set by the topology for tables of raw bytes; without it nothing is audited.
+    reader: ChangelogReader | None
+    #: Keys the audits found missing or stale, since start.
+    repaired: int
+    #: Told (table name, keys) of every repair.
+    on_repair: Callable[[str, int], None] | None
+
+    def _init_audit(self) -> None:
         #: Per partition, the offset the oldest recovery not yet audited started after.
-        self._unaudited: dict[TP, int] = {}
-        #: Set by the topology for tables of raw bytes; without it nothing is audited.
-        self.reader: ChangelogReader | None = None
-        #: Keys the audits found missing or stale, since start.
+        self._unaudited = {}
+        self.reader = None
         self.repaired = 0
-        #: Told (table name, keys) of every repair.
-        self.on_repair: Callable[[str, int], None] | None = None
+        self.on_repair = None
 
-    def apply_changelog_batch(
-        self,
-        batch: Iterable[EventT[Any]],
-        to_key: Callable[[Any], Any],
-        to_value: Callable[[Any], Any],
-    ) -> None:
-        data, applied = self.data, self._applied
-        for event in batch:
-            message = event.message
-            key = to_key(event.key)
-            if message.value is None:
-                data.pop(key, None)
-            else:
-                data[key] = to_value(event.value)
-            if message.offset > applied.get(message.tp, -1):
-                applied[message.tp] = message.offset
+    def _recovery_starts(self, tp: TP, offset: int | None) -> None:
+        self._unaudited.setdefault(tp, -1 if offset is None else offset)
 
-    def persisted_offset(self, tp: TP) -> int | None:
-        """Recovery asks this once per rebalance for each partition it will read: that is
-        where the read starts, and what the audit will read again. -1 for a partition
-        never seen: Recovery then reads it from its start, instead of from an offset it
-        may have kept from a record it should not have taken."""
-        applied = self._applied.get(tp, -1)
-        self._unaudited.setdefault(tp, applied)
-        return applied
+    def _partition_data(self, tp: TP) -> Any:
+        """The partition's keys and values: `get`, item assignment and `pop`."""
+        raise NotImplementedError
 
-    def set_persisted_offset(self, tp: TP, offset: int) -> None:
-        if offset > self._applied.get(tp, -1):
-            self._applied[tp] = offset
+    def _applied_up_to(self, tp: TP, offset: int) -> None:
+        raise NotImplementedError
 
-    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
-        """Prunes nothing: what is kept of a partition that moved away is exact up to its
-        offset, and is brought up to date from there if the partition comes back. Reads
-        again, with a client of our own, what this recovery should have read of each
-        active partition, and puts back what it missed. Faust awaits this before the
-        streams resume, so no write of ours can be overwritten by an older record."""
+    async def _audit_recovery(self, active_tps: set[TP]) -> None:
+        """Reads again, with a client of our own, what this recovery should have read of
+        each active partition, and puts back what it missed. Faust awaits this (the
+        store's `on_recovery_completed`) before the streams resume, so no write of ours
+        can be overwritten by an older record."""
         reader = self.reader
         pending = sorted(tp for tp in active_tps if tp in self._unaudited)
         if reader is None or not pending:
@@ -217,7 +204,7 @@ class ResumableMemoryStore(memory.Store):  # type: ignore[type-arg]
         for tp in pending:
             start = self._unaudited[tp]
             if ends[tp] > start + 1:
-                audit = _RecoveryAudit(self.data)
+                audit = _RecoveryAudit(self._partition_data(tp))
                 try:
                     done = await reader.read(tp, start + 1, ends[tp], AUDIT_TIMEOUT_S, audit.check)
                 except (TimeoutError, KafkaError, OSError) as exc:
@@ -246,14 +233,14 @@ class ResumableMemoryStore(memory.Store):  # type: ignore[type-arg]
         )
 
     def _repair(self, tp: TP, audit: _RecoveryAudit) -> None:
-        data = self.data
+        data = audit.data
         for key, value in audit.wrong.items():
             if value is None:
                 data.pop(key, None)
             else:
                 data[key] = value
         if audit.last_offset is not None:
-            self.set_persisted_offset(tp, audit.last_offset)
+            self._applied_up_to(tp, audit.last_offset)
         missed = len(audit.wrong)
         if missed:
             self.repaired += missed
@@ -272,6 +259,98 @@ class ResumableMemoryStore(memory.Store):  # type: ignore[type-arg]
             )
 
 
+class ResumableMemoryStore(_AuditsRecovery, memory.Store):  # type: ignore[type-arg]
+    """A memory store that keeps every partition it was given, knows per partition the
+    changelog offset its data is applied up to, and audits each recovery (see above)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._applied: dict[TP, int] = {}
+        self._init_audit()
+
+    def apply_changelog_batch(
+        self,
+        batch: Iterable[EventT[Any]],
+        to_key: Callable[[Any], Any],
+        to_value: Callable[[Any], Any],
+    ) -> None:
+        data, applied = self.data, self._applied
+        for event in batch:
+            message = event.message
+            key = to_key(event.key)
+            if message.value is None:
+                data.pop(key, None)
+            else:
+                data[key] = to_value(event.value)
+            if message.offset > applied.get(message.tp, -1):
+                applied[message.tp] = message.offset
+
+    def persisted_offset(self, tp: TP) -> int | None:
+        """Where Recovery starts reading, and the audit after it. -1 for a partition
+        never seen: Recovery then reads it from its start, instead of from an offset it
+        may have kept from a record it should not have taken."""
+        applied = self._applied.get(tp, -1)
+        self._recovery_starts(tp, applied)
+        return applied
+
+    def set_persisted_offset(self, tp: TP, offset: int) -> None:
+        if offset > self._applied.get(tp, -1):
+            self._applied[tp] = offset
+
+    def _partition_data(self, tp: TP) -> Any:
+        return self.data
+
+    def _applied_up_to(self, tp: TP, offset: int) -> None:
+        self.set_persisted_offset(tp, offset)
+
+    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        """Prunes nothing: what is kept of a partition that moved away is exact up to its
+        offset, and is brought up to date from there if the partition comes back."""
+        await self._audit_recovery(active_tps)
+
+
+class AuditedRocksDBStore(_AuditsRecovery, rocksdb.Store):
+    """Faust's RocksDB store, whose recoveries are audited too (see above): a fresh
+    node reads every partition from its start, as the memory store does."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_audit()
+
+    def persisted_offset(self, tp: TP) -> int | None:
+        offset = super().persisted_offset(tp)
+        self._recovery_starts(tp, offset)
+        return offset
+
+    def _partition_data(self, tp: TP) -> Any:
+        return _PartitionDB(self._db_for_partition(tp.partition))
+
+    def _applied_up_to(self, tp: TP, offset: int) -> None:
+        persisted = super().persisted_offset(tp)
+        if persisted is None or offset > persisted:
+            self.set_persisted_offset(tp, offset)
+
+    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        await super().on_recovery_completed(active_tps, standby_tps)
+        await self._audit_recovery(active_tps)
+
+
+class _PartitionDB:
+    """One partition's RocksDB, raw bytes, seen as the audit reads and repairs it."""
+
+    def __init__(self, db: Any) -> None:
+        self._db = db
+
+    def get(self, key: bytes) -> bytes | None:
+        return cast(bytes | None, self._db.get(key))
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self._db.put(key, value)
+
+    def pop(self, key: bytes, default: None = None) -> None:
+        self._db.delete(key)
+
+
 def _key_text(key: Any) -> str:
     """A key for a log line: cut to 64 characters, control characters escaped."""
     text = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
@@ -280,7 +359,8 @@ def _key_text(key: Any) -> str:
 
 @dataclass
 class _RecoveryAudit:
-    """Compares a changelog range, record by record in offset order, with the store:
+    """Compares a changelog range, record by record in offset order, with the store's
+    partition (`data`):
     a key stays in `wrong` (with its newest value) only if its newest record disagrees
     with the store. Nothing else is held, so a million-record range costs no more
     memory than the keys found wrong (and those whose newest record is still to come)."""
@@ -312,23 +392,25 @@ class ChangelogTable(faust.Table):  # type: ignore[type-arg]
     changelog (see above)."""
 
     def _new_store_by_url(self, url: str | URL) -> StoreT[Any, Any]:
-        if URL(str(url)).scheme == "memory":
-            return cast(
-                StoreT[Any, Any],
-                ResumableMemoryStore(
-                    url,
-                    self.app,
-                    self,
-                    table_name=self.name,
-                    key_type=self.key_type,
-                    key_serializer=self.key_serializer,
-                    value_serializer=self.value_serializer,
-                    value_type=self.value_type,
-                    loop=self.loop,
-                    options=self.options,
-                ),
-            )
-        return super()._new_store_by_url(url)
+        scheme = URL(str(url)).scheme
+        ours = {"memory": ResumableMemoryStore, "rocksdb": AuditedRocksDBStore}.get(scheme)
+        if ours is None:
+            return super()._new_store_by_url(url)
+        return cast(
+            StoreT[Any, Any],
+            ours(
+                url,
+                self.app,
+                self,
+                table_name=self.name,
+                key_type=self.key_type,
+                key_serializer=self.key_serializer,
+                value_serializer=self.value_serializer,
+                value_type=self.value_type,
+                loop=self.loop,
+                options=self.options,
+            ),
+        )
 
     def apply_changelog_batch(self, batch: Iterable[EventT[Any]]) -> None:
         own = self.changelog_topic.get_topic_name()
@@ -355,7 +437,7 @@ def audit_recoveries(
     again: their records would need Faust's serializers)."""
     for table in app.tables.values():
         store = table.data
-        if isinstance(store, ResumableMemoryStore) and table.key_type is table.value_type is bytes:
+        if isinstance(store, _AuditsRecovery) and table.key_type is table.value_type is bytes:
             store.reader, store.on_repair = reader, on_repair
 
 
