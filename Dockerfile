@@ -2,7 +2,10 @@
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY vigo vigo
+COPY topics topics
+COPY projections projections
+COPY alerts alerts
+COPY processor processor
 RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[rocksdb]"
 
 FROM python:3.11-slim

@@ -22,8 +22,8 @@ from typing import Any
 
 import orjson
 
-from vigo.topics.decode import decode_fast, decode_input, decode_input_slow
-from vigo.topics.events import DeadLetter, RecordMeta
+from topics.decode import decode_fast, decode_input, decode_input_slow
+from topics.events import DeadLetter, RecordMeta
 
 MODULES = ("files", "packages", "services", "users", "cron", "sysctl")
 RESULTS = ("ok",) * 90 + ("changed",) * 8 + ("failed",) * 2

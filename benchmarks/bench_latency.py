@@ -38,7 +38,7 @@ from benchcommon import (
 )
 
 from tests.harness import Worker, worker_config
-from vigo.topics.names import TopicNames
+from topics.names import TopicNames
 
 PARTITIONS = 8
 

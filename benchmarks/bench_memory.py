@@ -36,16 +36,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchcommon import machine
 
-from tests.test_state_codec import format2
-from vigo.processor.records import (
+from processor.records import (
     StoredEnvoy,
     decode_envoy_head,
     decode_stored_envoy,
     encode_stored_envoy,
 )
-from vigo.projections.envoy import HISTORY_RUNS, EnvoyState, Rules, apply_event
-from vigo.topics.events import Enrollment, ModuleError, Resource, Run
-from vigo.topics.timestamps import iso_from_ms
+from projections.envoy import HISTORY_RUNS, EnvoyState, Rules, apply_event
+from tests.test_state_codec import format2
+from topics.events import Enrollment, ModuleError, Resource, Run
+from topics.timestamps import iso_from_ms
 
 T = TypeVar("T")
 RESULTS = ("ok",) * 90 + ("changed",) * 8 + ("failed",) * 2

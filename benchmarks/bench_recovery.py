@@ -42,14 +42,14 @@ from benchcommon import (
 )
 from msgspec.structs import replace
 
-from tests.harness import Worker, worker_config
-from vigo.processor.records import (
+from processor.records import (
     StoredEnvoy,
     encode_stored_envoy,
 )
-from vigo.projections.envoy import EnvoyState, Rules, apply_event
-from vigo.topics.events import Enrollment, ModuleError, Resource, Run
-from vigo.topics.names import TopicNames
+from projections.envoy import EnvoyState, Rules, apply_event
+from tests.harness import Worker, worker_config
+from topics.events import Enrollment, ModuleError, Resource, Run
+from topics.names import TopicNames
 
 PARTITIONS = 8
 T0_MS = 1_795_000_000_000

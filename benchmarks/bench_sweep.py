@@ -1,5 +1,5 @@
 """The cost of one liveness sweep tick with a large fleet of which few envoys expire: the
-worker's deadline heap (`vigo.processor.deadlines.Deadlines`) and the pure sweep rules
+worker's deadline heap (`processor.deadlines.Deadlines`) and the pure sweep rules
 (`sweep_envoy`, `next_deadline_ms`), as `EnvoyProcessor._sweep` runs them, plus the
 changelog encoding of each swept envoy. Pure: no Kafka, no Faust.
 
@@ -21,11 +21,11 @@ import time
 from benchcommon import machine, table
 from msgspec.structs import replace
 
-from vigo.processor.deadlines import Deadlines
-from vigo.processor.envoys import SWEEP_LIMIT
-from vigo.processor.records import StoredEnvoy, encode_stored_envoy
-from vigo.projections.envoy import EnvoyState, Rules, next_deadline_ms, sweep_envoy
-from vigo.topics.statuses import RunOutcome, Status
+from processor.deadlines import Deadlines
+from processor.envoys import SWEEP_LIMIT
+from processor.records import StoredEnvoy, encode_stored_envoy
+from projections.envoy import EnvoyState, Rules, next_deadline_ms, sweep_envoy
+from topics.statuses import RunOutcome, Status
 
 INTERVAL_S = 300
 RULES = Rules(default_interval_s=INTERVAL_S)

@@ -47,11 +47,11 @@ from benchcommon import (
     table,
 )
 
+from projections.envoy import EnvoyState, Position, Rules, apply_event
 from tests.harness import Worker, worker_config
-from vigo.projections.envoy import EnvoyState, Position, Rules, apply_event
-from vigo.topics.decode import decode_input
-from vigo.topics.events import DeadLetter, RecordMeta
-from vigo.topics.names import TopicNames
+from topics.decode import decode_input
+from topics.events import DeadLetter, RecordMeta
+from topics.names import TopicNames
 
 nan = float("nan")
 RUNS_INDEX = 2  # position of the runs topic in TopicNames.inputs
@@ -349,7 +349,7 @@ WRAPPERS = (
     "(threading.py",
     "(faust/cli/",
     "(vigo-processor",
-    "(vigo/processor/cli.py",
+    "(processor/cli.py",
     "(mode/worker.py",
     "App.main (",
 )

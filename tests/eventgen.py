@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from hypothesis import strategies as st
 
-from vigo.topics.events import Checkin, Enrollment, ModuleError, Resource, ResourceResult, Run
+from topics.events import Checkin, Enrollment, ModuleError, Resource, ResourceResult, Run
 
 _run_ids = itertools.count(1)
 T0 = 1_795_000_000_000  # 2026-11-18, epoch ms

@@ -10,11 +10,10 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.test_alerts_units import Stale
-from vigo.alerts.journal import JOURNAL_MAX, Entry, alerts_doc, attempted, finished, started
-from vigo.alerts.journal import to_prune as journal_to_prune
-from vigo.alerts.rules import stale_alerts
-from vigo.alerts.window import (
+from alerts.journal import JOURNAL_MAX, Entry, alerts_doc, attempted, finished, started
+from alerts.journal import to_prune as journal_to_prune
+from alerts.rules import stale_alerts
+from alerts.window import (
     LIST_MAX,
     Member,
     Progress,
@@ -28,7 +27,7 @@ from vigo.alerts.window import (
     step,
     window_start,
 )
-from vigo.processor.records import (
+from processor.records import (
     decode_journal_entry,
     decode_progress,
     decode_window,
@@ -36,7 +35,8 @@ from vigo.processor.records import (
     encode_progress,
     encode_window,
 )
-from vigo.topics.events import Alert
+from tests.test_alerts_units import Stale
+from topics.events import Alert
 
 W = 30_000
 T0 = 1_795_781_100_000  # a multiple of W

@@ -12,13 +12,13 @@ from typing import Any
 import aiosmtplib
 import pytest
 
+from alerts.mail import MailSettings, render
+from alerts.rules import threshold_alert
+from processor.config import SmtpConfig
+from processor.sender import deliver, is_permanent, is_rejection, tls_context
+from projections.fleet import FleetCounts
 from tests.harness import free_port
 from tests.smtpserver import Certs, SmtpServer, login_authenticator, make_certs
-from vigo.alerts.mail import MailSettings, render
-from vigo.alerts.rules import threshold_alert
-from vigo.processor.config import SmtpConfig
-from vigo.processor.sender import deliver, is_permanent, is_rejection, tls_context
-from vigo.projections.fleet import FleetCounts
 
 T0 = 1_795_781_104_000
 MAIL = MailSettings("vigo@example.org", ("ops@example.org",), "vigo", "http://vigo:6066")

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vigo.alerts.mail import (
+from alerts.mail import (
     MailSettings,
     body_text,
     dashboard_base,
@@ -23,7 +23,7 @@ from vigo.alerts.mail import (
     message_id_domain,
     render,
 )
-from vigo.alerts.rules import (
+from alerts.rules import (
     DIGEST_LIST_MAX,
     LABELS_TOTAL_MAX,
     bounded_labels,
@@ -35,11 +35,11 @@ from vigo.alerts.rules import (
     threshold_alert,
     threshold_alert_id,
 )
-from vigo.alerts.window import LIST_MAX, Window, digest_alert, member_of
-from vigo.processor.sender import backoff_s
-from vigo.projections.fleet import FleetCounts
-from vigo.topics.codec import decode_alert, encode_alert
-from vigo.topics.jsonschemas import validate
+from alerts.window import LIST_MAX, Window, digest_alert, member_of
+from processor.sender import backoff_s
+from projections.fleet import FleetCounts
+from topics.codec import decode_alert, encode_alert
+from topics.jsonschemas import validate
 
 T0 = 1_795_781_104_000
 MAIL = MailSettings(

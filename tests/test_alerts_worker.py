@@ -20,6 +20,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
+from alerts.mail import message_id, message_id_domain
+from alerts.rules import digest_alert_id, stale_alert_id, threshold_alert_id
+from alerts.window import Progress, Window, closed, mails, member_of, step
+from processor.records import OUTBOX_TICK_KEY
 from tests.harness import (
     Worker,
     checkin,
@@ -33,13 +37,9 @@ from tests.harness import (
     worker_config,
 )
 from tests.smtpserver import Received, SmtpServer, login_authenticator, make_certs
-from vigo.alerts.mail import message_id, message_id_domain
-from vigo.alerts.rules import digest_alert_id, stale_alert_id, threshold_alert_id
-from vigo.alerts.window import Progress, Window, closed, mails, member_of, step
-from vigo.processor.records import OUTBOX_TICK_KEY
-from vigo.topics.codec import decode_alert, encode_alert
-from vigo.topics.names import TopicNames
-from vigo.topics.timestamps import iso_from_ms
+from topics.codec import decode_alert, encode_alert
+from topics.names import TopicNames
+from topics.timestamps import iso_from_ms
 
 FROM = "vigo@example.org"
 TO = ["ops@example.org", "oncall@example.org"]

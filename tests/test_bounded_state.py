@@ -10,13 +10,13 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from processor.records import StoredEnvoy, encode_stored_envoy
+from projections.envoy import EnvoyState, Position, Rules, apply_event
+from projections.runs import MAX_HISTORY_ID_BYTES, MAX_IDS_PER_RUN, id_cost
 from tests.eventgen import T0, checkin, enrolled, iso
 from tests.test_projections_properties import reference_status
-from vigo.processor.records import StoredEnvoy, encode_stored_envoy
-from vigo.projections.envoy import EnvoyState, Position, Rules, apply_event
-from vigo.projections.runs import MAX_HISTORY_ID_BYTES, MAX_IDS_PER_RUN, id_cost
-from vigo.topics.decode import decode_input
-from vigo.topics.events import (
+from topics.decode import decode_input
+from topics.events import (
     Checkin,
     DeadLetter,
     Enrollment,
@@ -27,7 +27,7 @@ from vigo.topics.events import (
     ResourceResult,
     Run,
 )
-from vigo.topics.limits import MAX_NAME_BYTES
+from topics.limits import MAX_NAME_BYTES
 
 STORED_LIMIT = 64 * 1024
 RULES = Rules(default_interval_s=60)

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from processor.records import decode_stored_envoy
 from tests.eventgen import iso
 from tests.harness import (
     Worker,
@@ -23,8 +24,7 @@ from tests.harness import (
     run_event,
     worker_config,
 )
-from vigo.processor.records import decode_stored_envoy
-from vigo.topics.names import TopicNames
+from topics.names import TopicNames
 
 BIG = "big-01"
 RUNS = 12

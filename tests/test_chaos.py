@@ -2,7 +2,7 @@
 
 Three workers process a live fleet while a chaos loop SIGKILLs and restarts workers at
 random moments, restarts the broker once and stops the SMTP server for a while. At the
-end an oracle recomputes, from the input topics alone with `vigo.projections`, every
+end an oracle recomputes, from the input topics alone with `projections`, every
 envoy's final status and the fleet numbers, and the test checks what the workers
 published: the same statuses and numbers, every envoy's status changes numbered 1..N
 without gaps and without two contents for one version, and every expected mail (a
@@ -28,6 +28,10 @@ from typing import Any
 import kafkabroker
 import pytest
 
+from alerts.mail import message_id, message_id_domain
+from alerts.rules import stale_alert_id, threshold_alert_id
+from projections.envoy import EnvoyState, Rules, apply_event
+from projections.fleet import FleetCounts
 from tests.harness import (
     Worker,
     checkin,
@@ -39,14 +43,10 @@ from tests.harness import (
     worker_config,
 )
 from tests.smtpserver import SmtpServer
-from vigo.alerts.mail import message_id, message_id_domain
-from vigo.alerts.rules import stale_alert_id, threshold_alert_id
-from vigo.projections.envoy import EnvoyState, Rules, apply_event
-from vigo.projections.fleet import FleetCounts
-from vigo.topics.decode import decode_input
-from vigo.topics.events import DeadLetter, RecordMeta
-from vigo.topics.names import TopicNames
-from vigo.topics.statuses import Status
+from topics.decode import decode_input
+from topics.events import DeadLetter, RecordMeta
+from topics.names import TopicNames
+from topics.statuses import Status
 
 SOAK_S = float(os.environ.get("VIGO_SOAK_SECONDS", "45"))
 INTERVAL_S = 5

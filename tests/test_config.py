@@ -15,7 +15,7 @@ import orjson
 import pytest
 import yaml
 
-from vigo.processor.config import (
+from processor.config import (
     ConfigError,
     Settings,
     effective_config,
@@ -23,7 +23,7 @@ from vigo.processor.config import (
     mask_secrets,
     unapplied_warnings,
 )
-from vigo.projections.liveness import StaleAfter
+from projections.liveness import StaleAfter
 
 PROCESSOR = Path(sys.executable).parent / "vigo-processor"
 

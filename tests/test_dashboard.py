@@ -21,7 +21,7 @@ from tests.webharness import (
     running_workers,
     threshold_config,
 )
-from vigo.topics.names import TopicNames
+from topics.names import TopicNames
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(

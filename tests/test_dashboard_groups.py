@@ -28,7 +28,7 @@ from tests.webharness import (
     running_workers,
     threshold_config,
 )
-from vigo.topics.names import TopicNames
+from topics.names import TopicNames
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None,

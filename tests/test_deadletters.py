@@ -13,15 +13,15 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from processor.deadletters import parse_deadletter
 from tests.harness import Worker, consume, free_port, produce, read_raw, worker_config
 from tests.test_publish import end_offsets, envoy
 from tests.test_vigocli import one_line
 from tests.webharness import VIGOCLI, http_get, poll
-from vigo.processor.deadletters import parse_deadletter
-from vigo.topics.codec import encode_deadletter
-from vigo.topics.events import DeadLetter, RecordMeta
-from vigo.topics.names import TopicNames
-from vigo.topics.publish import Publisher
+from topics.codec import encode_deadletter
+from topics.events import DeadLetter, RecordMeta
+from topics.names import TopicNames
+from topics.publish import Publisher
 
 CHANGED = {"resources": [{"id": "file[/etc/motd]", "module": "files", "result": "changed"}]}
 

@@ -21,7 +21,7 @@ from tests.harness import (
     run_event,
     worker_config,
 )
-from vigo.topics.names import TopicNames
+from topics.names import TopicNames
 
 
 def delete_records(bootstrap: str, topic: str, before: int) -> None:

@@ -19,15 +19,15 @@ from typing import Any
 import orjson
 from faust.types import TP
 
+from processor.envoys import EnvoyProcessor
+from processor.metrics import Metrics
+from processor.outputs import Outputs
+from processor.records import decode_stored_envoy
+from projections.envoy import Rules
+from projections.liveness import offline_deadline_ms
 from tests.eventgen import T0
-from vigo.processor.envoys import EnvoyProcessor
-from vigo.processor.metrics import Metrics
-from vigo.processor.outputs import Outputs
-from vigo.processor.records import decode_stored_envoy
-from vigo.projections.envoy import Rules
-from vigo.projections.liveness import offline_deadline_ms
-from vigo.topics.names import TopicNames
-from vigo.topics.timestamps import iso_from_ms
+from topics.names import TopicNames
+from topics.timestamps import iso_from_ms
 
 NAMES = TopicNames("sw.")
 INTERVAL_S = 60

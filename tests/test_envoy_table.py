@@ -10,20 +10,20 @@ import asyncio
 
 import orjson
 
-from tests.eventgen import T0, checkin, enrolled, run
-from tests.test_envoy_sweeps import INTERVAL_S, NAMES, Topic, processor, tick
-from tests.test_state_codec import format2
-from vigo.processor.records import (
+from processor.records import (
     ENVOY_FORMAT,
     StoredEnvoy,
     decode_envoy_head,
     decode_stored_envoy,
     encode_stored_envoy,
 )
-from vigo.projections.envoy import EnvoyState, Rules, apply_event
-from vigo.projections.fleet import FleetCounts
-from vigo.topics.events import InputEvent
-from vigo.topics.statuses import Status
+from projections.envoy import EnvoyState, Rules, apply_event
+from projections.fleet import FleetCounts
+from tests.eventgen import T0, checkin, enrolled, run
+from tests.test_envoy_sweeps import INTERVAL_S, NAMES, Topic, processor, tick
+from tests.test_state_codec import format2
+from topics.events import InputEvent
+from topics.statuses import Status
 
 RULES = Rules(default_interval_s=INTERVAL_S)
 

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness import Worker, produce
 from tests.webharness import http_get, poll, prefix_of, running_workers, threshold_config
-from vigo.topics.names import TopicNames
+from topics.names import TopicNames
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 GRAFANA = DEPLOY / "grafana"

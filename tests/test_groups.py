@@ -12,12 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.eventgen import T0, enrolled, input_events
-from vigo.processor.fleet import FleetProjection, GroupSettings
-from vigo.processor.records import decode_fleet_partial, encode_fleet_partial
-from vigo.projections.envoy import EnvoyState, Position, Rules, apply_event, sweep_envoy
-from vigo.projections.fleet import FleetCounts
-from vigo.projections.groups import (
+from processor.fleet import FleetProjection, GroupSettings
+from processor.records import decode_fleet_partial, encode_fleet_partial
+from projections.envoy import EnvoyState, Position, Rules, apply_event, sweep_envoy
+from projections.fleet import FleetCounts
+from projections.groups import (
     DEFAULT_MAX_GROUP_VALUES,
     NONE_VALUE,
     OTHER_VALUE,
@@ -28,8 +27,9 @@ from vigo.projections.groups import (
     parse_label,
     pinned_values,
 )
-from vigo.topics.events import Checkin, Enrollment, Run
-from vigo.topics.statuses import ACTIVE_STATUSES, Status
+from tests.eventgen import T0, enrolled, input_events
+from topics.events import Checkin, Enrollment, Run
+from topics.statuses import ACTIVE_STATUSES, Status
 
 RULES = Rules(default_interval_s=60)
 InputEvent = (Checkin, Enrollment, Run)

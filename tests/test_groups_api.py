@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from alerts.mail import body_text
 from tests.harness import Worker, enrollment, produce
 from tests.test_vigocli import one_line, table_ids, vigocli
 from tests.webharness import (
@@ -22,8 +23,7 @@ from tests.webharness import (
     running_workers,
     threshold_config,
 )
-from vigo.alerts.mail import body_text
-from vigo.topics.names import TopicNames
+from topics.names import TopicNames
 
 #: Label values are data: quotes, a backslash, CR/LF, markup and non-ASCII.
 HOSTILE = 'x"\\\r\n<script>alert(1)</script> é'

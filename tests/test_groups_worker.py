@@ -7,14 +7,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from alerts.mail import message_id, message_id_domain
+from alerts.rules import threshold_alert_id
 from tests.harness import Worker, consume, enrollment, produce, run_event
 from tests.smtpserver import SmtpServer
 from tests.test_alerts_worker import Heartbeat, alert_config, alerts_total, assert_clean_headers
-from vigo.alerts.mail import message_id, message_id_domain
-from vigo.alerts.rules import threshold_alert_id
-from vigo.topics.jsonschemas import validate
-from vigo.topics.names import TopicNames
-from vigo.topics.timestamps import iso_from_ms
+from topics.jsonschemas import validate
+from topics.names import TopicNames
+from topics.timestamps import iso_from_ms
 
 
 def group_percent(key: str, value: str, percent: float | None) -> Any:

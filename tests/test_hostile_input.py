@@ -37,7 +37,7 @@ from tests.harness import (
     run_event,
     worker_config,
 )
-from vigo.topics.names import TopicNames
+from topics.names import TopicNames
 
 MAX_EVENT_BYTES = 300_000  # a 100,000-deep bomb (200 KB) must reach the parser
 BAD_PER_KIND = 720

@@ -27,7 +27,7 @@ from tests.harness import (
     worker_config,
 )
 from tests.webharness import http_get, poll
-from vigo.topics.names import TopicNames
+from topics.names import TopicNames
 
 ENVOY = "lc-1"
 REVOKED = "rev-1"

@@ -15,6 +15,8 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from processor.metrics import Metrics
+from projections.fleet import FleetCounts
 from tests.harness import Worker, checkin, enrollment, produce, run_event
 from tests.webharness import (
     http_get,
@@ -24,10 +26,8 @@ from tests.webharness import (
     running_workers,
     threshold_config,
 )
-from vigo.processor.metrics import Metrics
-from vigo.projections.fleet import FleetCounts
-from vigo.topics.names import TopicNames
-from vigo.topics.statuses import RunOutcome
+from topics.names import TopicNames
+from topics.statuses import RunOutcome
 
 Sample = tuple[str, frozenset[tuple[str, str]]]
 FLEET_METRICS = ("vigo_fleet_envoys", "vigo_fleet_convergence_ratio")

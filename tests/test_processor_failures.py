@@ -12,6 +12,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from projections.envoy import EnvoyState, Rules, apply_event
+from projections.fleet import FleetCounts
 from tests.harness import (
     Worker,
     checkin,
@@ -24,11 +26,9 @@ from tests.harness import (
     worker_config,
 )
 from tests.smtpserver import SmtpServer
-from vigo.projections.envoy import EnvoyState, Rules, apply_event
-from vigo.projections.fleet import FleetCounts
-from vigo.topics.decode import decode_input
-from vigo.topics.events import DeadLetter, RecordMeta
-from vigo.topics.names import TopicNames
+from topics.decode import decode_input
+from topics.events import DeadLetter, RecordMeta
+from topics.names import TopicNames
 
 
 class Heartbeat(threading.Thread):

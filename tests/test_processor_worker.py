@@ -23,7 +23,7 @@ from tests.harness import (
     worker_config,
 )
 from tests.webharness import poll
-from vigo.topics.names import TopicNames
+from topics.names import TopicNames
 
 
 @pytest.fixture

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.eventgen import T0, checkin, enrolled, revoked, run
-from vigo.projections.envoy import (
+from projections.envoy import (
     Cause,
     EnvoyState,
     Rules,
@@ -18,10 +17,11 @@ from vigo.projections.envoy import (
     next_deadline_ms,
     sweep_envoy,
 )
-from vigo.projections.fleet import FleetCounts
-from vigo.projections.liveness import deactivate_deadline_ms, purge_deadline_ms
-from vigo.topics.events import InputEvent
-from vigo.topics.statuses import ACTIVE_STATUSES, Status
+from projections.fleet import FleetCounts
+from projections.liveness import deactivate_deadline_ms, purge_deadline_ms
+from tests.eventgen import T0, checkin, enrolled, revoked, run
+from topics.events import InputEvent
+from topics.statuses import ACTIVE_STATUSES, Status
 
 DAY = 86_400_000
 RULES = Rules(default_interval_s=60, deactivate_after_ms=7 * DAY, purge_after_ms=30 * DAY)

@@ -8,8 +8,7 @@ import dataclasses
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.eventgen import T0, checkin, enrolled, input_events, runs
-from vigo.projections.envoy import (
+from projections.envoy import (
     EnvoyState,
     Position,
     Rules,
@@ -18,12 +17,13 @@ from vigo.projections.envoy import (
     next_deadline_ms,
     sweep_envoy,
 )
-from vigo.projections.fleet import FleetCounts
-from vigo.projections.history import ConvergenceHistory, history_bucket_ms, record_point
-from vigo.projections.liveness import offline_deadline_ms
-from vigo.projections.threshold import ThresholdState, check_threshold, recovered
-from vigo.topics.events import Enrollment, InputEvent, Run
-from vigo.topics.statuses import ACTIVE_STATUSES, Status
+from projections.fleet import FleetCounts
+from projections.history import ConvergenceHistory, history_bucket_ms, record_point
+from projections.liveness import offline_deadline_ms
+from projections.threshold import ThresholdState, check_threshold, recovered
+from tests.eventgen import T0, checkin, enrolled, input_events, runs
+from topics.events import Enrollment, InputEvent, Run
+from topics.statuses import ACTIVE_STATUSES, Status
 
 RULES = Rules(default_interval_s=60)
 TOPIC_INDEX = {"Enrollment": 0, "Checkin": 1, "Run": 2}

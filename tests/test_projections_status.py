@@ -6,8 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.eventgen import T0, checkin, enrolled, revoked, run
-from vigo.projections.envoy import (
+from projections.envoy import (
     Cause,
     EnvoyState,
     Position,
@@ -17,11 +16,12 @@ from vigo.projections.envoy import (
     next_deadline_ms,
     sweep_envoy,
 )
-from vigo.projections.liveness import StaleAfter
-from vigo.projections.runs import classify_run
-from vigo.projections.status import parse_status_filter
-from vigo.topics.events import InputEvent, Run
-from vigo.topics.statuses import RunOutcome, Status
+from projections.liveness import StaleAfter
+from projections.runs import classify_run
+from projections.status import parse_status_filter
+from tests.eventgen import T0, checkin, enrolled, revoked, run
+from topics.events import InputEvent, Run
+from topics.statuses import RunOutcome, Status
 
 RULES = Rules(default_interval_s=60)
 

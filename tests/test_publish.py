@@ -18,8 +18,8 @@ from aiokafka.structs import TopicPartition
 from tests.harness import Worker, consume, free_port, read_raw, worker_config
 from tests.test_vigocli import one_line
 from tests.webharness import http_get, poll
-from vigo.topics.names import TopicNames
-from vigo.topics.publish import EventRefused, Publisher, PublishError, run_doc
+from topics.names import TopicNames
+from topics.publish import EventRefused, Publisher, PublishError, run_doc
 
 VIGO_PUBLISH = Path(sys.executable).parent / "vigo-publish"
 PARTITIONS = 4

@@ -18,14 +18,14 @@ import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from faust.types import TP
 
-from tests.harness import free_port, produce
-from vigo.processor.endoffsets import EndOffsets
-from vigo.processor.faust_compat import (
+from processor.endoffsets import EndOffsets
+from processor.faust_compat import (
     AuditedRocksDBStore,
     ChangelogTable,
     ResumableMemoryStore,
     _PartitionDB,
 )
+from tests.harness import free_port, produce
 
 
 def memory_table(bootstrap: str, partitions: int = 1) -> tuple[Any, ResumableMemoryStore, str]:

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from tests.harness import PROCESSOR, Worker, consume, enrollment, produce, run_event
-from vigo.topics.names import TopicNames
+from topics.names import TopicNames
 
 PREFIX = "sasl."
 USER = "vigo-worker"

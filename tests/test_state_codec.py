@@ -14,8 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from msgspec.structs import replace
 
-from tests.eventgen import T0, input_events
-from vigo.processor.records import (
+from processor.records import (
     ALERT_SENT_FORMAT,
     ENVOY_FORMAT,
     FLEET_PARTS_FORMAT,
@@ -35,7 +34,7 @@ from vigo.processor.records import (
     encode_stored_envoy,
     head_labels,
 )
-from vigo.projections.envoy import (
+from projections.envoy import (
     EnvoyState,
     Position,
     Rules,
@@ -43,13 +42,14 @@ from vigo.projections.envoy import (
     next_deadline_ms,
     sweep_envoy,
 )
-from vigo.projections.fleet import FleetCounts
-from vigo.projections.history import ConvergenceHistory
-from vigo.projections.runs import RunSummary
-from vigo.projections.threshold import ThresholdState
-from vigo.topics.codec import FLEET_STATUSES
-from vigo.topics.events import Enrollment, InputEvent
-from vigo.topics.statuses import RunOutcome, Status
+from projections.fleet import FleetCounts
+from projections.history import ConvergenceHistory
+from projections.runs import RunSummary
+from projections.threshold import ThresholdState
+from tests.eventgen import T0, input_events
+from topics.codec import FLEET_STATUSES
+from topics.events import Enrollment, InputEvent
+from topics.statuses import RunOutcome, Status
 
 RULES = Rules(default_interval_s=60)
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
+from processor.web import envoy_partition
 from tests.harness import Worker, enrollment, produce, run_event, worker_config
 from tests.webharness import http_get, new_prefix, poll, settled
-from vigo.processor.web import envoy_partition
-from vigo.topics.names import TopicNames
+from topics.names import TopicNames
 
 PARTITIONS = 2
 QUIET = [f"quiet-{i}" for i in range(24)]

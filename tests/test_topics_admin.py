@@ -17,10 +17,10 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from processor.config import Settings
+from processor.topics_admin import ensure_topics
 from tests.harness import Worker, checkin, enrollment, produce, send_one, worker_config
-from vigo.processor.config import Settings
-from vigo.processor.topics_admin import ensure_topics
-from vigo.topics.names import TopicNames
+from topics.names import TopicNames
 
 HOUR_MS = 3_600_000
 

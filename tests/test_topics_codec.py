@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vigo.topics.codec import (
+from topics.codec import (
     DEADLETTER_MAX_KEY_BYTES,
     DEADLETTER_MAX_RECORD_BYTES,
     FLEET_STATUSES,
@@ -26,9 +26,9 @@ from vigo.topics.codec import (
     encode_status_change,
     truncate_error,
 )
-from vigo.topics.decode import decode_input
-from vigo.topics.events import DeadLetter, RecordMeta
-from vigo.topics.jsonschemas import (
+from topics.decode import decode_input
+from topics.events import DeadLetter, RecordMeta
+from topics.jsonschemas import (
     INPUT_SCHEMAS,
     SCHEMA_DIR,
     SCHEMA_FILES,
@@ -83,13 +83,13 @@ def test_schema_file_shape(schema_id: str) -> None:
 
 
 def test_schema_files_ship_with_the_package() -> None:
-    shipped = resources.files("vigo.topics").joinpath("schemas")
+    shipped = resources.files("topics").joinpath("schemas")
     for name in SCHEMA_FILES.values():
         assert shipped.joinpath(name).is_file()
     pyproject = tomllib.loads(
         (Path(__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8")
     )
-    assert "schemas/*.json" in pyproject["tool"]["setuptools"]["package-data"]["vigo.topics"]
+    assert "schemas/*.json" in pyproject["tool"]["setuptools"]["package-data"]["topics"]
 
 
 def test_input_schemas_are_the_three_inputs() -> None:

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vigo.topics.decode import decode_input
-from vigo.topics.events import (
+from topics.decode import decode_input
+from topics.events import (
     Checkin,
     DeadLetter,
     Enrollment,
@@ -22,8 +22,8 @@ from vigo.topics.events import (
     Resource,
     Run,
 )
-from vigo.topics.jsonschemas import parse_timestamp_ms
-from vigo.topics.limits import json_text_bytes, utf8_bytes
+from topics.jsonschemas import parse_timestamp_ms
+from topics.limits import json_text_bytes, utf8_bytes
 
 META = RecordMeta(topic="vigo.envoy.runs", partition=3, offset=42, timestamp_ms=1_795_781_104_000)
 

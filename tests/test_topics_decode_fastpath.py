@@ -1,4 +1,4 @@
-"""decode_input's fast path (msgspec, vigo.topics.wire) against its slow path (orjson, the
+"""decode_input's fast path (msgspec, topics.wire) against its slow path (orjson, the
 JSON Schemas, the byte limits): for valid events of each type and for mutations of them,
 `decode_input` gives exactly what `decode_input_slow` gives, the same event or the same
 dead letter, and whatever `decode_fast` accepts the slow path accepts as an equal event.
@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from vigo.topics.decode import decode_fast, decode_input, decode_input_slow
-from vigo.topics.events import Checkin, DeadLetter, Enrollment, RecordMeta, Run
+from topics.decode import decode_fast, decode_input, decode_input_slow
+from topics.events import Checkin, DeadLetter, Enrollment, RecordMeta, Run
 
 META = RecordMeta(topic="vigo.envoy.runs", partition=1, offset=7, timestamp_ms=1_795_781_104_000)
 

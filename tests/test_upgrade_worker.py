@@ -10,6 +10,7 @@ from typing import Any
 
 from msgspec.structs import replace as replace_struct
 
+from processor.records import ENVOY_FORMAT, decode_envoy_head, decode_stored_envoy
 from tests.harness import (
     Worker,
     consume,
@@ -21,8 +22,7 @@ from tests.harness import (
     worker_config,
 )
 from tests.test_state_codec import format2
-from vigo.processor.records import ENVOY_FORMAT, decode_envoy_head, decode_stored_envoy
-from vigo.topics.names import TopicNames
+from topics.names import TopicNames
 
 ENVOY = "up-1"
 

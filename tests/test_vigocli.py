@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from processor.vigocli import render_doctor
 from tests.harness import Worker, enrollment, free_port, produce, run_event
 from tests.webharness import (
     VIGOCLI,
@@ -18,9 +19,8 @@ from tests.webharness import (
     running_workers,
     threshold_config,
 )
-from vigo.processor.vigocli import render_doctor
-from vigo.topics.names import TopicNames
-from vigo.topics.statuses import ACTIVE_STATUSES, Status
+from topics.names import TopicNames
+from topics.statuses import ACTIVE_STATUSES, Status
 
 
 def vigocli(*args: str, url: str | None = None) -> subprocess.CompletedProcess[str]:

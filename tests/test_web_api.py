@@ -17,7 +17,7 @@ from tests.webharness import (
     running_workers,
     threshold_config,
 )
-from vigo.topics.statuses import ACTIVE_STATUSES, Status
+from topics.statuses import ACTIVE_STATUSES, Status
 
 THRESHOLD = 50.0
 

@@ -11,9 +11,9 @@ import orjson
 import pytest
 import yaml
 
-from vigo.processor.config import load_settings
-from vigo.processor.topology import Vigo, build_app
-from vigo.processor.web import ROUTES, WebContext
+from processor.config import load_settings
+from processor.topology import Vigo, build_app
+from processor.web import ROUTES, WebContext
 
 
 class Query:

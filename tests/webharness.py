@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 import orjson
 
 from tests.harness import Worker, enrollment, produce, run_event, worker_config
-from vigo.topics.names import TopicNames
-from vigo.topics.statuses import ACTIVE_STATUSES
+from topics.names import TopicNames
+from topics.statuses import ACTIVE_STATUSES
 
 VIGOCLI = Path(sys.executable).parent / "vigocli"
 T = TypeVar("T")

@@ -1,0 +1,423 @@
+"""The map of the system: every topic, table, agent, timer and signal, and alerting.
+
+    enrollments ─┐
+    checkins ────┼─▶ [envoys agent] ──▶ envoy.status-changes (output, co-partitioned)
+    runs ────────┤     table: envoys
+    ticks ───────┘     (changelog), counts per partition ──[partials timer]─▶ fleet.partials
+       ▲                  │                                                  (1 partition)
+    [tick timer]          ├─▶ deadletter                                           │
+                          └─▶ alerts (stale) ◀── (threshold) ── [aggregator] ◀─────┘
+                                 │                 tables: fleet-parts, fleet-state
+                                 ▼                 ─▶ fleet.convergence
+                          [alert sender] ──SMTP──▶ ops     tables: alerts-sent,
+                                 ▲                 alerts-windows, alerts-journal
+                          [outbox tick timer] ──▶ alerts (a tick while a window is due)
+
+Each agent is a short loop over its stream; the rules live in `projections`, the
+bytes in `topics` and `processor.records`, Faust's internals in `faust_compat`.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import faust
+from faust.types import TP, TableT
+
+from alerts.mail import MailSettings, dashboard_base, message_id_domain
+from processor.app import BATCH_MAX, faust_app, kafka_client_options
+from processor.config import Settings
+from processor.endoffsets import EndOffsets
+from processor.envoys import EnvoyProcessor
+from processor.faust_compat import (
+    BatchProducer,
+    DeliveryGuard,
+    InputBatches,
+    TableWriter,
+    audit_recoveries,
+    quiet_root_logger,
+)
+from processor.fleet import FleetAggregator, FleetProjection, GroupSettings
+from processor.metrics import Metrics
+from processor.outbox import Outbox
+from processor.outputs import Outputs
+from processor.progress import CatchUp
+from processor.records import (
+    TICK_KEY,
+    AlertSentType,
+    FleetPartsType,
+    FleetStateType,
+    register_codecs,
+)
+from processor.sender import AlertSender
+from processor.web import Cluster, WebContext, dashboard_page, register_web
+from projections.envoy import Rules
+from topics.names import TopicNames
+
+TICK_INTERVAL_S = 1.0
+#: How often the sender's progress is checked (and the pending gauge refreshed).
+SENDER_WATCH_INTERVAL_S = 5.0
+#: How often the sender ticks the outbox while a digest window is due to close.
+OUTBOX_TICK_INTERVAL_S = 2.0
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Vigo:
+    """Everything a web view, a CLI or a test needs to reach."""
+
+    app: faust.App
+    settings: Settings
+    names: TopicNames
+    metrics: Metrics
+    envoys: EnvoyProcessor
+    fleet: FleetProjection
+    aggregator: FleetAggregator
+    sender: AlertSender | None = None
+
+
+@dataclass(frozen=True)
+class Topics:
+    envoy_inputs: faust.TopicT
+    ticks: faust.TopicT
+    status_changes: faust.TopicT
+    deadletter: faust.TopicT
+    partials: faust.TopicT
+    convergence: faust.TopicT
+    alerts: faust.TopicT
+
+
+def declare_topics(app: faust.App, names: TopicNames, partitions: int) -> Topics:
+    """Raw bytes everywhere (the codecs are ours). Every topic is created, with its
+    settings, by `topics_admin` before the worker starts; `internal` only makes Faust
+    declare it with these partition counts."""
+
+    def topic(*topic_names: str, count: int) -> faust.TopicT:
+        return app.topic(
+            *topic_names,
+            partitions=count,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            internal=True,
+        )
+
+    n = partitions
+    return Topics(
+        # Every input topic co-partitioned, one subscription: one worker owns all of an
+        # envoy's events and its table entry.
+        envoy_inputs=topic(*names.inputs, names.ticks, count=n),
+        ticks=topic(names.ticks, count=n),
+        status_changes=topic(names.status_changes, count=n),
+        deadletter=topic(names.deadletter, count=n),
+        partials=topic(names.fleet_partials, count=1),
+        convergence=topic(names.fleet_convergence, count=1),
+        alerts=topic(names.alerts, count=1),
+    )
+
+
+def declare_table(
+    app: faust.App, name: str, count: int, key_type: Any, value_type: Any
+) -> TableT[Any, Any]:
+    """Faust derives the changelog codecs from the types, for writing and recovery alike:
+    bytes is raw, our value types name their codec in `records`."""
+    return app.Table(name, default=None, partitions=count, key_type=key_type, value_type=value_type)
+
+
+def build_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> Vigo:
+    register_codecs()
+    app = faust_app(settings)
+    names = TopicNames(settings.kafka.topic_prefix)
+    metrics = Metrics()
+    metrics.threshold = settings.threshold
+    topics = declare_topics(app, names, settings.kafka.partitions)
+    # End offsets come from a client of our own, off Faust's consumer thread.
+    end_offsets = EndOffsets(settings.kafka.bootstrap_servers, kafka_client_options(settings))
+    batches = BatchProducer(app)
+    outputs = Outputs(batches)
+
+    def guard(*topic_names: str) -> DeliveryGuard:
+        return DeliveryGuard(app, frozenset(topic_names), end_offsets, metrics.delivery_gap)
+
+    envoys = envoy_processor(
+        app, settings, topics, guard(*names.inputs, names.ticks), outputs, batches, metrics, clock
+    )
+    vigo = Vigo(
+        app,
+        settings,
+        names,
+        metrics,
+        envoys=envoys,
+        fleet=FleetProjection(
+            app,
+            envoys,
+            topics.partials,
+            settings.checkin.interval_s,
+            clock,
+            group_settings(settings),
+        ),
+        aggregator=fleet_aggregator(
+            app, settings, topics, guard(names.fleet_partials), outputs, metrics, clock
+        ),
+    )
+    vigo.sender = add_alerting(vigo, topics.alerts, guard(names.alerts), outputs)
+    add_agents(vigo, topics)
+    add_timers(vigo, topics)
+    add_signals(vigo)
+    add_web(vigo)
+    audit_recoveries(app, end_offsets, metrics.recovery_repaired)
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def close_end_offsets(sender: Any, **_: Any) -> None:
+        await end_offsets.close()
+
+    @app.task
+    async def quiet_logging() -> None:
+        quiet_root_logger()
+
+    return vigo
+
+
+def envoy_processor(
+    app: faust.App,
+    settings: Settings,
+    topics: Topics,
+    guard: DeliveryGuard,
+    outputs: Outputs,
+    batches: BatchProducer,
+    metrics: Metrics,
+    clock: Callable[[], float],
+) -> EnvoyProcessor:
+    # Raw bytes values: the store keeps each envoy encoded (`records.encode_stored_envoy`),
+    # the agent decodes it when it reads.
+    table = declare_table(app, "envoys", settings.kafka.partitions, bytes, bytes)
+    return EnvoyProcessor(
+        table=table,
+        writer=TableWriter(table, batches),
+        names=TopicNames(settings.kafka.topic_prefix),
+        status_topic=topics.status_changes,
+        deadletter_topic=topics.deadletter,
+        rules=Rules(
+            default_interval_s=settings.checkin.interval_s,
+            stale_after=settings.checkin.stale_policy,
+            strict_enrollment=settings.enrollment.strict,
+            intentional_changes=settings.runs.intentional_changes,
+            deactivate_after_ms=settings.lifecycle.deactivate_after_ms,
+            purge_after_ms=settings.lifecycle.purge_after_ms,
+        ),
+        guard=guard,
+        catch_up=CatchUp(app, guard),
+        outputs=outputs,
+        metrics=metrics,
+        clock=clock,
+        max_event_bytes=settings.processor.max_event_bytes,
+        group_by=tuple(settings.fleet.group_by),
+    )
+
+
+def group_settings(settings: Settings) -> GroupSettings:
+    """Groups by label (SPEC 10.2): keys, cap and per-group thresholds."""
+    return GroupSettings(
+        tuple(settings.fleet.group_by),
+        settings.fleet.max_group_values,
+        settings.group_thresholds,
+    )
+
+
+def fleet_aggregator(
+    app: faust.App,
+    settings: Settings,
+    topics: Topics,
+    guard: DeliveryGuard,
+    outputs: Outputs,
+    metrics: Metrics,
+    clock: Callable[[], float],
+) -> FleetAggregator:
+    return FleetAggregator(
+        app=app,
+        parts_table=declare_table(app, "fleet-parts", 1, str, FleetPartsType),
+        state_table=declare_table(app, "fleet-state", 1, str, FleetStateType),
+        partials_topic=topics.partials,
+        convergence_topic=topics.convergence,
+        guard=guard,
+        outputs=outputs,
+        partitions=settings.kafka.partitions,
+        interval_s=settings.checkin.interval_s,
+        threshold=settings.threshold,
+        metrics=metrics,
+        clock=clock,
+        groups=group_settings(settings),
+    )
+
+
+def add_agents(vigo: Vigo, topics: Topics) -> None:
+    app, envoys, fleet, aggregator = vigo.app, vigo.envoys, vigo.fleet, vigo.aggregator
+
+    # The envoy agent takes its records in the batches they were fetched in, not through
+    # a Faust stream (`faust_compat.InputBatches`: 9x less overhead per record).
+    inputs = InputBatches(app, frozenset(topics.envoy_inputs.topics), max_records=BATCH_MAX)
+    inputs.install()
+    app.topics.add(topics.envoy_inputs)
+
+    @app.task
+    async def envoy_agent() -> None:
+        try:
+            async for batch in inputs.batches():
+                envoys.process_batch(batch)
+                await envoys.commit()
+                inputs.ack(batch)
+                # Between batches, so the partials count only changes already published
+                # and states already written (the fleet numbers are never ahead of
+                # the status-change topic; ticks bring the agent here every second).
+                await fleet.publish_partials_when_due()
+                await envoys.guard.settle()
+                await inputs.commit_when_caught_up()
+        except Exception as exc:  # a bug: stop the worker rather than stall its partitions
+            log.exception("the envoy agent failed")
+            await app.crash(exc)
+
+    @app.agent(topics.partials, name="aggregator")
+    async def aggregator_agent(stream: Any) -> None:
+        async for event in stream.events():
+            aggregator.process(event)
+            await aggregator.commit(stream)
+            await aggregator.guard.settle()
+
+
+def add_timers(vigo: Vigo, topics: Topics) -> None:
+    app, envoys, aggregator = vigo.app, vigo.envoys, vigo.aggregator
+
+    @app.timer(interval=TICK_INTERVAL_S)
+    async def tick() -> None:
+        """The punctuator: ticks into each owned, caught-up input partition (the envoy
+        agent sweeps on them and publishes its partials after them), and a tick for
+        the fleet owner's aggregator."""
+        if app.rebalancing or app.in_recovery:
+            return
+        await envoys.catch_up.refresh()
+        for partition in envoys.catch_up.active_partitions():
+            if envoys.catch_up.partition_caught_up(partition):
+                # The tick's record time is the sweep's "now" (the injectable clock).
+                await topics.ticks.send(
+                    key=TICK_KEY, value=b"", partition=partition, timestamp=envoys.clock()
+                )
+        for guard in (envoys.guard, aggregator.guard):
+            await guard.watch()
+        await aggregator.send_tick()
+
+
+def add_signals(vigo: Vigo) -> None:
+    app, envoys, fleet, names = vigo.app, vigo.envoys, vigo.fleet, vigo.names
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
+        envoys.catch_up.on_revoked(revoked)
+        for guard in (envoys.guard, vigo.aggregator.guard):
+            guard.forget(revoked)
+        if vigo.sender is not None:
+            vigo.sender.forget_position()
+        partitions = {tp.partition for tp in revoked if tp.topic in names.inputs}
+        envoys.forget_partitions(partitions)
+        fleet.forget_partitions(partitions)
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def on_assigned(sender: Any, assigned: set[TP], **_: Any) -> None:
+        envoys.catch_up.assignment_received = True
+        # Whatever was cached for a partition may be stale after it was away.
+        envoys.forget_partitions({tp.partition for tp in assigned})
+        fleet.forget_partitions({tp.partition for tp in assigned})
+
+
+def add_web(vigo: Vigo) -> None:
+    """Every worker serves the API, the dashboard, metrics and health (`web`)."""
+    vigo.metrics.watch_worker(vigo.app, vigo.aggregator.owns_fleet)
+    cluster = Cluster(
+        vigo.app,
+        fleet_topic=vigo.names.fleet_partials,
+        envoy_topic=vigo.names.enrollments,
+        partitions=vigo.settings.kafka.partitions,
+        token=vigo.settings.web.auth_token,
+    )
+    pages = {name: dashboard_page(name) for name in ("compliance.html", "envoy.html")}
+    register_web(
+        WebContext(
+            vigo.app,
+            vigo.envoys,
+            vigo.aggregator,
+            vigo.metrics,
+            cluster,
+            pages,
+            alerts=vigo.sender.journal_doc if vigo.sender is not None else None,
+            alerts_topic=vigo.names.alerts,
+        )
+    )
+
+
+def add_alerting(
+    vigo: Vigo, topic: faust.TopicT, guard: DeliveryGuard, outputs: Outputs
+) -> AlertSender | None:
+    """The outbox handlers on the detectors, the sender agent on the outbox. Only the
+    events listed under `smtp.events` are wired; with none listed there is no sender."""
+    app, settings = vigo.app, vigo.settings
+    events = settings.smtp.events
+    if events.convergence_threshold is None and events.envoy_stale is None:
+        return None
+    outbox = Outbox(
+        topic=topic, outputs=outputs, metrics=vigo.metrics, stale=events.envoy_stale is not None
+    )
+    if events.convergence_threshold is not None:
+        vigo.aggregator.threshold_handlers.append(outbox.on_threshold)
+    if events.convergence_recovered is not None:
+        vigo.aggregator.recovery_handlers.append(partial(outbox.on_threshold, recovery=True))
+    if events.envoy_stale is not None:
+        vigo.envoys.stale_handlers.append(outbox.on_stale)
+    sender = AlertSender(
+        app=app,
+        topic=topic,
+        sent_table=declare_table(app, "alerts-sent", 1, bytes, AlertSentType),
+        guard=guard,
+        smtp=settings.smtp,
+        mail=MailSettings(
+            sender=settings.smtp.from_,
+            recipients=tuple(settings.smtp.to),
+            domain=message_id_domain(settings.kafka.topic_prefix),
+            dashboard=dashboard_base(
+                settings.web.public_url, _link_host(settings.web.host), settings.web.port
+            ),
+        ),
+        metrics=vigo.metrics,
+        journal_table=declare_table(app, "alerts-journal", 1, bytes, bytes),
+        windows_table=(
+            declare_table(app, "alerts-windows", 1, bytes, bytes) if events.envoy_stale else None
+        ),
+        digest_over=events.envoy_stale.digest_over if events.envoy_stale else 1,
+        window_ms=events.envoy_stale.digest_window_ms if events.envoy_stale else 1,
+    )
+
+    @app.agent(topic, name="alert-sender")
+    async def alert_sender(stream: Any) -> None:
+        async for event in stream.events():
+            await sender.handle(event)
+
+    @app.timer(interval=SENDER_WATCH_INTERVAL_S)
+    async def watch_sender() -> None:
+        await sender.watch()
+
+    @app.timer(interval=OUTBOX_TICK_INTERVAL_S)
+    async def tick_outbox() -> None:
+        await sender.tick()
+
+    return sender
+
+
+def _link_host(host: str) -> str:
+    """A wildcard listen address is no address for a link: use the host name."""
+    return socket.gethostname() if host in ("", "0.0.0.0", "::") else host

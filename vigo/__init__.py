@@ -1,1 +1,0 @@
-"""Vigo compliance engine: one root package so nothing generic lands in site-packages."""
