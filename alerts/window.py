@@ -1,6 +1,6 @@
 """The stale digest across the fleet (SPEC 10.4): tumbling windows over the outbox.
 
-Pure: no clock, no I/O. The sender (`processor.sender`) keeps the state in a
+Pure: no clock, no I/O. The sender (`processor.alerting.sender`) keeps the state in a
 changelog-backed table and calls these functions for every outbox record it reads.
 
 - A stale alert joins the window its outbox record time falls in: windows are `width`

@@ -349,7 +349,7 @@ WRAPPERS = (
     "(threading.py",
     "(faust/cli/",
     "(vigo-processor",
-    "(processor/cli.py",
+    "(processor/cli/worker.py",
     "(mode/worker.py",
     "App.main (",
 )

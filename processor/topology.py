@@ -31,6 +31,8 @@ import faust
 from faust.types import TP, TableT
 
 from alerts.mail import MailSettings, dashboard_base, message_id_domain
+from processor.alerting.outbox import Outbox
+from processor.alerting.sender import AlertSender
 from processor.app import BATCH_MAX, faust_app, kafka_client_options
 from processor.config import Settings
 from processor.endoffsets import EndOffsets
@@ -45,7 +47,6 @@ from processor.faust_compat import (
 )
 from processor.fleet import FleetAggregator, FleetProjection, GroupSettings
 from processor.metrics import Metrics
-from processor.outbox import Outbox
 from processor.outputs import Outputs
 from processor.progress import CatchUp
 from processor.records import (
@@ -55,8 +56,7 @@ from processor.records import (
     FleetStateType,
     register_codecs,
 )
-from processor.sender import AlertSender
-from processor.web import Cluster, WebContext, dashboard_page, register_web
+from processor.web.views import Cluster, WebContext, dashboard_page, register_web
 from projections.envoy import Rules
 from topics.names import TopicNames
 

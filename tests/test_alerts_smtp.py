@@ -14,8 +14,8 @@ import pytest
 
 from alerts.mail import MailSettings, render
 from alerts.rules import threshold_alert
+from processor.alerting.sender import deliver, is_permanent, is_rejection, tls_context
 from processor.config import SmtpConfig
-from processor.sender import deliver, is_permanent, is_rejection, tls_context
 from projections.fleet import FleetCounts
 from tests.harness import free_port
 from tests.smtpserver import Certs, SmtpServer, login_authenticator, make_certs

@@ -36,7 +36,7 @@ from alerts.rules import (
     threshold_alert_id,
 )
 from alerts.window import LIST_MAX, Window, digest_alert, member_of
-from processor.sender import backoff_s
+from processor.alerting.sender import backoff_s
 from projections.fleet import FleetCounts
 from topics.codec import decode_alert, encode_alert
 from topics.jsonschemas import validate

@@ -13,7 +13,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from processor.deadletters import parse_deadletter
+from processor.cli.deadletters import parse_deadletter
 from tests.harness import Worker, consume, free_port, produce, read_raw, worker_config
 from tests.test_publish import end_offsets, envoy
 from tests.test_vigocli import one_line

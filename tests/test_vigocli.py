@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from processor.vigocli import render_doctor
+from processor.cli.vigocli import render_doctor
 from tests.harness import Worker, enrollment, free_port, produce, run_event
 from tests.webharness import (
     VIGOCLI,

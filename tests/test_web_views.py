@@ -13,7 +13,7 @@ import yaml
 
 from processor.config import load_settings
 from processor.topology import Vigo, build_app
-from processor.web import ROUTES, WebContext
+from processor.web.views import ROUTES, WebContext
 
 
 class Query:

@@ -19,7 +19,7 @@ import click
 import orjson
 from aiokafka.structs import RecordMetadata
 
-from processor.kafkacli import (
+from processor.cli.kafka import (
     EXIT_REFUSED,
     EXIT_UNREACHABLE,
     KafkaTarget,

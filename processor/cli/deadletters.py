@@ -32,7 +32,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 from aiokafka.structs import TopicPartition
 
-from processor.kafkacli import (
+from processor.cli.kafka import (
     EXIT_UNREACHABLE,
     KafkaTarget,
     OneLineError,

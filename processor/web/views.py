@@ -340,7 +340,7 @@ def bearer_matches(header: str | None, token: str) -> bool:
 
 
 def _dashboard_file(name: str) -> str:
-    return resources.files("processor").joinpath("dashboard", name).read_text(encoding="utf-8")
+    return resources.files("processor.web").joinpath("dashboard", name).read_text(encoding="utf-8")
 
 
 def dashboard_page(name: str) -> str:

@@ -25,8 +25,8 @@ from urllib.parse import quote, urlencode
 import click
 
 from alerts.mail import body_text
-from processor.deadletters import deadletters
-from processor.kafkacli import EXIT_USAGE, UsageExit64Group
+from processor.cli.deadletters import deadletters
+from processor.cli.kafka import EXIT_USAGE, UsageExit64Group
 from projections.status import parse_status_filter
 from topics.statuses import ACTIVE_STATUSES
 
