@@ -22,7 +22,7 @@ from benchcommon import machine, table
 from msgspec.structs import replace
 
 from processor.deadlines import Deadlines
-from processor.envoys import SWEEP_LIMIT
+from processor.envoy_liveness import SWEEP_LIMIT
 from processor.records import StoredEnvoy, encode_stored_envoy
 from projections.envoy import EnvoyState, Rules, next_deadline_ms, sweep_envoy
 from topics.statuses import RunOutcome, Status

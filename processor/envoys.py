@@ -4,87 +4,80 @@ sweeps liveness deadlines on tick records.
 
 The per-record path stays lean: raw bytes and orjson, no Faust Records or events, no
 per-record logging; records come in the batches the consumer fetched
-(`faust_compat.InputBatches`) and each envoy's table entry is written once per batch, after
-the batch's outputs were acknowledged (`processor.outputs`), with its changelog
-records in one producer batch per partition (`faust_compat.TableWriter`).
+(`faust_compat.InputBatches`) and each envoy's table entry is written once per batch,
+after the batch's outputs were acknowledged, the way every agent writes its state
+(`processor.state`).
 """
 
 from __future__ import annotations
 
-import heapq
 import time
 from collections import Counter
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import faust
 from faust.types import Message, TableT
 
+from processor.config import Settings
 from processor.deadlines import Deadlines
-from processor.faust_compat import DeliveryGuard, TableWriter
+from processor.envoy_index import PartitionIndex
+from processor.envoy_liveness import (
+    LivenessSweeps,
+    Purged,
+    StaleHandler,
+)
+from processor.faust_compat import DeliveryGuard
 from processor.metrics import Metrics
 from processor.outputs import Outputs
 from processor.progress import CatchUp
 from processor.records import (
-    EnvoyHead,
     StoredEnvoy,
-    decode_envoy_head,
     decode_stored_envoy,
     encode_stored_envoy,
-    head_labels,
 )
+from processor.state import HeldTable, flush
 from projections.envoy import (
     Applied,
-    EnvoyState,
     Position,
     Rules,
     StatusChange,
     apply_event,
-    next_deadline_ms,
-    sweep_envoy,
 )
 from projections.fleet import FleetCounts
-from projections.groups import GroupTally, in_group
+from projections.groups import GroupTally
 from topics.codec import encode_deadletter, encode_status_change
 from topics.decode import decode_input
 from topics.events import DeadLetter, RecordMeta
 from topics.names import TopicNames
-from topics.statuses import Status
 from topics.timestamps import iso_from_ms
 
-#: Envoys swept per tick and partition: a network partition is worked off over several
-#: ticks instead of stalling the agent.
-SWEEP_LIMIT = 20_000
+
+def envoy_rules(settings: Settings) -> Rules:
+    """The status rules' parameters, from the configuration."""
+    return Rules(
+        default_interval_s=settings.checkin.interval_s,
+        stale_after=settings.checkin.stale_policy,
+        strict_enrollment=settings.enrollment.strict,
+        intentional_changes=settings.runs.intentional_changes,
+        deactivate_after_ms=settings.lifecycle.deactivate_after_ms,
+        purge_after_ms=settings.lifecycle.purge_after_ms,
+    )
 
 
-@dataclass(frozen=True, slots=True)
-class StaleEnvoy:
-    envoy_id: str
-    episode: int
-    last_seen_ms: int
-    labels: dict[str, str]
-
-
-StaleHandler = Callable[[int, list[StaleEnvoy], int], None]
-
-
-@dataclass(frozen=True, slots=True)
-class Purged:
-    """A held delete (SPEC 10.3): the envoy's key is removed from the table and gets a
-    tombstone in its changelog partition."""
-
-    partition: int
-
-
-#: (key, status before, new state or delete, change to publish)
-SweptRecord = tuple[bytes, Status, StoredEnvoy | Purged, StatusChange | None]
+def encode_envoy_record(record: StoredEnvoy | Purged) -> bytes | None:
+    """What the envoys table is given for a held record: the encoded envoy, or None (a
+    delete: the key leaves the store and gets a tombstone)."""
+    return encode_stored_envoy(record) if type(record) is StoredEnvoy else None
 
 
 @dataclass
-class EnvoyProcessor:
+class EnvoyProcessor(LivenessSweeps, PartitionIndex):
     table: TableT[Any, Any]
-    writer: TableWriter
+    #: The batch's new states (`StoredEnvoy`, or `Purged`: the envoy is deleted, SPEC
+    #: 10.3, a tombstone in the changelog), written by `commit`; reads see them first.
+    state: HeldTable
     names: TopicNames
     status_topic: faust.TopicT
     deadletter_topic: faust.TopicT
@@ -99,9 +92,6 @@ class EnvoyProcessor:
     #: `fleet.group_by` (SPEC 10.2); empty: no group is kept and the hot path skips them.
     group_by: tuple[str, ...] = ()
     deadlines: dict[int, Deadlines] = field(default_factory=dict)
-    #: The batch's new states, written by `commit` (reads see them first); a `Purged`:
-    #: the envoy is deleted (SPEC 10.3), a tombstone in the changelog.
-    held: dict[bytes, StoredEnvoy | Purged] = field(default_factory=dict)
     #: Per partition, its envoys by status (the fleet projection's first stage).
     counts: dict[int, FleetCounts] = field(default_factory=dict)
     #: Per partition, its envoys by group, built and dropped with `counts`.
@@ -141,41 +131,15 @@ class EnvoyProcessor:
         """Once the batch's outputs are acknowledged, write the states that record them;
         returns when those are acknowledged too, so the batch's offsets may be committed.
         Cancelled half-way (shutdown), the batch is not acked and is read again."""
-        await self.outputs.acknowledged()
-        held, self.held = self.held, {}
-        await self.writer.write(
-            (
-                record.partition,
-                key,
-                encode_stored_envoy(record) if type(record) is StoredEnvoy else None,
-            )
-            for key, record in held.items()
-        )
+        await flush(self.outputs, self.state)
 
     def _stored(self, key: bytes) -> StoredEnvoy | None:
-        held = self.held.get(key)
+        held = self.state.held.get(key)
         if held is not None:
-            return held if type(held) is StoredEnvoy else None
+            record = held[1]
+            return record if type(record) is StoredEnvoy else None
         data = self.table.get(key)
         return decode_stored_envoy(data) if data is not None else None
-
-    def _heads(self, partition: int) -> dict[bytes, EnvoyHead]:
-        """The heads of the partition's envoys (the batch's held states over the table's):
-        all that the indexes built on assignment need, read without decoding each envoy."""
-        heads = {}
-        for key, data in self.table.items():
-            if data is not None:
-                head = decode_envoy_head(data)
-                if head.partition == partition:
-                    heads[key] = head
-        for key, record in self.held.items():
-            if record.partition != partition:
-                continue
-            if type(record) is StoredEnvoy:
-                heads[key] = decode_envoy_head(encode_stored_envoy(record))
-            else:
-                heads.pop(key, None)
-        return heads
 
     def _newest_ticks(self, messages: Sequence[Message]) -> dict[int, int]:
         """The offset of the newest tick per partition: a lagging worker sweeps once, on
@@ -210,7 +174,7 @@ class EnvoyProcessor:
         if new is None or new is state:
             return
         partition = message.partition
-        self.held[key] = StoredEnvoy(partition, new)
+        self.state.put(partition, key, StoredEnvoy(partition, new))
         if self.group_by:
             self._move_groups(partition, state, new)
         if applied.change is not None:
@@ -269,181 +233,6 @@ class EnvoyProcessor:
         self.outputs.send(self.status_topic, key=key, value=value, partition=partition)
         from_status = change.from_status.value if change.from_status else "none"
         self._transitions[(from_status, change.to_status.value)] += 1
-
-    def _move(self, partition: int, old: Status | None, new: Status | None) -> None:
-        """Move the partition's counts by a state's status (not by the published change:
-        a revocation of an unknown envoy publishes nothing but counts as revoked)."""
-        counts = self.counts.get(partition)
-        if counts is not None:
-            self.counts[partition] = counts.moved(old, new)
-
-    def _move_groups(self, partition: int, old: EnvoyState | None, new: EnvoyState | None) -> None:
-        """Groups move with the (old, new) state pair, not with status changes alone: a
-        re-enrollment with new labels moves an envoy between groups, status unchanged.
-        `new` None: the envoy was purged (SPEC 10.3) and leaves its groups."""
-        tally = self.groups.get(partition)
-        if tally is None:
-            return
-        if new is None:
-            if old is not None:
-                tally.move(old.status, old.labels, None, None)
-        else:
-            tally.move_state(old, new)
-
-    # -- liveness ------------------------------------------------------------------------
-
-    def _schedule(self, partition: int, key: bytes, state: EnvoyState) -> None:
-        deadlines = self.deadlines.get(partition)
-        if deadlines is not None:
-            deadlines.schedule(key, next_deadline_ms(state, self.rules))
-
-    def forget_partitions(self, partitions: set[int]) -> None:
-        for partition in partitions:
-            self.deadlines.pop(partition, None)
-            self.counts.pop(partition, None)
-            self.groups.pop(partition, None)
-
-    def counts_for(self, partition: int) -> FleetCounts:
-        """The partition's envoys by status: built from the table (and the batch's held
-        states) once per assignment, then moved with every status change published."""
-        counts = self.counts.get(partition)
-        if counts is None:
-            heads = self._heads(partition).values()
-            counts = FleetCounts.of_statuses(h.status for h in heads)
-            self.counts[partition] = counts
-            if self.group_by:
-                envoys = ((h.status, head_labels(h)) for h in heads)
-                self.groups[partition] = GroupTally.of_envoys(self.group_by, envoys)
-        return counts
-
-    def group_tally(self, partition: int) -> GroupTally | None:
-        """The partition's envoys by group (None without `fleet.group_by`), built with and
-        moved like its counts."""
-        self.counts_for(partition)
-        return self.groups.get(partition)
-
-    def _deadlines_for(self, partition: int) -> Deadlines:
-        """Built from the table (and the batch's held states) on the first tick after the
-        partition was assigned."""
-        deadlines = self.deadlines.get(partition)
-        if deadlines is None:
-            deadlines = Deadlines()
-            for key, head in self._heads(partition).items():
-                deadlines.schedule(key, next_deadline_ms(head.liveness(), self.rules))
-            self.deadlines[partition] = deadlines
-        return deadlines
-
-    def _on_tick(self, tick: Message) -> None:
-        """Sweep the partition's expired deadlines as of the tick's own record time, so a
-        replayed tick sweeps exactly as the first reading did."""
-        partition = tick.partition
-        if partition not in self.catch_up.active_partitions():
-            return
-        if not self.catch_up.partition_caught_up(partition) or self.guard.settling(partition):
-            return
-        now_ms = int(tick.timestamp * 1000)
-        self.metrics.sweep_lag.set(max(0.0, self.clock() - now_ms / 1000))
-        stale, swept_records = self._sweep(partition, now_ms)
-        # Alerts are sent before the states that record them are written (`commit`).
-        if stale:
-            for handler in self.stale_handlers:
-                handler(partition, stale, now_ms)
-        for key, old_status, stored, change in swept_records:
-            # Outputs first: the change (`to: purged` too) goes out before the state (or
-            # the delete) that records it is written (`commit`).
-            self.held[key] = stored
-            if change is not None:
-                self._publish(key, partition, change)
-            new_status = stored.state.status if type(stored) is StoredEnvoy else None
-            if new_status is not old_status:
-                self._move(partition, old_status, new_status)
-
-    def _sweep(self, partition: int, now_ms: int) -> tuple[list[StaleEnvoy], list[SweptRecord]]:
-        """The envoys of `partition` whose deadline passed: their new states (or deletes)
-        and changes, and those that just went stale. Touches only what expired (the
-        deadline heap)."""
-        deadlines = self._deadlines_for(partition)
-        stale: list[StaleEnvoy] = []
-        swept_records: list[SweptRecord] = []
-        for key in list(deadlines.due(now_ms, SWEEP_LIMIT)):
-            record = self._stored(key)
-            if record is None or record.partition != partition:
-                continue
-            state = record.state
-            deadline = next_deadline_ms(state, self.rules)
-            if deadline is None:
-                continue
-            if deadline > now_ms:
-                deadlines.schedule(key, deadline)
-                continue
-            swept = sweep_envoy(state, now_ms, self.rules)
-            if swept.purged:
-                swept_records.append((key, state.status, Purged(partition), swept.change))
-                if self.group_by:
-                    self._move_groups(partition, state, None)
-                continue
-            if swept.state != state:
-                stored = StoredEnvoy(partition, swept.state)
-                swept_records.append((key, state.status, stored, swept.change))
-                if self.group_by:
-                    self._move_groups(partition, state, swept.state)
-            if swept.became_stale:
-                stale.append(
-                    StaleEnvoy(
-                        envoy_id=state.envoy_id,
-                        episode=swept.state.stale_episodes,
-                        last_seen_ms=state.last_alive_ms,
-                        labels=dict(state.labels),
-                    )
-                )
-            # A deadline that passed too (inactive, then purge, after a long stop) is for the
-            # next tick: this sweep must not pop the envoy again before its state is held.
-            after = next_deadline_ms(swept.state, self.rules)
-            deadlines.schedule(key, None if after is None else max(after, now_ms + 1))
-        return stale, swept_records
-
-    # -- queries of the web layer ---------------------------------------------------------
-
-    def owned(self, envoy_id: str) -> EnvoyState | None:
-        """The envoy if this worker actively owns its partition: the local table may still
-        hold entries of partitions that moved away, or standby copies."""
-        data = self.table.get(envoy_id.encode("utf-8"))
-        if data is None:
-            return None
-        record = decode_stored_envoy(data)
-        if record.partition not in self.catch_up.active_partitions():
-            return None
-        return record.state
-
-    def owned_envoys(
-        self,
-        statuses: Container[Status] | None = None,
-        after: str | None = None,
-        first: int | None = None,
-        label: tuple[str, str] | None = None,
-    ) -> list[EnvoyState]:
-        """The envoys of the partitions this worker actively owns, read in one pass (no
-        await), so a batch never interleaves with the read: those with one of `statuses`
-        and an id after `after`, only the `first` in id order if given. Filtered by their
-        heads and keys (the envoy ids in UTF-8, which sort as the ids do) before anything
-        is decoded whole; with `label` (KEY, VALUE), only the envoys in that group (their
-        labels read from the tail alone)."""
-        owned = self.catch_up.active_partitions()
-        after_key = after.encode("utf-8") if after is not None else None
-        keys = []
-        for key, data in self.table.items():
-            if data is None or (after_key is not None and key <= after_key):
-                continue
-            head = decode_envoy_head(data)
-            if (
-                head.partition in owned
-                and (statuses is None or head.status in statuses)
-                and (label is None or in_group(head_labels(head), *label))
-            ):
-                keys.append(key)
-        if first is not None:
-            keys = heapq.nsmallest(first, keys)
-        return [decode_stored_envoy(self.table[key]).state for key in keys]
 
 
 _REFUSALS = {

@@ -3,24 +3,25 @@
     enrollments ─┐
     checkins ────┼─▶ [envoys agent] ──▶ envoy.status-changes (output, co-partitioned)
     runs ────────┤     table: envoys
-    ticks ───────┘     (changelog), counts per partition ──[partials timer]─▶ fleet.partials
-       ▲                  │                                                  (1 partition)
-    [tick timer]          ├─▶ deadletter                                           │
-                          └─▶ alerts (stale) ◀── (threshold) ── [aggregator] ◀─────┘
+    ticks ───────┘     counts per partition ──(between batches)──▶ fleet.partials
+       ▲                  │                                        (1 partition)
+    [tick timer] ─────────┼────── (a tick, on the fleet owner) ──────────▶ │
+                          ├─▶ deadletter                                   ▼
+                          └─▶ alerts (stale) ◀── (threshold) ── [aggregator]
                                  │                 tables: fleet-parts, fleet-state
                                  ▼                 ─▶ fleet.convergence
                           [alert sender] ──SMTP──▶ ops     tables: alerts-sent,
                                  ▲                 alerts-windows, alerts-journal
                           [outbox tick timer] ──▶ alerts (a tick while a window is due)
 
-Each agent is a short loop over its stream; the rules live in `projections`, the
-bytes in `topics` and `processor.records`, Faust's internals in `faust_compat`.
+Each agent is a short loop over its stream and writes its tables one way
+(`processor.state`); the rules live in `projections`, the bytes in `topics` and
+`processor.records`, Faust's internals in `processor.faust_compat`.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,13 +31,18 @@ from typing import Any
 import faust
 from faust.types import TP, TableT
 
-from alerts.mail import MailSettings, dashboard_base, message_id_domain
+from processor.aggregator import FleetAggregator
 from processor.alerting.outbox import Outbox
-from processor.alerting.sender import AlertSender
+from processor.alerting.sender import (
+    OUTBOX_TICK_INTERVAL_S,
+    SENDER_WATCH_INTERVAL_S,
+    AlertSender,
+    mail_settings,
+)
 from processor.app import BATCH_MAX, faust_app, kafka_client_options
 from processor.config import Settings
 from processor.endoffsets import EndOffsets
-from processor.envoys import EnvoyProcessor
+from processor.envoys import EnvoyProcessor, encode_envoy_record, envoy_rules
 from processor.faust_compat import (
     BatchProducer,
     DeliveryGuard,
@@ -45,26 +51,22 @@ from processor.faust_compat import (
     audit_recoveries,
     quiet_root_logger,
 )
-from processor.fleet import FleetAggregator, FleetProjection, GroupSettings
+from processor.fleet import FleetProjection, group_settings
 from processor.metrics import Metrics
 from processor.outputs import Outputs
 from processor.progress import CatchUp
 from processor.records import (
-    TICK_KEY,
     AlertSentType,
     FleetPartsType,
     FleetStateType,
     register_codecs,
 )
-from processor.web.views import Cluster, WebContext, dashboard_page, register_web
-from projections.envoy import Rules
+from processor.state import HeldTable
+from processor.web.cluster import Cluster
+from processor.web.views import WebContext, dashboard_page, register_web
 from topics.names import TopicNames
 
 TICK_INTERVAL_S = 1.0
-#: How often the sender's progress is checked (and the pending gauge refreshed).
-SENDER_WATCH_INTERVAL_S = 5.0
-#: How often the sender ticks the outbox while a digest window is due to close.
-OUTBOX_TICK_INTERVAL_S = 2.0
 
 log = logging.getLogger(__name__)
 
@@ -165,10 +167,10 @@ def build_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> 
             group_settings(settings),
         ),
         aggregator=fleet_aggregator(
-            app, settings, topics, guard(names.fleet_partials), outputs, metrics, clock
+            app, settings, topics, guard(names.fleet_partials), outputs, batches, metrics, clock
         ),
     )
-    vigo.sender = add_alerting(vigo, topics.alerts, guard(names.alerts), outputs)
+    vigo.sender = add_alerting(vigo, topics.alerts, guard(names.alerts), outputs, batches)
     add_agents(vigo, topics)
     add_timers(vigo, topics)
     add_signals(vigo)
@@ -201,18 +203,11 @@ def envoy_processor(
     table = declare_table(app, "envoys", settings.kafka.partitions, bytes, bytes)
     return EnvoyProcessor(
         table=table,
-        writer=TableWriter(table, batches),
+        state=HeldTable(TableWriter(table, batches), encode=encode_envoy_record),
         names=TopicNames(settings.kafka.topic_prefix),
         status_topic=topics.status_changes,
         deadletter_topic=topics.deadletter,
-        rules=Rules(
-            default_interval_s=settings.checkin.interval_s,
-            stale_after=settings.checkin.stale_policy,
-            strict_enrollment=settings.enrollment.strict,
-            intentional_changes=settings.runs.intentional_changes,
-            deactivate_after_ms=settings.lifecycle.deactivate_after_ms,
-            purge_after_ms=settings.lifecycle.purge_after_ms,
-        ),
+        rules=envoy_rules(settings),
         guard=guard,
         catch_up=CatchUp(app, guard),
         outputs=outputs,
@@ -223,28 +218,22 @@ def envoy_processor(
     )
 
 
-def group_settings(settings: Settings) -> GroupSettings:
-    """Groups by label (SPEC 10.2): keys, cap and per-group thresholds."""
-    return GroupSettings(
-        tuple(settings.fleet.group_by),
-        settings.fleet.max_group_values,
-        settings.group_thresholds,
-    )
-
-
 def fleet_aggregator(
     app: faust.App,
     settings: Settings,
     topics: Topics,
     guard: DeliveryGuard,
     outputs: Outputs,
+    batches: BatchProducer,
     metrics: Metrics,
     clock: Callable[[], float],
 ) -> FleetAggregator:
+    parts = declare_table(app, "fleet-parts", 1, str, FleetPartsType)
+    state = declare_table(app, "fleet-state", 1, str, FleetStateType)
     return FleetAggregator(
         app=app,
-        parts_table=declare_table(app, "fleet-parts", 1, str, FleetPartsType),
-        state_table=declare_table(app, "fleet-state", 1, str, FleetStateType),
+        parts=HeldTable(TableWriter(parts, batches)),
+        state=HeldTable(TableWriter(state, batches)),
         partials_topic=topics.partials,
         convergence_topic=topics.convergence,
         guard=guard,
@@ -288,7 +277,7 @@ def add_agents(vigo: Vigo, topics: Topics) -> None:
     async def aggregator_agent(stream: Any) -> None:
         async for event in stream.events():
             aggregator.process(event)
-            await aggregator.commit(stream)
+            await aggregator.commit()
             await aggregator.guard.settle()
 
 
@@ -302,13 +291,7 @@ def add_timers(vigo: Vigo, topics: Topics) -> None:
         the fleet owner's aggregator."""
         if app.rebalancing or app.in_recovery:
             return
-        await envoys.catch_up.refresh()
-        for partition in envoys.catch_up.active_partitions():
-            if envoys.catch_up.partition_caught_up(partition):
-                # The tick's record time is the sweep's "now" (the injectable clock).
-                await topics.ticks.send(
-                    key=TICK_KEY, value=b"", partition=partition, timestamp=envoys.clock()
-                )
+        await envoys.send_ticks(topics.ticks)
         for guard in (envoys.guard, aggregator.guard):
             await guard.watch()
         await aggregator.send_tick()
@@ -362,7 +345,11 @@ def add_web(vigo: Vigo) -> None:
 
 
 def add_alerting(
-    vigo: Vigo, topic: faust.TopicT, guard: DeliveryGuard, outputs: Outputs
+    vigo: Vigo,
+    topic: faust.TopicT,
+    guard: DeliveryGuard,
+    outputs: Outputs,
+    batches: BatchProducer,
 ) -> AlertSender | None:
     """The outbox handlers on the detectors, the sender agent on the outbox. Only the
     events listed under `smtp.events` are wired; with none listed there is no sender."""
@@ -385,16 +372,11 @@ def add_alerting(
         sent_table=declare_table(app, "alerts-sent", 1, bytes, AlertSentType),
         guard=guard,
         smtp=settings.smtp,
-        mail=MailSettings(
-            sender=settings.smtp.from_,
-            recipients=tuple(settings.smtp.to),
-            domain=message_id_domain(settings.kafka.topic_prefix),
-            dashboard=dashboard_base(
-                settings.web.public_url, _link_host(settings.web.host), settings.web.port
-            ),
-        ),
+        mail=mail_settings(settings),
         metrics=vigo.metrics,
         journal_table=declare_table(app, "alerts-journal", 1, bytes, bytes),
+        outputs=outputs,
+        batches=batches,
         windows_table=(
             declare_table(app, "alerts-windows", 1, bytes, bytes) if events.envoy_stale else None
         ),
@@ -416,8 +398,3 @@ def add_alerting(
         await sender.tick()
 
     return sender
-
-
-def _link_host(host: str) -> str:
-    """A wildcard listen address is no address for a link: use the host name."""
-    return socket.gethostname() if host in ("", "0.0.0.0", "::") else host

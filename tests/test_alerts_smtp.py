@@ -5,7 +5,10 @@ count as permanent. No Kafka here; the worker-level tests are in test_alerts_wor
 from __future__ import annotations
 
 import asyncio
+import email
 from collections.abc import Iterator
+from email import policy
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +147,8 @@ class Refusing:
 
     def __init__(self, rcpt: str = "250 OK", mail: str = "250 OK", refuse: str = "") -> None:
         self.rcpt, self.mail, self.refuse = rcpt, mail, refuse
+        #: (MAIL FROM, RCPT TOs, message) of every mail accepted at the end of DATA.
+        self.delivered: list[tuple[str, tuple[str, ...], EmailMessage]] = []
 
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, options: Any
@@ -160,6 +165,9 @@ class Refusing:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        message = email.message_from_bytes(envelope.original_content, policy=policy.default)
+        assert isinstance(message, EmailMessage)
+        self.delivered.append((envelope.mail_from, tuple(envelope.rcpt_tos), message))
         return "250 OK"
 
 
@@ -181,6 +189,15 @@ def test_which_refusals_park_a_mail(handler: Refusing, rejection: bool) -> None:
 
 def test_one_recipient_refused_of_two_is_delivered() -> None:
     server = SmtpServer()
-    server.recorder = Refusing(rcpt="550 5.1.1 no such user", refuse="second")  # type: ignore[assignment]
+    refusing = Refusing(rcpt="550 5.1.1 no such user", refuse="second")
+    server.recorder = refusing  # type: ignore[assignment]
     with server:
         send(smtp_config(server.port, to=["first@example.org", "second@example.org"]))
+    (delivered,) = refusing.delivered
+    mail_from, rcpt_tos, message = delivered
+    assert mail_from == "vigo@example.org"
+    assert rcpt_tos == ("first@example.org",)  # the refused one is not in the envelope
+    assert str(message["Message-ID"]) == "<convergence.threshold/1@vigo>"
+    assert str(message["Subject"]).strip() == (
+        "[Vigo] Fleet convergence 50% is below the 90% threshold"
+    )

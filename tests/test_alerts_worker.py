@@ -11,7 +11,9 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from itertools import takewhile
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +103,86 @@ def wait_until(predicate: Any, timeout: float, what: str) -> None:
             return
         time.sleep(0.3)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+#: `checkin.interval` of these tests: also the threshold checker's period.
+INTERVAL_MS = 2000
+
+
+def _ms(at: str) -> int:
+    return int(datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def checks_at(
+    percent: float, active: int, count: int, since: str = ""
+) -> Callable[[list[Any]], bool]:
+    """`until` for `vigo.fleet.convergence`: at least `count` threshold checks have seen
+    the fleet at `percent` of `active` envoys (see `checks_seeing`)."""
+    return checks_seeing(lambda r: (r["percent"], r["active"]) == (percent, active), count, since)
+
+
+def checks_seeing(
+    numbers: Callable[[Any], bool], count: int, since: str = ""
+) -> Callable[[list[Any]], bool]:
+    """`until` for `vigo.fleet.convergence`: at least `count` threshold checks (the fleet's
+    and the groups', which run together) have seen numbers for which `numbers(record)`
+    holds, judged by the records' own times (not the test's clock).
+
+    The aggregator publishes and checks on the same ticks, publishes on every change and
+    checks once an interval, so for a record at time c some check ran at a tick in
+    (c - interval, c], with the numbers of the records up to c. Matching records (all of
+    them since the numbers got there, and after `since`) spanning `count` disjoint such
+    windows prove as many checks of those numbers."""
+
+    def done(records: list[Any]) -> bool:
+        recent = [r for r in records if r["at"] >= since]
+        at_percent = list(takewhile(numbers, recent[::-1]))
+        if not at_percent:
+            return False
+        previous, seen = _ms(at_percent[-1]["at"]), 0
+        for record in reversed(at_percent):
+            if _ms(record["at"]) - previous >= INTERVAL_MS:
+                previous, seen = _ms(record["at"]), seen + 1
+        return seen >= count
+
+    return done
+
+
+def consumed(
+    bootstrap: str, topic: str, until: Callable[[list[Any]], bool], timeout: float = 60
+) -> list[Any]:
+    """`consume` until `until(records)` holds, and fail if it never does."""
+    records = consume(bootstrap, topic, until=until, timeout=timeout)
+    assert until(records), f"timed out waiting on {topic}: {records[-5:]}"
+    return records
+
+
+def marker_alert(topics: TopicNames, n: int) -> tuple[str, bytes, bytes]:
+    """An alert written straight to the outbox, after the ones under test: the sender
+    mails the outbox in order, one at a time, so once this one is mailed every earlier
+    record has been dealt with (a resend or a retry would have come before it)."""
+    alert_id = marker_alert_id(n)
+    at = iso_from_ms(int(time.time() * 1000))
+    value = encode_alert(alert_id, "convergence.threshold", at, "fleet", {"percent": 1.0})
+    return (topics.alerts, alert_id.encode(), value)
+
+
+def wait_for_mail(smtp: SmtpServer, wanted: str, timeout: float = 60) -> list[Received]:
+    """Every mail received, once the one with Message-ID `wanted` is among them."""
+    wait_until(lambda: wanted in ids(smtp.messages), timeout, f"the mail {wanted}")
+    return smtp.messages
+
+
+def went_offline(envoys: Iterable[str]) -> Callable[[list[Any]], bool]:
+    """`until` for `vigo.envoy.status_changes`: every one of `envoys` last went offline,
+    that is a sweep after the one that found it stale has handled it."""
+    wanted = set(envoys)
+
+    def done(records: list[Any]) -> bool:
+        last = {r["envoy_id"]: r["to"] for r in records if r["envoy_id"] in wanted}
+        return len(last) == len(wanted) and set(last.values()) == {"offline"}
+
+    return done
 
 
 def outbox_mails(
@@ -200,16 +282,17 @@ def test_threshold_mails_once_per_fall_below(
             assert re.search(r"drifted\s+5", first.message.get_content())
 
             runs(fleet[5:6], "changed")  # lower still, 40 %: still the same fall
-            consume(kafka_bootstrap, t.fleet_convergence, until=percent_is(40), timeout=60)
-            time.sleep(5)  # two more checks
-            assert len(smtp.messages) == 1
+            consumed(kafka_bootstrap, t.fleet_convergence, until=checks_at(40, 10, 2), timeout=60)
 
             runs([*drifting, fleet[5]], "ok")  # recovered: no mail for that
-            consume(kafka_bootstrap, t.fleet_convergence, until=percent_is(100), timeout=60)
-            time.sleep(3)  # at least one check sees it at or above
+            # A check must see it at or above, or the next fall is not a new one.
+            consumed(kafka_bootstrap, t.fleet_convergence, until=checks_at(100, 10, 1), timeout=60)
             runs(drifting, "changed")  # the second fall
+            # The outbox is mailed in order: a mail for the checks at 40 % or at 100 %
+            # would have come before the second fall's, which is the second mail.
             messages = smtp.wait_for(2)
             assert ids(messages) == [message_id(threshold_alert_id(n), domain) for n in (1, 2)]
+            assert messages[1].subject == first.subject  # 50 % again, not 40 %
 
             worker.stop()  # a restart while below fires nothing new
             restarted = _iso(time.time() * 1000)
@@ -234,9 +317,16 @@ def test_threshold_mails_once_per_fall_below(
                 30,
                 "the copy to be skipped",
             )
-            time.sleep(3)  # one more check while below
-            assert len(smtp.messages) == 2
+            # Checks of the restarted worker while below: they queue nothing (the counter
+            # moves in the check itself, before the tick's record is published).
+            consumed(
+                kafka_bootstrap,
+                t.fleet_convergence,
+                until=checks_at(50, 10, 2, since=restarted),
+                timeout=60,
+            )
             assert alerts_total(worker, "convergence.threshold", "queued") == 0
+            assert len(smtp.messages) == 2
         finally:
             heartbeat.stop()
             worker.stop()
@@ -279,15 +369,20 @@ def test_a_config_rollout_mails_no_threshold_alert(
 
             applied = ("clean", "changed", "intentional")
             wait_until(lambda: sum(map(runs_total, applied)) == 8, 30, "the rollout")
-            time.sleep(5)  # two more checks
-            assert smtp.messages == []
             assert runs_total("intentional") == 4
-            assert alerts_total(worker, "convergence.threshold", "queued") == 0
-            assert consume(kafka_bootstrap, t.fleet_convergence)[-1]["percent"] == 100
             # The same changes again under v2 are drift: the checker does mail for them.
+            # That mail is the marker: one for the rollout would have come before it, and
+            # the fleet numbers published before the drift must all be 100 %.
+            drift_at = _iso(time.time() * 1000)
             runs(fleet[:2], "changed", "v2")
             (mail,) = smtp.wait_for(1)
-            assert "below the 60% threshold" in mail.subject
+            domain = message_id_domain(topic_prefix)
+            assert mail.message_id == message_id(threshold_alert_id(1), domain)
+            assert mail.subject == "[Vigo] Fleet convergence 50% is below the 60% threshold"
+            published = consume(kafka_bootstrap, t.fleet_convergence)
+            before = [r["percent"] for r in published if r["at"] < drift_at]
+            assert 100 in before and set(before[before.index(100) :]) == {100}, before
+            assert alerts_total(worker, "convergence.threshold", "queued") == 1
         finally:
             worker.stop()
 
@@ -338,12 +433,12 @@ def test_stale_envoys_mail_once_per_episode_and_storms_as_a_digest(
             odd_mail = by_id[message_id(stale_alert_id(odd, 1), domain)]
             assert odd_mail.subject.startswith("[Vigo] Envoy odd Bcc: evil@x X-Evil: 1 is stale")
 
-            time.sleep(4)  # still stale: no new mail
-            assert len(smtp.messages) == 2
-
+            # Still stale, and swept again (they go offline): no new mail for that; the
+            # next mail, for the next episode, is the marker that none came in between.
+            consumed(kafka_bootstrap, t.status_changes, until=went_offline(["lonely", odd]))
             silent(["lonely"])  # a check-in ends the episode; silence starts the next one
             messages = smtp.wait_for(3)
-            assert messages[2].message_id == message_id(stale_alert_id("lonely", 2), domain)
+            assert ids(messages)[2:] == [message_id(stale_alert_id("lonely", 2), domain)]
 
             silent(storm)  # more than digest_over in one window: one digest
             messages = smtp.wait_for(4)
@@ -354,8 +449,17 @@ def test_stale_envoys_mail_once_per_episode_and_storms_as_a_digest(
             assert expected[digest_id]["count"] == 8
             assert digest.subject == "[Vigo] 8 envoys went stale"
             assert all(e in digest.message.get_content() for e in storm)
-            time.sleep(4)
-            assert sorted(ids(smtp.messages)) == sorted(message_id(i, domain) for i in expected)
+            # Every envoy swept again since it went stale (offline): the outbox holds no
+            # alert beyond these four, and the marker, mailed after anything before it,
+            # shows that nothing else was mailed.
+            consumed(kafka_bootstrap, t.status_changes, until=went_offline(["lonely", *storm]))
+            expected = outbox_mails(kafka_bootstrap, t.alerts, 3, 3000)
+            assert len(expected) == 4
+            produce(kafka_bootstrap, [marker_alert(t, 1)])
+            mailed = wait_for_mail(smtp, message_id(marker_alert_id(1), domain))
+            assert sorted(ids(mailed)) == sorted(
+                message_id(i, domain) for i in [*expected, marker_alert_id(1)]
+            )
             assert alerts_total(worker, "envoy.stale", "sent") == 4
         finally:
             worker.stop()
@@ -429,7 +533,7 @@ def test_smtp_down_then_up_loses_nothing_starttls_with_login(
 
         worker.stop()
         assert worker.proc is not None and worker.proc.returncode != -signal.SIGKILL
-        assert "requeued" in worker.log_text() or "closed" not in worker.log_text()
+        assert "requeued" in worker.log_text()  # the mail it was retrying went back
         worker.start()
         wait_until(lambda: (pending() or 0) >= 4, 30, "the same four alerts pending")
         wait_until(lambda: retried() >= 2, 30, "failed attempts after the restart")
@@ -443,11 +547,13 @@ def test_smtp_down_then_up_loses_nothing_starttls_with_login(
             alerts_total(worker, e, "sent") for e in ("envoy.stale", "convergence.threshold")
         )
         assert sent == 4
-        time.sleep(2)
+        # Nothing is mailed twice: a resend would come before the marker.
+        produce(kafka_bootstrap, [marker_alert(t, 1)])
+        mailed = wait_for_mail(server, message_id(marker_alert_id(1), domain))
     finally:
         worker.stop()
         server.stop()
-    assert sorted(ids(server.messages)) == expected
+    assert sorted(ids(mailed)) == sorted([*expected, message_id(marker_alert_id(1), domain)])
 
 
 def test_sigkill_while_a_mail_is_in_flight_resends_it_with_the_same_message_id(
@@ -480,9 +586,11 @@ def test_sigkill_while_a_mail_is_in_flight_resends_it_with_the_same_message_id(
             worker.kill()
             (in_flight,) = smtp.messages
             worker.start()
-            messages = smtp.wait_for(4, timeout=90)
-            time.sleep(3)
-            messages = smtp.messages
+            smtp.wait_for(4, timeout=90)
+            # Anything mailed again would come before the marker.
+            marker = message_id(marker_alert_id(1), domain)
+            produce(kafka_bootstrap, [marker_alert(t, 1)])
+            messages = [m for m in wait_for_mail(smtp, marker) if m.message_id != marker]
         finally:
             worker.stop()
     counts = Counter(ids(messages))
@@ -491,6 +599,10 @@ def test_sigkill_while_a_mail_is_in_flight_resends_it_with_the_same_message_id(
     assert sum(counts.values()) == 4  # ... and nothing else
     resent = [m for m in messages if m.message_id == in_flight.message_id]
     assert resent[0].message.as_bytes() == resent[1].message.as_bytes()  # the very same mail
+
+
+def marker_alert_id(n: int) -> str:
+    return f"convergence.threshold/{990 + n}"
 
 
 def _iso(epoch_ms: float) -> str:
@@ -548,8 +660,11 @@ def test_a_rejected_mail_is_parked_and_later_alerts_go_on_api_alerts_from_any_wo
             assert by_id[refused]["event"] == "convergence.threshold"
             assert by_id[later]["outcome"] == "sent" and by_id[later]["attempts"] == 1
             assert by_id[later]["sent_at"] is not None
-            time.sleep(3)  # parked: not tried again
-            assert len(smtp.recorder.rejected) == 3 and len(smtp.messages) == 1
+            # Parked: not tried again before the marker, mailed after anything before it.
+            produce(kafka_bootstrap, [marker_alert(t, 1)])
+            mailed = wait_for_mail(smtp, message_id(marker_alert_id(1), domain))
+            assert ids(mailed) == [message_id(i, domain) for i in (later, marker_alert_id(1))]
+            assert len(smtp.recorder.rejected) == 3
         finally:
             for worker in workers:
                 worker.stop()
@@ -578,6 +693,8 @@ def test_two_hundred_envoys_going_stale_over_twenty_seconds_are_one_digest(
         try:
             # The first stale alerts come about 3-5 s after the first wave, the last about
             # 16 + 5 s after it: start the waves 1 s before a boundary.
+            # Part of the scenario: the waves start at a chosen point of the wall-clock
+            # windows, so the test waits for it.
             time.sleep((width_s - 1 - time.time() % width_s) % width_s)
             for wave in range(5):
                 envoys = fleet[wave * 40 : (wave + 1) * 40]
@@ -585,8 +702,11 @@ def test_two_hundred_envoys_going_stale_over_twenty_seconds_are_one_digest(
                 records += [(t.checkins, e.encode(), checkin(e)) for e in envoys]
                 produce_at(kafka_bootstrap, records, int(time.time() * 1000))
                 if wave < 4:
-                    time.sleep(4)
+                    time.sleep(4)  # part of the scenario: the waves are 4 s apart
             (digest,) = smtp.wait_for(1, timeout=90)
+            # Every envoy swept again since it went stale (offline): the outbox as read
+            # now holds every stale alert there will be.
+            consumed(kafka_bootstrap, t.status_changes, until=went_offline(fleet), timeout=60)
             expected = outbox_mails(kafka_bootstrap, t.alerts, 10, width_s * 1000)
             (digest_id,) = expected
             assert digest.message_id == message_id(digest_id, domain)
@@ -600,7 +720,6 @@ def test_two_hundred_envoys_going_stale_over_twenty_seconds_are_one_digest(
             assert len(stale) == 200
             assert len({r.partition for r in stale}) == 1  # one outbox partition ...
             assert len({decode_alert(r.value).details["partition"] for r in stale}) == 4
-            time.sleep(4)
             assert len(smtp.messages) == 1
             assert alerts_total(worker, "envoy.stale", "sent") == 1
             (entry,) = get_json(worker.url + "/api/alerts")["alerts"]

@@ -153,7 +153,7 @@ class Chaos:
         victim = self.rng.choice(self.workers)
         victim.kill()
         self.kills += 1
-        time.sleep(self.rng.uniform(1.0, 4.0))
+        time.sleep(self.rng.uniform(1.0, 4.0))  # part of the chaos: down for a while
         victim.start(wait=False)
 
     def restart_broker(self) -> None:
@@ -162,7 +162,7 @@ class Chaos:
 
     def smtp_outage(self, server: SmtpServer, seconds: float) -> SmtpServer:
         server.stop()
-        time.sleep(seconds)
+        time.sleep(seconds)  # part of the chaos: the outage lasts `seconds`
         self.smtp_down_s += seconds
         return SmtpServer(port=self.smtp_port).start()
 
@@ -226,7 +226,7 @@ def test_chaos_soak_matches_the_oracle(tmp_path: Path) -> None:
                 chaos.kill_one()
                 next_kill = elapsed + rng.uniform(6, 14)
             chaos.revive()
-            time.sleep(0.5)
+            time.sleep(0.5)  # the chaos loop's pace, not a wait for anything
         fleet.runs_enabled = False  # check-ins go on, so the active envoys stay online
         chaos.revive()
         for worker in workers:

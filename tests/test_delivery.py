@@ -21,6 +21,7 @@ from tests.harness import (
     run_event,
     worker_config,
 )
+from tests.webharness import poll
 from topics.names import TopicNames
 
 
@@ -34,6 +35,23 @@ def delete_records(bootstrap: str, topic: str, before: int) -> None:
             await admin.close()
 
     run(go())
+
+
+def committed_offset(bootstrap: str, group: str, topic: str) -> int | None:
+    """The group's committed offset of `topic`'s partition 0, None before any commit."""
+
+    async def go() -> int | None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            offsets = await admin.list_consumer_group_offsets(group)
+        finally:
+            await admin.close()
+        meta = offsets.get(TopicPartition(topic, 0))
+        return None if meta is None or meta.offset < 0 else int(meta.offset)
+
+    result: int | None = run(go())
+    return result
 
 
 def metric(worker: Worker, line_start: str) -> float:
@@ -59,7 +77,14 @@ def test_a_hole_that_a_second_read_confirms_is_accepted(
             until=lambda rs: any(r["to"] == "converged" for r in rs),
             timeout=60,
         )
-        time.sleep(4)  # the offsets of runs 0..4 are committed
+        # The offsets of runs 0..4 are committed.
+        group = f"{topic_prefix}compliance"
+        committed = poll(
+            lambda: committed_offset(kafka_bootstrap, group, t.runs),
+            lambda offset: offset is not None and offset >= 5,
+            timeout=60,
+        )
+        assert committed == 5, committed
         worker.stop()
         # Runs 5..7 never reach the worker: deleted under it while it was away.
         produce(kafka_bootstrap, [(t.runs, b"h-1", run_event("h-1", "changed")) for _ in range(3)])

@@ -12,17 +12,18 @@ partition is owned and caught up; the delivery guard lets all through.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 from typing import Any
 
 import orjson
 from faust.types import TP
 
-from processor.envoys import EnvoyProcessor
+from processor.envoys import EnvoyProcessor, encode_envoy_record
 from processor.metrics import Metrics
 from processor.outputs import Outputs
 from processor.records import decode_stored_envoy
+from processor.state import HeldTable
 from projections.envoy import Rules
 from projections.liveness import offline_deadline_ms
 from tests.eventgen import T0
@@ -49,6 +50,28 @@ class Topic:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.sent.append((key, value, future))
         return future
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 10) -> None:
+    """Let the event loop run until `condition()` holds (a poll with a deadline)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.001)
+
+
+async def acknowledged(commit: asyncio.Future[None], topic: Topic, timeout: float = 10) -> None:
+    """Acknowledge what the commit sends to `topic`, as it sends it, until it returns."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not commit.done():
+        assert loop.time() < deadline, "the commit never returned"
+        for _, _, future in topic.sent:
+            if not future.done():
+                future.set_result(None)
+        await asyncio.sleep(0.001)
+    await commit
 
 
 class Batches:
@@ -115,7 +138,7 @@ RULES = Rules(default_interval_s=INTERVAL_S)
 def processor(status: Topic, table: dict[bytes, bytes], rules: Rules = RULES) -> EnvoyProcessor:
     return EnvoyProcessor(
         table=table,  # type: ignore[arg-type]
-        writer=DictWriter(table),  # type: ignore[arg-type]
+        state=HeldTable(DictWriter(table), encode=encode_envoy_record),  # type: ignore[arg-type]
         names=NAMES,
         status_topic=status,  # type: ignore[arg-type]
         deadletter_topic=Topic(NAMES.deadletter),  # type: ignore[arg-type]
@@ -155,7 +178,8 @@ def test_a_lagging_worker_sweeps_on_the_newest_old_tick() -> None:
         ticks = [tick(0, deadline_s - 30), tick(1, deadline_s + 5), tick(2, deadline_s + 50)]
         envoys.process_batch(ticks)
         commit = asyncio.ensure_future(envoys.commit())
-        await asyncio.sleep(0.01)  # the changes are sent when the batch is committed
+        # The changes are sent when the batch is committed.
+        await until(lambda: len(status.sent) >= 2, "the changes to be sent")
         changes = [orjson.loads(v) for _, v, _ in status.sent if v is not None]
         assert [c["to"] for c in changes] == ["no_data", "offline"]
         # Dated by the deadline that expired (strictly after enrolled + 2 x interval).
@@ -173,7 +197,11 @@ def test_the_state_is_written_only_after_its_change_is_acknowledged() -> None:
         envoys = processor(status, table)
         enroll_and_check_in(envoys)
         commit = asyncio.ensure_future(envoys.commit())
-        await asyncio.sleep(0.05)
+        await until(lambda: bool(status.sent), "the change to be sent")
+        # The commit has sent the change and has nothing left to run until it is
+        # acknowledged: let it take every turn of the loop it can (no clock involved).
+        for _ in range(100):
+            await asyncio.sleep(0)
         assert table == {} and not commit.done()  # the change is not acknowledged yet
         for _, _, future in status.sent:
             future.set_result(None)
@@ -201,12 +229,7 @@ def test_an_inactive_envoy_leaves_the_counts_and_a_purged_one_the_table() -> Non
         enroll_and_check_in(envoys)
 
         async def committed() -> list[dict[str, Any]]:
-            commit = asyncio.ensure_future(envoys.commit())
-            await asyncio.sleep(0.01)
-            for _, _, future in status.sent:
-                if not future.done():
-                    future.set_result(None)
-            await commit
+            await acknowledged(asyncio.ensure_future(envoys.commit()), status)
             return [orjson.loads(v) for _, v, _ in status.sent if v is not None]
 
         await committed()
@@ -261,12 +284,7 @@ def test_a_purge_and_an_event_in_one_batch() -> None:
                 record(NAMES.checkins, 7, T0 / 1000 + 3602, b"web-01", orjson.dumps(checkin)),
             ]
         )
-        commit = asyncio.ensure_future(envoys.commit())
-        await asyncio.sleep(0.01)
-        for _, _, future in status.sent:
-            if not future.done():
-                future.set_result(None)
-        await commit
+        await acknowledged(asyncio.ensure_future(envoys.commit()), status)
         changes = [orjson.loads(v) for _, v, _ in status.sent if v is not None]
         assert [(c["to"], c["version"]) for c in changes] == [
             ("no_data", 1),

@@ -20,7 +20,7 @@ from processor.records import (
 from projections.envoy import EnvoyState, Rules, apply_event
 from projections.fleet import FleetCounts
 from tests.eventgen import T0, checkin, enrolled, run
-from tests.test_envoy_sweeps import INTERVAL_S, NAMES, Topic, processor, tick
+from tests.test_envoy_sweeps import INTERVAL_S, NAMES, Topic, processor, tick, until
 from tests.test_state_codec import format2
 from topics.events import InputEvent
 from topics.statuses import Status
@@ -78,7 +78,8 @@ def test_a_restored_table_of_any_format_is_swept_and_written_back_as_format_3() 
         envoys.process_batch([tick(0, T0 / 1000 + 10 * INTERVAL_S)])
         before = table[b"web-03"]
         commit = asyncio.ensure_future(envoys.commit())
-        await asyncio.sleep(0.01)  # the changes are sent when the batch is committed
+        # The changes are sent when the batch is committed.
+        await until(lambda: len(status.sent) >= 2, "the changes to be sent")
         changes = [orjson.loads(v) for _, v, _ in status.sent if v is not None]
         assert sorted((c["envoy_id"], c["to"]) for c in changes) == [
             ("web-01", "offline"),

@@ -4,6 +4,7 @@ aiosmtpd server. Check-in interval 2 s, so the threshold checkers run every 2 s.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,14 @@ from alerts.mail import message_id, message_id_domain
 from alerts.rules import threshold_alert_id
 from tests.harness import Worker, consume, enrollment, produce, run_event
 from tests.smtpserver import SmtpServer
-from tests.test_alerts_worker import Heartbeat, alert_config, alerts_total, assert_clean_headers
+from tests.test_alerts_worker import (
+    Heartbeat,
+    alert_config,
+    alerts_total,
+    assert_clean_headers,
+    checks_seeing,
+    consumed,
+)
 from topics.jsonschemas import validate
 from topics.names import TopicNames
 from topics.timestamps import iso_from_ms
@@ -76,7 +84,14 @@ def test_each_group_threshold_fires_once_and_survives_a_restart(
             )
             validate("vigo.fleet-convergence/1", records[-1])
             assert set(records[-1]["groups"]) == {"env"}
-            time.sleep(3)  # a check sees both at or above
+            # A check sees both at or above: no mail for that (the next mail, for prod's
+            # fall, must be the first).
+            consumed(
+                kafka_bootstrap,
+                t.fleet_convergence,
+                until=checks_seeing(lambda r: prod_at(100.0)(r) and dev_at(50.0)(r), 1),
+                timeout=60,
+            )
             assert smtp.messages == []
 
             runs(prod[:1], "changed")  # prod 75 % < 90 %: its first fall
@@ -94,23 +109,21 @@ def test_each_group_threshold_fires_once_and_survives_a_restart(
                 until=group_percent("env", "prod", 50.0),
                 timeout=60,
             )
-            time.sleep(5)  # two more checks
+            # Two more checks: nothing queued for them.
+            consumed(kafka_bootstrap, t.fleet_convergence, until=checks_seeing(prod_at(50.0), 2))
+            assert alerts_total(worker, "convergence.threshold", "queued") == 1
             assert len(smtp.messages) == 1
 
             worker.stop()  # a restart while below fires nothing new
+            restarted = _iso(time.time())
             worker.start()
-            restarted = time.time()
-            consume(
+            # Two checks of the restarted worker, still below.
+            consumed(
                 kafka_bootstrap,
                 t.fleet_convergence,
-                until=lambda rs: (
-                    len(rs) > 0
-                    and group_percent("env", "prod", 50.0)(rs)
-                    and rs[-1]["at"] >= _iso(restarted)
-                ),
+                until=checks_seeing(prod_at(50.0), 2, since=restarted),
                 timeout=60,
             )
-            time.sleep(5)  # two checks after the restart, still below
             assert [m.message_id for m in smtp.messages] == [mail.message_id]
             # Not even queued again: the detector's state came back from its changelog
             # (a detector starting over would write the same id again, dropped by the sender).
@@ -122,6 +135,32 @@ def test_each_group_threshold_fires_once_and_survives_a_restart(
         finally:
             heartbeat.stop()
             worker.stop()
+
+
+def group_at(key: str, value: str, percent: float) -> Callable[[Any], bool]:
+    """For one convergence record: that group is at `percent`."""
+
+    def at(record: Any) -> bool:
+        group = record.get("groups", {}).get(key, {}).get(value)
+        return group is not None and group["percent"] == percent
+
+    return at
+
+
+def prod_at(percent: float) -> Callable[[Any], bool]:
+    return group_at("env", "prod", percent)
+
+
+def dev_at(percent: float) -> Callable[[Any], bool]:
+    return group_at("env", "dev", percent)
+
+
+def queued(worker: Worker) -> float:
+    """Alerts this worker process wrote to the outbox, of either event."""
+    return sum(
+        alerts_total(worker, event, "queued")
+        for event in ("convergence.threshold", "convergence.recovered")
+    )
 
 
 def _iso(seconds: float) -> str:
@@ -164,7 +203,14 @@ def test_recovery_mails_once_per_crossing_back_for_the_fleet_and_a_group(
             heartbeat.start()
             runs(prod + dev, "ok")
             consume(kafka_bootstrap, t.fleet_convergence, until=fleet_at(100.0), timeout=60)
-            time.sleep(3)  # a check sees everything at or above: nothing to recover from
+            # A check sees everything at or above: nothing to recover from (the next two
+            # mails must be the falls).
+            consumed(
+                kafka_bootstrap,
+                t.fleet_convergence,
+                until=checks_seeing(lambda r: r["percent"] == 100.0 and prod_at(100.0)(r), 1),
+                timeout=60,
+            )
             assert smtp.messages == []
 
             runs(prod[:1], "changed")  # prod 75 % < 90 %; the fleet 83 % >= 70 %
@@ -176,8 +222,17 @@ def test_recovery_mails_once_per_crossing_back_for_the_fleet_and_a_group(
             }
 
             worker.stop()  # below, restarted: nothing new
+            restarted = _iso(time.time())
             worker.start()
-            time.sleep(5)
+            consumed(
+                kafka_bootstrap,
+                t.fleet_convergence,
+                until=checks_seeing(
+                    lambda r: r["percent"] == 50.0 and prod_at(75.0)(r), 2, since=restarted
+                ),
+                timeout=60,
+            )
+            assert queued(worker) == 0
             assert len(smtp.messages) == 2
 
             runs(prod[:1] + dev, "ok")  # both back to 100 %
@@ -202,12 +257,24 @@ def test_recovery_mails_once_per_crossing_back_for_the_fleet_and_a_group(
             for mail in recoveries:
                 assert_clean_headers(mail)
 
-            time.sleep(5)  # more checks at or above: no second recovery
+            # More checks at or above: no second recovery queued.
+
+            def all_up(record: Any) -> bool:
+                return bool(record["percent"] == 100.0 and prod_at(100.0)(record))
+
+            consumed(kafka_bootstrap, t.fleet_convergence, until=checks_seeing(all_up, 2))
+            assert alerts_total(worker, "convergence.recovered", "queued") == 2
             worker.stop()
+            restarted = _iso(time.time())
             worker.start()
-            time.sleep(5)
+            consumed(
+                kafka_bootstrap,
+                t.fleet_convergence,
+                until=checks_seeing(all_up, 2, since=restarted),
+                timeout=60,
+            )
+            assert queued(worker) == 0
             assert len(smtp.messages) == 4
-            assert alerts_total(worker, "convergence.recovered", "queued") == 0
         finally:
             heartbeat.stop()
             worker.stop()

@@ -12,6 +12,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from aiokafka.partitioner import murmur2
+
 from projections.envoy import EnvoyState, Rules, apply_event
 from projections.fleet import FleetCounts
 from tests.harness import (
@@ -29,6 +31,33 @@ from tests.smtpserver import SmtpServer
 from topics.decode import decode_input
 from topics.events import DeadLetter, RecordMeta
 from topics.names import TopicNames
+
+
+def one_per_partition(prefix: str, partitions: int = 4) -> list[str]:
+    """Envoy ids whose keys land on every partition (Kafka's default partitioner), so
+    that the sweeps of every partition are seen to run."""
+    found: dict[int, str] = {}
+    n = 0
+    while len(found) < partitions:
+        envoy = f"{prefix}-{n}"
+        found.setdefault((murmur2(envoy.encode()) & 0x7FFFFFFF) % partitions, envoy)
+        n += 1
+    return [found[p] for p in range(partitions)]
+
+
+def stale_envoys(alerts: list[Any]) -> set[str]:
+    """The envoys of the outbox's stale alerts."""
+    return {
+        e["envoy_id"]
+        for a in alerts
+        if a["event"] == "envoy.stale"
+        for e in a["details"].get("envoys", [])
+    }
+
+
+def last_to(records: list[Any], envoys: list[str], status: str) -> bool:
+    last = {r["envoy_id"]: r["to"] for r in records}
+    return all(last.get(e) == status for e in envoys)
 
 
 class Heartbeat(threading.Thread):
@@ -56,36 +85,45 @@ def test_restart_after_downtime_marks_nobody_offline_who_checked_in(
 ) -> None:
     t = TopicNames(topic_prefix)
     fleet = [f"bk-{i:03d}" for i in range(150)]
+    markers = one_per_partition("late")
     worker = Worker(worker_config(kafka_bootstrap, topic_prefix, interval="2s"), tmp_path)
     worker.start()
-    heartbeat = Heartbeat(kafka_bootstrap, t.checkins, [*fleet, "ctl-1"])
+    heartbeat = Heartbeat(kafka_bootstrap, t.checkins, [*fleet, *markers, "ctl-1"])
     try:
         heartbeat.start()
         consume(
             kafka_bootstrap,
             t.status_changes,
-            until=lambda rs: {r["envoy_id"] for r in rs} >= {*fleet, "ctl-1"},
+            until=lambda rs: {r["envoy_id"] for r in rs} >= {*fleet, *markers, "ctl-1"},
             timeout=60,
         )
-        heartbeat.envoys = fleet  # the control envoy falls silent with the worker
+        heartbeat.envoys = [*fleet, *markers]  # the control envoy falls silent with the worker
         worker.stop()
-        # Down for 4 check-in intervals: a backlog of check-ins piles up meanwhile.
+        # Part of the scenario: down for 4 check-in intervals, so that a backlog of
+        # check-ins piles up meanwhile.
         time.sleep(8)
         worker.start()
         # The control envoy never checks in again: it must go offline once caught up.
+        consume(
+            kafka_bootstrap,
+            t.status_changes,
+            until=lambda rs: last_to(rs, ["ctl-1"], "offline"),
+            timeout=60,
+        )
+        # The markers (one on each partition) fall silent after the catch-up: once they
+        # are offline, every partition has been swept well after it.
+        heartbeat.envoys = fleet
         out = consume(
             kafka_bootstrap,
             t.status_changes,
-            until=lambda rs: any(r["envoy_id"] == "ctl-1" and r["to"] == "offline" for r in rs),
+            until=lambda rs: last_to(rs, markers, "offline"),
             timeout=60,
         )
-        time.sleep(4)  # a few more sweeps after the catch-up
-        out = consume(kafka_bootstrap, t.status_changes, timeout=10)
     finally:
         heartbeat.stop()
         worker.stop()
     offline = sorted({r["envoy_id"] for r in out if r["to"] == "offline"})
-    assert offline == ["ctl-1"], f"envoys that checked in were marked offline: {offline}"
+    assert offline == sorted(["ctl-1", *markers]), f"envoys that checked in went offline: {offline}"
     assert heartbeat.rounds >= 10
 
 
@@ -97,6 +135,7 @@ def test_long_stop_past_stale_after_sends_no_stale_mail_for_envoys_that_checked_
     only the envoy that really fell silent is mailed."""
     t = TopicNames(topic_prefix)
     fleet = [f"ls-{i:03d}" for i in range(60)]
+    markers = one_per_partition("late")
     with SmtpServer() as smtp:
         smtp_config = {"host": "127.0.0.1", "port": smtp.port, "timeout_s": 5}
         config = worker_config(
@@ -110,29 +149,51 @@ def test_long_stop_past_stale_after_sends_no_stale_mail_for_envoys_that_checked_
         )
         worker = Worker(config, tmp_path)
         worker.start()
-        heartbeat = Heartbeat(kafka_bootstrap, t.checkins, [*fleet, "quiet-1"])
+        heartbeat = Heartbeat(kafka_bootstrap, t.checkins, [*fleet, *markers, "quiet-1"])
         try:
             heartbeat.start()
             consume(
                 kafka_bootstrap,
                 t.status_changes,
-                until=lambda rs: {r["envoy_id"] for r in rs} >= {*fleet, "quiet-1"},
+                until=lambda rs: {r["envoy_id"] for r in rs} >= {*fleet, *markers, "quiet-1"},
                 timeout=60,
             )
-            heartbeat.envoys = fleet  # the quiet envoy falls silent with the worker
+            heartbeat.envoys = [*fleet, *markers]  # the quiet envoy falls silent with the worker
             worker.stop()
-            time.sleep(10)  # down for 2.5 x stale_after while the fleet keeps checking in
+            # Part of the scenario: down for 2.5 x stale_after while the fleet keeps
+            # checking in.
+            time.sleep(10)
             worker.start()
             (mail,) = smtp.wait_for(1, timeout=60)
-            time.sleep(6)  # more sweeps after the catch-up, past another stale_after
-            out = consume(kafka_bootstrap, t.status_changes, timeout=10)
+            # The markers (one on each partition) fall silent after the catch-up: their
+            # stale alerts come from sweeps past another stale_after, and any alert for
+            # an envoy that kept checking in would have been written before them.
+            heartbeat.envoys = fleet
+            alerts = consume(
+                kafka_bootstrap,
+                t.alerts,
+                until=lambda rs: stale_envoys(rs) >= set(markers),
+                timeout=60,
+            )
+            smtp.wait_for(1 + len(markers), timeout=60)
+            out = consume(
+                kafka_bootstrap,
+                t.status_changes,
+                until=lambda rs: last_to(rs, markers, "offline"),
+                timeout=60,
+            )
         finally:
             heartbeat.stop()
             worker.stop()
         assert "quiet-1" in mail.subject
-        assert len(smtp.messages) == 1, [m.subject for m in smtp.messages]
+        assert stale_envoys(alerts) == {"quiet-1", *markers}
+        mailed = sorted(m.subject for m in smtp.messages)
+        assert len(mailed) == 1 + len(markers), mailed
+        assert all(any(e in s for s in mailed) for e in ["quiet-1", *markers]), mailed
     offline = sorted({r["envoy_id"] for r in out if r["to"] == "offline"})
-    assert offline == ["quiet-1"], f"envoys that checked in were marked offline: {offline}"
+    assert offline == sorted(["quiet-1", *markers]), (
+        f"envoys that checked in went offline: {offline}"
+    )
 
 
 def wait_for_interval(worker: Worker, envoy: str, interval_s: int, timeout: float = 60) -> None:
@@ -187,8 +248,8 @@ def test_a_raised_default_interval_applies_to_envoys_enrolled_before(
         wait_for_interval(second, "own-1", 3600)
         heartbeat.stop()
         silent_from = time.time()
-        time.sleep(7)
-        early = offline_since(consume(kafka_bootstrap, t.status_changes, timeout=10), silent_from)
+        # Each offline change is dated by the deadline that expired (2 x the interval
+        # after the last check-in), so its time tells which interval judged the envoy.
         late = offline_since(
             consume(
                 kafka_bootstrap,
@@ -203,9 +264,9 @@ def test_a_raised_default_interval_applies_to_envoys_enrolled_before(
             heartbeat.stop()
         first.stop()
         second.stop()
-    assert early == {}, "envoys were judged by the 2 s interval frozen at enrollment"
     assert set(late) == set(fleet), "the 6 s default never took the silent fleet offline"
-    assert min(late.values()) >= silent_from + 10  # 2 x 6 s after the last check-in
+    # 2 x 6 s after the last check-in; the 2 s frozen at enrollment would give 4 s.
+    assert min(late.values()) >= silent_from + 10, "judged by the 2 s interval of enrollment"
 
 
 def recompute_fleet(bootstrap: str, names: TopicNames) -> tuple[FleetCounts, dict[str, Any]]:
@@ -252,7 +313,7 @@ def test_sigkill_mid_stream_loses_nothing_and_counts_nothing_twice(
             produce(kafka_bootstrap, batch)
             if round_no == 6:
                 first.kill()
-            time.sleep(0.3)
+            time.sleep(0.3)  # part of the scenario: rounds paced around the kill
 
         expected, final = recompute_fleet(kafka_bootstrap, t)
 

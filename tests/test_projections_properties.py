@@ -23,7 +23,7 @@ from projections.liveness import offline_deadline_ms
 from projections.threshold import ThresholdState, check_threshold, recovered
 from tests.eventgen import T0, checkin, enrolled, input_events, runs
 from topics.events import Enrollment, InputEvent, Run
-from topics.statuses import ACTIVE_STATUSES, Status
+from topics.statuses import Status
 
 RULES = Rules(default_interval_s=60)
 TOPIC_INDEX = {"Enrollment": 0, "Checkin": 1, "Run": 2}
@@ -192,10 +192,6 @@ def test_deadlines_follow_the_default_interval_of_the_moment(
     before = next_deadline_ms(state, Rules(default_interval_s=before_s))
     if before is not None and deadline is not None and after_s >= before_s:
         assert deadline >= before
-
-
-envoy_ids = st.sampled_from([f"e{i}" for i in range(6)])
-statuses = st.sampled_from([*ACTIVE_STATUSES, Status.REVOKED])
 
 
 percents = st.one_of(st.none(), st.floats(0, 100, allow_nan=False))

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from processor.web.views import envoy_partition
+from processor.web.cluster import envoy_partition
 from tests.harness import Worker, enrollment, produce, run_event, worker_config
 from tests.webharness import http_get, new_prefix, poll, settled
 from topics.names import TopicNames

@@ -20,6 +20,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from processor.config import Settings
 from processor.topics_admin import ensure_topics
 from tests.harness import Worker, checkin, enrollment, produce, send_one, worker_config
+from tests.webharness import poll
 from topics.names import TopicNames
 
 HOUR_MS = 3_600_000
@@ -131,12 +132,19 @@ def test_liveness_runs_on_the_brokers_clock_not_the_producers(
             time.sleep(0.3)
             doc = envoy(worker, "skewed")
         assert doc is not None and doc["last_seen"] is not None, doc
-        time.sleep(3)  # sweeps run every second: an hour-old check-in would be offline now
-        doc = envoy(worker, "skewed")
-        assert doc is not None
-        assert doc["status"] == "no_data", doc
         seen_ms = _ms(doc["last_seen"])
         assert abs(seen_ms - sent_ms) < 60_000, (doc["last_seen"], sent_ms)
+        # It goes offline once silent for 2 x 10 s of the broker's clock, and the change
+        # is dated by that deadline: an hour-old check-in would have been offline at the
+        # first sweep, dated an hour back.
+        doc = poll(
+            lambda: envoy(worker, "skewed"),
+            lambda d: d is not None and d["status"] == "offline",
+            timeout=90,
+        )
+        assert doc is not None and doc["status"] == "offline", doc
+        offline_after = _ms(doc["since"]) - seen_ms
+        assert 20_000 <= offline_after <= 20_001, (doc["since"], doc["last_seen"])
     finally:
         worker.stop()
 

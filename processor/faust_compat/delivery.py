@@ -1,0 +1,177 @@
+"""A check that no record of an agent's topics is skipped (`DeliveryGuard`): faust-streaming
+can resume fetching before it seeks, commits past any jump in the offsets it fetched
+(upstream #216, #221, #312, #606) and can stop fetching a partition it keeps assigned.
+Why and how: docs/faust-traps.md#skipped-records and
+docs/faust-traps.md#unfetched-partitions
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, cast
+
+import faust
+from faust.types import TP
+
+#: The package's one logger, `processor.faust_compat`.
+log = logging.getLogger(__package__)
+
+#: A partition with records but without progress for this long is fetched again.
+STALL_S = 10.0
+
+
+def committed_offset(app: faust.App, tp: TP) -> int | None:
+    """The offset consumption of `tp` resumed from, as Faust's consumer knows it."""
+    committed = cast(Any, app.consumer)._committed_offset.get(tp)
+    return int(committed) if committed is not None else None
+
+
+def _forget_faust_gap(app: faust.App, tp: TP, start: int, end: int) -> None:
+    """Take [start, end) out of the offsets Faust would commit past as a gap (#606)."""
+    gaps = cast(Any, app.consumer)._gap.get(tp)
+    if gaps:
+        gaps.chop(start, end)
+
+
+def _accept_faust_gap(app: faust.App, tp: TP, start: int, end: int) -> None:
+    """Let Faust commit past a confirmed hole [start, end). After a seek Faust counts the
+    hole from one past the seek offset, so a hole starting there would hold the commit
+    back for ever."""
+    cast(Any, app.consumer)._gap[tp].addi(start, end)
+
+
+class OffsetSource(Protocol):
+    """Offsets straight from the broker, off Faust's consumer (`EndOffsets`)."""
+
+    async def __call__(self, tps: Iterable[TP]) -> Mapping[TP, int]: ...
+
+    async def first_offset(self, tp: TP, offset: int) -> int | None: ...
+
+
+@dataclass
+class DeliveryGuard:
+    """One agent's check that no record of its topics is skipped (docs/faust-traps.md).
+
+    `accept` is called for every event, in order, before the agent uses it; `settle` after
+    each batch resolves the holes it found; `watch` runs from a timer."""
+
+    app: faust.App
+    topics: frozenset[str]
+    offsets: OffsetSource
+    #: Called with the topic of every hole found.
+    on_gap: Callable[[str], None] = lambda topic: None
+    #: The next offset expected per partition.
+    _next: dict[TP, int] = field(default_factory=dict)
+    #: Holes found since the last `settle`: tp -> (first missing, first delivered after).
+    _found: dict[TP, tuple[int, int]] = field(default_factory=dict)
+    #: Partitions sought back, and the offset the re-read must deliver first.
+    _pending: dict[TP, int] = field(default_factory=dict)
+    _progress_at: dict[TP, float] = field(default_factory=dict)
+    _stall_check_at: float = 0.0
+
+    def accept(self, tp: TP, offset: int) -> bool:
+        """True when the agent may use the record at `offset`; False for a redelivery of
+        something already used, or for a record past a hole that is being read again."""
+        pending = self._pending.get(tp)
+        if pending is not None:
+            if offset != pending:
+                return False  # fetched before the seek back took effect
+            del self._pending[tp]
+            return self._advance(tp, offset)
+        if tp in self._found:
+            return False  # past a hole: read again after `settle`
+        expected = self._next.get(tp)
+        if expected is None:
+            expected = committed_offset(self.app, tp)
+        if expected is None or offset == expected:
+            return self._advance(tp, offset)
+        if offset < expected:
+            return False  # already used: a redelivery
+        self._found[tp] = (expected, offset)
+        _forget_faust_gap(self.app, tp, expected, offset)
+        self.on_gap(tp.topic)
+        return False
+
+    def settling(self, partition: int) -> bool:
+        """Whether a hole of this partition number is being read again: what the agent
+        knows of its envoys may lag behind, so liveness waits."""
+        return any(tp.partition == partition for tp in (*self._found, *self._pending))
+
+    def _advance(self, tp: TP, offset: int) -> bool:
+        self._next[tp] = offset + 1
+        self._progress_at[tp] = time.monotonic()
+        return True
+
+    async def settle(self) -> None:
+        """For each hole found: ask the broker which record really comes first at the
+        hole, accept what is not in the log (deleted, compacted, transaction markers),
+        and seek back to that record so that it is read again."""
+        found, self._found = self._found, {}
+        actives = self.app.assignor.assigned_actives()
+        for tp, (missing, delivered) in found.items():
+            if tp not in actives:
+                continue  # moving away: the next owner starts from the committed offset
+            first = await self.offsets.first_offset(tp, missing)
+            target = missing if first is None else min(first, delivered)
+            if target > missing:
+                _accept_faust_gap(self.app, tp, missing, target)
+                self._next[tp] = target
+            log.warning(
+                "%s[%d]: offsets %d..%d were not delivered; %s",
+                tp.topic,
+                tp.partition,
+                missing,
+                delivered - 1,
+                f"{target - missing} not in the log, reading again from {target}"
+                if target > missing
+                else "reading them again",
+            )
+            self._pending[tp] = target
+            await self.app.consumer.seek(tp, target)
+
+    def position(self, tp: TP) -> int:
+        """The next offset to process: past what was used, or where consumption resumed."""
+        known = self._next.get(tp)
+        if known is not None:
+            return known
+        return committed_offset(self.app, tp) or 0
+
+    def forget(self, tps: Iterable[TP]) -> None:
+        """On revocation: the partition may come back after another worker moved it on."""
+        for tp in tps:
+            for state in (self._next, self._found, self._pending, self._progress_at):
+                state.pop(tp, None)
+
+    async def watch(self) -> None:
+        """Every STALL_S: seek each partition that has records it does not progress on to
+        where it stands, which restarts the fetch (what comes twice is a redelivery)."""
+        now = time.monotonic()
+        if now - self._stall_check_at < STALL_S or self.app.rebalancing:
+            return
+        self._stall_check_at = now
+        assigned = [tp for tp in self.app.assignor.assigned_actives() if tp.topic in self.topics]
+        if not assigned:
+            return
+        ends = await self.offsets(assigned)
+        for tp in assigned:
+            position = self.position(tp)
+            if ends.get(tp, 0) <= position:
+                self._progress_at[tp] = now
+                continue
+            since = self._progress_at.setdefault(tp, now)
+            if now - since >= STALL_S:
+                log.warning(
+                    "%s[%d] made no progress for %.0f s at offset %d of %d: fetching again",
+                    tp.topic,
+                    tp.partition,
+                    now - since,
+                    position,
+                    ends[tp],
+                )
+                self._progress_at[tp] = now
+                self._found.pop(tp, None)
+                self._pending[tp] = position
+                await self.app.consumer.seek(tp, position)

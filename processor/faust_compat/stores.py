@@ -1,0 +1,157 @@
+"""Our table stores, installed through Faust's public `Table` setting (`ChangelogTable`):
+`ResumableMemoryStore`, a memory store that keeps what it was given and resumes each
+partition from the offset its data is applied up to, and `AuditedRocksDBStore`, Faust's
+RocksDB store; both audit their recoveries (`recovery_audit`). The table applies only
+records of its own changelog. Upstream PR #199 changed the memory store's pruning.
+Why and how: docs/faust-traps.md#table-state-lost-around-rebalances
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any, cast
+
+import faust
+from faust.stores import memory, rocksdb
+from faust.types import TP, EventT, StoreT
+from yarl import URL
+
+from processor.faust_compat.recovery_audit import AuditsRecovery
+
+#: The package's one logger, `processor.faust_compat`.
+log = logging.getLogger(__package__)
+
+
+class ResumableMemoryStore(AuditsRecovery, memory.Store):  # type: ignore[type-arg]
+    """A memory store that keeps every partition it was given, knows per partition the
+    changelog offset its data is applied up to, and audits each recovery."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._applied: dict[TP, int] = {}
+        self._init_audit()
+
+    def apply_changelog_batch(
+        self,
+        batch: Iterable[EventT[Any]],
+        to_key: Callable[[Any], Any],
+        to_value: Callable[[Any], Any],
+    ) -> None:
+        data, applied = self.data, self._applied
+        for event in batch:
+            message = event.message
+            key = to_key(event.key)
+            if message.value is None:
+                data.pop(key, None)
+            else:
+                data[key] = to_value(event.value)
+            if message.offset > applied.get(message.tp, -1):
+                applied[message.tp] = message.offset
+
+    def persisted_offset(self, tp: TP) -> int | None:
+        """Where Recovery starts reading, and the audit after it. -1 for a partition
+        never seen: Recovery then reads it from its start, instead of from an offset it
+        may have kept from a record it should not have taken."""
+        applied = self._applied.get(tp, -1)
+        self._recovery_starts(tp, applied)
+        return applied
+
+    def set_persisted_offset(self, tp: TP, offset: int) -> None:
+        if offset > self._applied.get(tp, -1):
+            self._applied[tp] = offset
+
+    def _partition_data(self, tp: TP) -> Any:
+        return self.data
+
+    def _applied_up_to(self, tp: TP, offset: int) -> None:
+        self.set_persisted_offset(tp, offset)
+
+    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        """Prunes nothing: what is kept of a partition that moved away is exact up to its
+        offset, and is brought up to date from there if the partition comes back."""
+        await self._audit_recovery(active_tps)
+
+
+class AuditedRocksDBStore(AuditsRecovery, rocksdb.Store):
+    """Faust's RocksDB store, whose recoveries are audited too: a fresh node reads every
+    partition from its start, as the memory store does."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_audit()
+
+    def persisted_offset(self, tp: TP) -> int | None:
+        offset = super().persisted_offset(tp)
+        self._recovery_starts(tp, offset)
+        return offset
+
+    def _partition_data(self, tp: TP) -> Any:
+        return _PartitionDB(self._db_for_partition(tp.partition))
+
+    def _applied_up_to(self, tp: TP, offset: int) -> None:
+        persisted = super().persisted_offset(tp)
+        if persisted is None or offset > persisted:
+            self.set_persisted_offset(tp, offset)
+
+    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        await super().on_recovery_completed(active_tps, standby_tps)
+        await self._audit_recovery(active_tps)
+
+
+class _PartitionDB:
+    """One partition's RocksDB, raw bytes, seen as the audit reads and repairs it."""
+
+    def __init__(self, db: Any) -> None:
+        self._db = db
+
+    def get(self, key: bytes) -> bytes | None:
+        return cast(bytes | None, self._db.get(key))
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self._db.put(key, value)
+
+    def pop(self, key: bytes, default: None = None) -> None:
+        self._db.delete(key)
+
+
+class ChangelogTable(faust.Table):  # type: ignore[type-arg]
+    """Faust's table on our stores (the resumable memory store for `memory://`, the
+    audited RocksDB store for `rocksdb://`), applying only records of its own changelog."""
+
+    def _new_store_by_url(self, url: str | URL) -> StoreT[Any, Any]:
+        scheme = URL(str(url)).scheme
+        ours = {"memory": ResumableMemoryStore, "rocksdb": AuditedRocksDBStore}.get(scheme)
+        if ours is None:
+            return super()._new_store_by_url(url)
+        return cast(
+            StoreT[Any, Any],
+            ours(
+                url,
+                self.app,
+                self,
+                table_name=self.name,
+                key_type=self.key_type,
+                key_serializer=self.key_serializer,
+                value_serializer=self.value_serializer,
+                value_type=self.value_type,
+                loop=self.loop,
+                options=self.options,
+            ),
+        )
+
+    def apply_changelog_batch(self, batch: Iterable[EventT[Any]]) -> None:
+        own = self.changelog_topic.get_topic_name()
+        events = list(batch)
+        mine = [event for event in events if event.message.topic == own]
+        if len(mine) < len(events):
+            stray = next(e.message for e in events if e.message.topic != own)
+            log.warning(
+                "table %s: recovery handed it %s[%d] offset %d, a record of another "
+                "table's changelog; not applied",
+                self.name,
+                stray.topic,
+                stray.partition,
+                stray.offset,
+            )
+        super().apply_changelog_batch(mine)
