@@ -10,7 +10,7 @@ memory per 100,000 envoys is in bench_recovery.py. Rows, in the same run:
 
 - the store as it is: the memory store's dict of envoy id -> encoded record (format 3;
   the RocksDB store keeps the same bytes on disk), keys included;
-- before (issue 11): the same table as Python objects (`StoredEnvoy`), which the memory
+- before (format 2): the same table as Python objects (`StoredEnvoy`), which the memory
   store held until the table was given the encoded bytes; and the JSON records (format 2)
   written to the changelog then;
 - the baseline, the least any design must keep: a (status, version, last_seen) tuple per

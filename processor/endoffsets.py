@@ -5,7 +5,7 @@ leave retained partitions unfetched (faust-streaming 0.15.3); a separate, group-
 client keeps the catch-up check off that path. The same client answers the delivery
 guard's question "which record really comes first at or after this offset?", straight
 from the broker, so that a hole in what Faust delivered is judged by the log itself, and
-reads a changelog range for the memory store's recovery audit (`faust_compat`).
+reads a changelog range for the stores' recovery audit (`faust_compat`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The envoys table keeps each envoy encoded (issue 11: the memory store holds what it is
+"""The envoys table keeps each envoy encoded (the memory store holds what it is
 given), and the agent reads it through the codec: a worker that finds a table restored
 from a changelog written in any format (3, or JSON format 2 of the last release) counts,
 schedules, sweeps and lists from it, and writes format 3 back. Driven without a broker,

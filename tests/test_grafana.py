@@ -32,7 +32,7 @@ SUFFIXES = {
     "gauge": ("",),
 }
 METRIC_NAME = re.compile(r"\bvigo_[a-z0-9_]+\b")
-#: The panels an operator needs (issue 13): each must be on the dashboard.
+#: The panels an operator needs: each must be on the dashboard.
 REQUIRED = {
     "vigo_fleet_convergence_ratio",
     "vigo_fleet_convergence_threshold_ratio",

@@ -1,4 +1,4 @@
-"""The memory store's recovery audit and resumable offsets (`faust_compat`), against the
+"""The stores' recovery audit and resumable offsets (`faust_compat`), against the
 real broker: a recovery that missed records is completed from the changelog itself, and
 a store keeps what it holds of partitions that moved away, exact up to its offset.
 

@@ -3,8 +3,8 @@
 including those whose only changelog record is old, and takes what changed while away.
 
 The group changes while the first worker is still reading a long changelog, which is when
-Faust's recovery kept an offset for a partition it had just lost (issue 11: silent envoys
-missing from the fleet numbers after the long chaos soak)."""
+Faust's recovery kept an offset for a partition it had just lost (found as silent envoys
+missing from the fleet numbers after a long chaos soak)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Upgrading to the format 3 envoy record (issue 11), end to end: the changelog of the
+"""Upgrading to the format 3 envoy record, end to end: the changelog of the
 last release holds JSON records (format 2); a worker of this release restores them into
 its memory store as they are, goes on from them, and writes format 3 back."""
 

@@ -21,7 +21,7 @@ from topics.jsonschemas import (
     STATUS_CHANGE_V1,
     VALIDATORS,
 )
-from topics.statuses import ACTIVE_STATUSES, Status
+from topics.statuses import ACTIVE_STATUSES
 
 #: Every status of SPEC section 4, in the order dashboards show them.
 FLEET_STATUSES: Final = tuple(status.value for status in ACTIVE_STATUSES)
@@ -216,18 +216,3 @@ def encode_deadletter(
             "value_truncated": value_truncated,
         }
     )
-
-
-def read_status_change(data: bytes) -> tuple[str, int, Status] | None:
-    """What the fleet projection needs of a `vigo.status-change/1`: envoy, version, to.
-    None when the record is not one (the topic is public; anything may be written to it)."""
-    try:
-        raw = orjson.loads(data)
-        if raw.get("schema") != "vigo.status-change/1":
-            return None
-        envoy_id, version, to = raw["envoy_id"], raw["version"], Status(raw["to"])
-    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
-        return None
-    if not isinstance(envoy_id, str) or not isinstance(version, int):
-        return None
-    return envoy_id, version, to
