@@ -99,6 +99,7 @@ class EnvoyProcessor(LivenessSweeps, PartitionIndex):
     _events: Counter[tuple[str, str]] = field(default_factory=Counter)
     _transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
     _runs: Counter[str] = field(default_factory=Counter)
+    _now_ms: int = 0
 
     def __post_init__(self) -> None:
         self.topic_index = {name: i for i, name in enumerate(self.names.inputs)}
@@ -109,6 +110,7 @@ class EnvoyProcessor(LivenessSweeps, PartitionIndex):
         """Apply a batch; synchronous, so no timer or web view interleaves with it. The new
         states are held until `commit` (outputs first: see `processor.outputs`)."""
         started = time.perf_counter()
+        self._now_ms = int(self.clock() * 1000)  # record times are judged against it
         newest_ticks = self._newest_ticks(messages)
         applied_count = 0
         ticks = self.names.ticks
@@ -156,7 +158,9 @@ class EnvoyProcessor(LivenessSweeps, PartitionIndex):
         meta = RecordMeta(
             message.topic, message.partition, message.offset, int(message.timestamp * 1000)
         )
-        decoded = decode_input(message.key, message.value, meta, max_bytes=self.max_event_bytes)
+        decoded = decode_input(
+            message.key, message.value, meta, max_bytes=self.max_event_bytes, now_ms=self._now_ms
+        )
         if isinstance(decoded, DeadLetter):
             self._dead_letter(decoded)
             return

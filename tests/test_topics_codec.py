@@ -351,6 +351,7 @@ REASONS = st.sampled_from(
         "revoked",
         "too_large",
         "key_mismatch",
+        "bad_time",
     ]
 )
 

@@ -52,6 +52,7 @@ from topics.limits import (
     json_text_bytes,
     utf8_bytes,
 )
+from topics.timestamps import record_time_problem
 from topics.wire import WIRE_DECODER, CheckinWire, RunWire
 
 DEFAULT_MAX_BYTES: Final = 1_048_576
@@ -65,12 +66,18 @@ def decode_input(
     meta: RecordMeta,
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    now_ms: int | None = None,
 ) -> InputEvent | DeadLetter:
     """Decode one input record (any topic) into an Enrollment, Checkin or Run.
 
     Returns a DeadLetter (never raises) with reason too_large, malformed_json,
-    unknown_schema, schema_violation or key_mismatch, and a short specific error.
+    unknown_schema, schema_violation, key_mismatch or (given the worker's clock `now_ms`)
+    bad_time, and a short specific error.
     """
+    if now_ms is not None:
+        problem = record_time_problem(meta.timestamp_ms, now_ms)
+        if problem is not None:
+            return _dead(meta, key, value, "bad_time", problem)
     if value is not None and len(value) <= max_bytes:
         try:
             event = decode_fast(key, value)

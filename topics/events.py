@@ -95,6 +95,7 @@ DeadLetterReason = Literal[
     "revoked",
     "too_large",
     "key_mismatch",
+    "bad_time",
 ]
 
 
