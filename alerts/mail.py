@@ -4,11 +4,16 @@ Pure and deterministic (the Date header is the alert's time, the Message-ID its 
 resend after a crash is byte-for-byte the same mail.
 
 Envoy ids and labels are data. Whatever goes into a header passes `header_text`, which
-turns every line-breaking or control character into a space before the standard library
+shows every line-breaking or control character as an escape before the standard library
 builds the header, so neither CR/LF nor the Unicode line separators that `str.splitlines`
 honours (NEL, U+2028, U+2029, ...) can end a header line and start a new one; the
 envelope recipients come from the configuration, never from the headers. In the body the
 same characters are shown escaped, so they cannot forge lines either.
+
+Both use `topics.escape.printable`, the one escaper of every CLI output and mail (SPEC
+11.4): C0 and C1 controls, DEL, format characters (bidi overrides and isolates, LRM/RLM,
+ALM, zero-width characters) and line separators are shown as `\\x1b`, `\\u202e`, in the
+subject and in every line of the body; nothing can reorder, hide or recolour the text.
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import re
 import shlex
-import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +32,7 @@ from urllib.parse import quote
 
 from alerts.rules import CONVERGENCE_RECOVERED, CONVERGENCE_THRESHOLD
 from topics.codec import FLEET_STATUSES
+from topics.escape import printable
 from topics.events import Alert
 from topics.jsonschemas import parse_timestamp_ms
 
@@ -38,9 +43,6 @@ STATUS_ORDER: Final = FLEET_STATUSES
 
 _ATEXT: Final = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _DOT_ATOM: Final = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*")
-# Categories that may break a line or hide text: controls (CR, LF, NEL, ...), line and
-# paragraph separators.
-_BREAKING: Final = frozenset({"Cc", "Zl", "Zp"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,19 +61,16 @@ class MailSettings:
 
 
 def header_text(text: str, limit: int = SUBJECT_MAX) -> str:
-    """Text safe in a header: breaking/control characters become spaces, runs of spaces
-    collapse, and it is cut to `limit` characters."""
-    cleaned = "".join(" " if unicodedata.category(c) in _BREAKING else c for c in text)
-    cleaned = " ".join(cleaned.split())
+    """Text safe in a header: control, format and line-breaking characters shown escaped
+    (`printable`), runs of spaces collapsed, cut to `limit` characters."""
+    cleaned = " ".join(printable(text).split())
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
 
 
 def body_text(text: str) -> str:
-    """Text safe on one body line: breaking/control characters shown as escapes."""
-    return "".join(
-        c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) in _BREAKING else c
-        for c in text
-    )
+    """Text safe on one body line: control, format and line-breaking characters shown
+    escaped (`printable`)."""
+    return printable(text)
 
 
 # -- identities and links ------------------------------------------------------------------
@@ -146,7 +145,9 @@ def body(alert: Alert, dashboard: str) -> str:
     else:
         lines = _stale_body(alert, dashboard)
     lines += ["", f"Alert id: {body_text(alert.alert_id)}"]
-    return "\n".join(lines) + "\n"
+    # Every field is escaped where it is written; this pass also covers the lines made
+    # of several (a status name in the `vigocli` hint, ...): escaping twice changes nothing.
+    return "\n".join(printable(line) for line in lines) + "\n"
 
 
 def _threshold_body(alert: Alert, dashboard: str) -> list[str]:

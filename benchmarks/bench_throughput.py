@@ -1,20 +1,34 @@
-"""Throughput on a preloaded backlog, side by side in one run on one broker and one topic:
-the bare aiokafka ceiling, the same loop with our pure rules, the Quix Streams peer, and a
-real `vigo-processor worker`, each reading the whole topic as a fresh consumer group.
+"""Throughput on a preloaded backlog, side by side in one run on one broker: the aiokafka
+baseline (bare orjson, the ceiling; and our pure rules into a dict), the Quix Streams
+peer, and a real `vigo-processor worker` as production runs it, each reading the whole
+topic as a fresh consumer group; every figure the median of 3 repetitions.
 
-Run: .venv/bin/python benchmarks/bench_throughput.py [--runs 100000] [--envoys 10000]
-     [--partitions 8] [--skip-quix] [--profile] [--quick]
+Run: .venv/bin/python benchmarks/bench_throughput.py [--runs 300000] [--envoys 30000]
+     [--partitions 8] [--repeats 3] [--skip-quix] [--skip-worker] [--profile] [--quick]
      (VIGO_TEST_KAFKA=host:port uses a running broker; otherwise one is started.)
 
-The topic is the worker's own input, `<prefix>envoy.runs`: N SPEC-shaped runs (3-8
+Each repetition has its own topic, `<prefix>envoy.runs`: N SPEC-shaped runs (3-8
 resources) spread over the envoys, 81% clean, 15% one changed resource, 3% one failed
-resource, 1% all failed; unknown envoys enroll implicitly (SPEC section 3).
+resource, 1% all failed; unknown envoys enroll implicitly (SPEC section 3). Before any
+system is timed: `__consumer_offsets` exists (a throw-away group committed one offset),
+and so does every topic the worker would create (its plan, `processor/topics_admin.py`),
+the Quix peer's output among them, with the input's partition count. The order of the
+three systems rotates from one repetition to the next, so each goes first once in three.
 
-Each system is timed from its start (process start for the peer and the worker) until
-its group has committed every offset of the topic ("events/s, start-up included"), and
-from its first commit to the last ("steady"). The ceiling and the rules loop commit once,
-at the end. `--profile` samples the worker with py-spy while it works off the backlog
-and prints the functions with the most samples.
+- baseline: aiokafka, commit once at the end; timed in-process.
+- Quix peer (benchmarks/peer_quix.py, its own virtualenv): stops itself fairly, once it
+  has processed every record (`on_message_processed` counting to the topic's size, then
+  `app.stop()`, which forces its final commit) instead of being waited for until its next
+  `commit_interval` boundary; settings in peer_quix.py.
+- worker: `processor.store: rocksdb` with a data directory, threshold and stale mail on
+  to a local SMTP sink (aiosmtpd), checkin interval 5m.
+
+"events/s, start-up included": from the start (process start for the peer and the worker)
+until the group has committed every offset of the topic. "steady": from the first record
+processed (the peer's own callback, the worker's `vigo_events_total` on /metrics or its
+first commit, whichever is seen first) to the last commit; "start-up" is the time before
+that first record. `--profile` samples the worker of the last repetition with py-spy and
+prints the functions with the most samples.
 """
 
 from __future__ import annotations
@@ -23,6 +37,7 @@ import argparse
 import asyncio
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,6 +45,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -40,6 +56,7 @@ from benchcommon import (
     Incomplete,
     broker,
     build_runs,
+    create_offsets_topic,
     create_topics,
     machine,
     new_prefix,
@@ -47,23 +64,44 @@ from benchcommon import (
     table,
 )
 
+from processor.config import Settings
+from processor.topics_admin import topic_plan
 from projections.envoy import EnvoyState, Position, Rules, apply_event
 from tests.harness import Worker, worker_config
+from tests.smtpserver import SmtpServer
 from topics.decode import decode_input
 from topics.events import DeadLetter, RecordMeta
 from topics.names import TopicNames
 
 nan = float("nan")
 RUNS_INDEX = 2  # position of the runs topic in TopicNames.inputs
+QUIX_VERSION = "3.28.1"  # benchmarks/quix_env.sh pins it
+
+CEILING = "aiokafka + orjson, decode only (ceiling)"
+RULES = "baseline: aiokafka + decode_input + apply_event into a dict"
+QUIX = f"Quix Streams {QUIX_VERSION} (RocksDB + changelog, fair stop)"
+WORKER = "vigo-processor worker (rocksdb store, mail on)"
 
 
 class Result:
-    def __init__(self, system: str, events: int, total_s: float, steady: float) -> None:
-        self.system, self.events, self.total_s, self.steady = system, events, total_s, steady
+    """One system's one repetition. `first` and `first_n`: when the first record was seen
+    processed (seconds since the start) and how many were done by then."""
+
+    def __init__(
+        self, system: str, events: int, total_s: float, first: float, first_n: float
+    ) -> None:
+        self.system, self.events, self.total_s = system, events, total_s
+        self.first, self.first_n = first, first_n
+        self.stopped = False
 
     @property
     def rate(self) -> float:
         return self.events / self.total_s
+
+    @property
+    def steady(self) -> float:
+        span = self.total_s - self.first
+        return (self.events - self.first_n) / span if span > 0 else nan
 
 
 async def aiokafka_loop(bootstrap: str, topic: str, total: int, rules: bool) -> Result:
@@ -113,12 +151,7 @@ async def aiokafka_loop(bootstrap: str, topic: str, total: int, rules: bool) -> 
         await consumer.stop()
     done = time.perf_counter()
     assert first is not None
-    name = (
-        "aiokafka + decode_input + apply_event into a dict"
-        if rules
-        else "aiokafka + orjson, decode only (ceiling)"
-    )
-    return Result(name, seen, done - started, seen / (done - first))
+    return Result(RULES if rules else CEILING, seen, done - started, first - started, 0)
 
 
 def quix_python() -> str:
@@ -131,23 +164,20 @@ def quix_python() -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def quix_peer(bootstrap: str, topic: str, output: str, total: int) -> Result:
-    python = quix_python()
+def quix_peer(
+    python: str, bootstrap: str, topic: str, output: str, total: int, commit_interval: float
+) -> Result:
     group = f"bench-quix-{uuid.uuid4().hex[:6]}"
+    command = [
+        python,
+        str(REPO / "benchmarks" / "peer_quix.py"),
+        *("--bootstrap", bootstrap, "--input", topic, "--output", output),
+        *("--group", group, "--total", str(total)),
+        *("--commit-interval", str(commit_interval)),
+    ]
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [
-            python,
-            str(REPO / "benchmarks" / "peer_quix.py"),
-            "--bootstrap",
-            bootstrap,
-            "--input",
-            topic,
-            "--output",
-            output,
-            "--group",
-            group,
-        ],
+        command,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -160,7 +190,7 @@ def quix_peer(bootstrap: str, topic: str, output: str, total: int) -> Result:
                 return await w.until(total, started, 900, alive=lambda: proc.poll() is None)
 
         try:
-            total_s, steady_s, first_n = asyncio.run(watch())
+            total_s, _, _ = asyncio.run(watch())
         except Incomplete:
             out, err = proc.communicate(timeout=30)
             raise SystemExit(f"quix peer failed:\n{out}\n{err[-3000:]}") from None
@@ -170,14 +200,17 @@ def quix_peer(bootstrap: str, topic: str, output: str, total: int) -> Result:
             proc.kill()
             proc.wait()
     own = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
-    if own.get("seconds"):
-        print(f"  (quix peer's own clock: {own['seconds']:.1f} s to all committed)")
-    return Result(
-        "Quix Streams 3.28.1 peer (RocksDB + changelog, changes published)",
-        total,
-        total_s,
-        (total - first_n) / steady_s if steady_s > 0 else nan,
+    if "first" not in own or "last" not in own:
+        raise SystemExit(f"quix peer said nothing of its own clock:\n{out}\n{err[-3000:]}")
+    # perf_counter is CLOCK_MONOTONIC on Linux: the peer's readings are on our clock.
+    print(
+        f"    (peer's own clock: process up {own['started'] - started:.2f} s after Popen, "
+        f"first record {own['first'] - started:.2f} s, last {own['last'] - started:.2f} s, "
+        f"final commit done {own['stopped'] - started:.2f} s; all committed seen at "
+        f"{total_s:.2f} s)",
+        flush=True,
     )
+    return Result(QUIX, total, total_s, own["first"] - started, 1)
 
 
 def worker_run(
@@ -186,17 +219,28 @@ def worker_run(
     topic: str,
     total: int,
     partitions: int,
+    smtp_port: int,
     profile: bool,
     stall: float,
-) -> tuple[list[Result], list[str]]:
+) -> tuple[Result, list[str]]:
     group = f"{prefix}compliance"
-    events = total
+    config = worker_config(
+        bootstrap,
+        prefix,
+        partitions=partitions,
+        interval="5m",
+        processor={"store": "rocksdb"},
+        smtp={
+            "host": "127.0.0.1",
+            "port": smtp_port,
+            "from": "vigo@localhost",
+            "to": ["ops@localhost"],
+            "events": {"convergence.threshold": {"threshold": 90}, "envoy.stale": {}},
+        },
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        worker = Worker(
-            worker_config(bootstrap, prefix, partitions=partitions, interval="5m"),
-            Path(tmp),
-            name="bench",
-        )
+        # Worker puts processor.data_dir in tmp: RocksDB tables on disk, as in production.
+        worker = Worker(config, Path(tmp), name="bench")
         started = time.perf_counter()
         worker.start(wait=False)
         assert worker.proc is not None
@@ -223,33 +267,23 @@ def worker_run(
                 finally:
                     poller.cancel()
 
-            name = "vigo-processor worker (memory store)"
             try:
                 total_s, steady_s, first_n = asyncio.run(watch())
+                result = Result(WORKER, total, total_s, total_s - steady_s, first_n)
             except Incomplete as exc:
                 # A worker that stops short is reported with what it committed until then.
                 keep = Path(tempfile.gettempdir()) / f"{prefix}worker.log"
                 keep.write_text(worker.log_text())
-                print(f"  {exc}; the worker's log is kept in {keep}")
-                name += f" STOPPED at {exc.done:,}/{total:,}"
-                total, total_s, steady_s, first_n = exc.done, exc.seconds, 0.0, 0
+                print(f"    {exc}; the worker's log is kept in {keep}")
+                result = Result(WORKER, exc.done, exc.seconds, exc.seconds, exc.done)
+                result.stopped = True
         finally:
             listing = stop_profile(spy)
             worker.stop()
-    results = [Result(name, total, total_s, (total - first_n) / steady_s if steady_s > 0 else nan)]
-    if "at" in applied:
-        # The same worker, timed to its last input record applied (its metrics), whatever
-        # its commits do.
-        steady = (events - applied["first_n"]) / (applied["at"] - applied["first_at"])
-        results.append(
-            Result(
-                "vigo-processor worker, until every run applied (/metrics)",
-                events,
-                applied["at"] - started,
-                steady if applied["at"] > applied["first_at"] else nan,
-            )
-        )
-    return results, listing
+    # The first record processed: its first commit, or its /metrics count if seen sooner.
+    if "first_at" in applied and applied["first_at"] - started < result.first:
+        result.first, result.first_n = applied["first_at"] - started, applied["first_n"]
+    return result, listing
 
 
 async def watch_applied(url: str, topic: str, total: int, into: dict[str, float]) -> None:
@@ -257,7 +291,7 @@ async def watch_applied(url: str, topic: str, total: int, into: dict[str, float]
     the first and the last were counted (perf_counter) in `into`."""
     needle = f'topic="{topic}"'
     while True:
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.1)
         try:
             text = await asyncio.to_thread(_get, url + "/metrics")
         except OSError:
@@ -370,84 +404,190 @@ def _short(frame: str) -> str:
     return f"{name} ({path})"
 
 
+def prepare(bootstrap: str, partitions: int, records: list[tuple[bytes, bytes]]) -> TopicNames:
+    """A fresh prefix: every topic the worker would create (its own plan), the peer's
+    output, all with the input's partition count; the runs preloaded."""
+    names = TopicNames(new_prefix("tp"))
+    kafka = {"bootstrap_servers": bootstrap, "topic_prefix": names.prefix, "partitions": partitions}
+    settings = Settings.model_validate({"kafka": kafka})
+    plan = topic_plan(settings)
+
+    async def create() -> None:
+        for name, (count, configs) in plan.items():
+            await create_topics(bootstrap, [name], count, configs)
+        await create_topics(bootstrap, [peer_output(names)], partitions)
+
+    asyncio.run(create())
+    t0 = time.perf_counter()
+    asyncio.run(preload(bootstrap, names.runs, records))
+    print(
+        f"  preloaded {len(records):,} runs into {names.runs} ({partitions} partitions) "
+        f"in {time.perf_counter() - t0:.1f} s",
+        flush=True,
+    )
+    return names
+
+
+def peer_output(names: TopicNames) -> str:
+    return f"{names.prefix}quix.status-changes"
+
+
+def median(values: list[float]) -> float:
+    values = [v for v in values if v == v]
+    return statistics.median(values) if values else nan
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=100_000)
-    parser.add_argument("--envoys", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=300_000)
+    parser.add_argument("--envoys", type=int, default=30_000)
     parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--repeats", type=int, help="repetitions (default 3; 1 with --quick)")
     parser.add_argument("--skip-quix", action="store_true")
     parser.add_argument("--skip-worker", action="store_true")
-    parser.add_argument("--profile", action="store_true", help="py-spy the worker")
+    parser.add_argument(
+        "--quix-commit-interval", type=float, default=5.0, help="the peer's commit_interval (s)"
+    )
+    parser.add_argument("--profile", action="store_true", help="py-spy the last worker")
     parser.add_argument(
         "--stall", type=float, default=90, help="give up when the worker's commits stop (s)"
     )
-    parser.add_argument("--quick", action="store_true", help="20,000 runs over 2,000 envoys")
+    parser.add_argument(
+        "--quick", action="store_true", help="20,000 runs over 2,000 envoys, one repetition"
+    )
     args = parser.parse_args()
     if args.quick:
         args.runs, args.envoys = 20_000, 2_000
+    repeats = args.repeats or (1 if args.quick else 3)
 
     print(machine())
-    results: list[Result] = []
+    print(" ".join(["command:", Path(sys.executable).name, *sys.argv]))
+    clock = time.perf_counter()
+    python = "" if args.skip_quix else quix_python()
+    records = build_runs(args.runs, args.envoys)
+    total = len(records)
+    results: dict[str, list[Result]] = {}
     listing: list[str] = []
-    with broker() as bootstrap:
-        prefix = new_prefix("tp")
-        names = TopicNames(prefix)
-        asyncio.run(create_topics(bootstrap, [*names.inputs, names.ticks], args.partitions))
-        peer_out = f"{prefix}quix.status-changes"
-        asyncio.run(create_topics(bootstrap, [peer_out], args.partitions))
-        records = build_runs(args.runs, args.envoys)
-        t0 = time.perf_counter()
-        asyncio.run(preload(bootstrap, names.runs, records))
-        total = len(records)
-        print(
-            f"preloaded {total:,} runs over {args.envoys:,} envoys into {names.runs} "
-            f"({args.partitions} partitions) in {time.perf_counter() - t0:.1f} s"
-        )
-        del records
-        for label, rules in (("ceiling", False), ("rules", True)):
-            print(f"- {label} ...", flush=True)
-            results.append(asyncio.run(aiokafka_loop(bootstrap, names.runs, total, rules)))
-        if not args.skip_quix:
-            print("- quix peer ...", flush=True)
-            results.append(quix_peer(bootstrap, names.runs, peer_out, total))
-        if not args.skip_worker:
-            print("- worker ...", flush=True)
-            worker_results, listing = worker_run(
-                bootstrap, prefix, names.runs, total, args.partitions, args.profile, args.stall
-            )
-            results.extend(worker_results)
+    mails: list[int] = []
+    systems: list[tuple[str, Callable[[TopicNames, int], None]]] = []
 
-    ceiling = results[0].rate
-    rows = [
-        (
-            r.system,
-            f"{r.rate:,.0f}",
-            f"{r.steady:,.0f}" if r.steady == r.steady else "n/a",
-            f"{r.total_s:.1f}",
-            f"{r.rate / ceiling:.3f}",
-        )
-        for r in results
-    ]
-    print()
-    print(f"{total:,} runs, {args.envoys:,} envoys, {args.partitions} partitions")
-    header = ("system", "events/s incl. start-up", "events/s steady", "s", "ratio to ceiling")
-    print(table(rows, header))
-    print("steady: from the first commit seen to the last (n/a: the first was the last)")
-    worker = next((r for r in results if r.system.startswith("vigo")), None)
-    quix = next((r for r in results if r.system.startswith("Quix")), None)
-    if worker is not None:
-        print()
-        met = worker.rate >= 10_000 and "STOPPED" not in worker.system
-        print(f"goal >= 10,000 events/s: {'met' if met else 'NOT met'}")
-        if quix is not None:
-            faster = worker.rate > quix.rate and "STOPPED" not in worker.system
-            print(
-                f"goal faster than the Quix peer: {'met' if faster else 'NOT met'} "
-                f"(worker / peer = {worker.rate / quix.rate:.2f})"
+    with broker() as bootstrap, SmtpServer() as smtp:
+
+        def baseline(names: TopicNames, rep: int) -> None:
+            for rules in (False, True):
+                result = asyncio.run(aiokafka_loop(bootstrap, names.runs, total, rules))
+                results.setdefault(result.system, []).append(result)
+                print(f"    {result.system}: {result.rate:,.0f} events/s", flush=True)
+
+        def peer(names: TopicNames, rep: int) -> None:
+            output = peer_output(names)
+            result = quix_peer(
+                python, bootstrap, names.runs, output, total, args.quix_commit_interval
             )
+            results.setdefault(result.system, []).append(result)
+            print(f"    {result.system}: {result.rate:,.0f} events/s", flush=True)
+
+        def worker(names: TopicNames, rep: int) -> None:
+            nonlocal listing
+            before = len(smtp.messages)
+            result, listing_ = worker_run(
+                bootstrap,
+                names.prefix,
+                names.runs,
+                total,
+                args.partitions,
+                smtp.port,
+                args.profile and rep == repeats - 1,
+                args.stall,
+            )
+            listing = listing_ or listing
+            mails.append(len(smtp.messages) - before)
+            results.setdefault(result.system, []).append(result)
+            print(f"    {result.system}: {result.rate:,.0f} events/s", flush=True)
+
+        systems.append(("baseline", baseline))
+        if not args.skip_quix:
+            systems.append(("quix", peer))
+        if not args.skip_worker:
+            systems.append(("worker", worker))
+
+        for rep in range(repeats):
+            print(f"repetition {rep + 1}/{repeats}:", flush=True)
+            names = prepare(bootstrap, args.partitions, records)
+            if rep == 0:
+                warmup = f"{names.prefix}warmup"
+                asyncio.run(create_topics(bootstrap, [warmup], 1))
+                asyncio.run(create_offsets_topic(bootstrap, warmup))
+            order = systems[rep % len(systems) :] + systems[: rep % len(systems)]
+            for label, run in order:
+                print(f"  - {label} ...", flush=True)
+                run(names, rep)
+    del records
+    elapsed = time.perf_counter() - clock
+    report(results, total, args, repeats, mails)
+    print(f"whole benchmark: {elapsed / 60:.1f} min")
     if listing:
         print()
         print("\n".join(listing))
+
+
+def report(
+    results: dict[str, list[Result]],
+    total: int,
+    args: argparse.Namespace,
+    repeats: int,
+    mails: list[int],
+) -> None:
+    medians = {system: median([r.rate for r in runs]) for system, runs in results.items()}
+    ceiling = medians.get(CEILING, nan)
+    rows = []
+    for system, runs in results.items():
+        stopped = " STOPPED" if any(r.stopped for r in runs) else ""
+        rows.append(
+            (
+                system + stopped,
+                f"{medians[system]:,.0f}",
+                f"{median([r.steady for r in runs]):,.0f}",
+                f"{median([r.first for r in runs]):.1f}",
+                f"{median([r.total_s for r in runs]):.1f}",
+                " / ".join(f"{r.rate:,.0f}" for r in runs),
+                f"{medians[system] / ceiling:.3f}",
+            )
+        )
+    print()
+    print(
+        f"{total:,} runs, {args.envoys:,} envoys, {args.partitions} partitions; median of {repeats}"
+    )
+    header = (
+        "system",
+        "events/s incl. start-up",
+        "steady",
+        "start-up s",
+        "s",
+        "each repetition",
+        "of ceiling",
+    )
+    print(table(rows, header))
+    print(
+        "steady: from the first record processed to the last offset committed; start-up: "
+        "from the start to that first record"
+    )
+    if mails:
+        print(f"mails the worker sent to the SMTP sink, each repetition: {mails}")
+    worker = medians.get(WORKER)
+    quix = medians.get(QUIX)
+    if worker is not None:
+        print()
+        met = worker >= 10_000 and not any(r.stopped for r in results[WORKER])
+        print(f"goal >= 10,000 events/s: {'met' if met else 'NOT met'}")
+        if quix is not None:
+            steady = median([r.steady for r in results[WORKER]]) / median(
+                [r.steady for r in results[QUIX]]
+            )
+            print(
+                f"worker / Quix peer: {worker / quix:.2f} start-up included, "
+                f"{steady:.2f} steady ({'ahead' if worker > quix else 'behind'})"
+            )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ import faust
 
 from processor.config import Settings
 from processor.faust_compat import ChangelogTable, PromptTableManager
+from processor.web.security import security_middleware
+from processor.web.views import ROUTE_PATHS
 from topics.codec import DEADLETTER_MAX_RECORD_BYTES
 
 #: Records the envoy agent takes at most at once (fetches are merged up to this).
@@ -36,6 +38,18 @@ def faust_app(settings: Settings) -> faust.App:
         web_port=settings.web.port,
         canonical_url=_advertised_url(settings),
         web_in_thread=False,
+        # SPEC 11.4: none of Faust's own web apps (table contents, cluster topology,
+        # sensor statistics, service graph) is served; what no setting covers (its `/`
+        # index, APP_WEB_* overrides) the middleware refuses: `processor.web.security`.
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_stats_enabled=False,
+        web_graph_enabled=False,
+        web_metrics_enabled=False,
+        # The token before any `/api/*` path, and the pages' security headers.
+        web_application_options={
+            "middlewares": [security_middleware(settings.web.auth_token, ROUTE_PATHS)]
+        },
         autodiscover=False,
         # Room for the largest dead letter too: a too_large record's dead letter carries
         # up to 512 KiB of it (base64'd), even when max_event_bytes is small.

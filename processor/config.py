@@ -43,6 +43,7 @@ from processor.config_values import (
 )
 from processor.configenv import EnvError, Override, env_overrides, merge
 from projections.groups import parse_label
+from topics.escape import mask_credentials
 
 __all__ = [
     "DEFAULT_EVENTS",
@@ -124,6 +125,7 @@ def load_settings(
     except ValidationError as exc:
         raise ConfigError(_one_line(exc, overrides)) from None
     _check_group_keys(settings, overrides)
+    _check_sasl(settings)
     _ = settings.smtp.password
     _ = settings.web.auth_token
     if settings.smtp.ca_file is not None:
@@ -148,6 +150,23 @@ def _check_group_keys(settings: Settings, overrides: list[Override]) -> None:
             )
 
 
+def _check_sasl(settings: Settings) -> None:
+    """SASL needs a user and a password: without them the client would log in with an
+    empty password, and fail only at the broker (or not at all)."""
+    kafka = settings.kafka
+    if not kafka.security_protocol.startswith("SASL"):
+        return
+    protocol = f"kafka.security_protocol {kafka.security_protocol}"
+    if not kafka.sasl_username:
+        raise ConfigError(f"config kafka.sasl_username: {protocol} needs a SASL user name")
+    if kafka.sasl_password_file is None:
+        raise ConfigError(
+            f"config kafka.sasl_password_file: {protocol} needs a file holding the password"
+        )
+    if not read_secret(kafka.sasl_password_file, "kafka.sasl_password_file"):
+        raise ConfigError(f"config kafka.sasl_password_file: {kafka.sasl_password_file} is empty")
+
+
 def read_file(path: str | os.PathLike[str] | None) -> dict[str, Any]:
     """The YAML file's sections; nothing without a file."""
     if not path:
@@ -162,6 +181,8 @@ def read_file(path: str | os.PathLike[str] | None) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"config file {path}{where}: not valid YAML") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path}: nested too deeply") from None
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"config file {path}: the top level must be a mapping of sections")
     return raw or {}
@@ -192,7 +213,8 @@ def _one_line(exc: ValidationError, overrides: list[Override]) -> str:
 
 
 #: Words that make a key secret: its value is never printed (a `*_file` key's value is
-#: the file's path, printed; its contents never are).
+#: the file's path, printed; its contents never are). Credentials inside a URL or a
+#: server list (`user:pass@host`) are masked in any value (`mask_credentials`).
 SECRET_WORDS = ("password", "secret", "token")
 MASK = "***"
 
@@ -213,7 +235,11 @@ def _masked_value(key: str, value: Any) -> Any:
     if isinstance(value, dict):
         return mask_secrets(value)
     secret = any(word in key for word in SECRET_WORDS) and not key.endswith("_file")
-    return MASK if secret and value is not None else value
+    if secret and value is not None:
+        return MASK
+    if isinstance(value, str) and (key == "bootstrap_servers" or "://" in value):
+        return mask_credentials(value)
+    return value
 
 
 def unapplied_warnings(settings: Settings) -> list[str]:

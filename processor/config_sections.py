@@ -6,13 +6,15 @@ loads them; it re-exports every name here."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
@@ -21,6 +23,7 @@ from pydantic import (
 from alerts.rules import DIGEST_LIST_MAX
 from processor.config_values import (
     ConfigError,
+    Milliseconds,
     Percent,
     Seconds,
     SecondsOrNever,
@@ -43,11 +46,33 @@ class KafkaConfig(ConfigSection):
     topic_prefix: str = "vigo."
     partitions: int = Field(8, ge=1, le=10_000)
     replication_factor: int = Field(1, ge=1)
+    #: `min.insync.replicas` of every topic the worker creates (SPEC 11.5): with the
+    #: producer's acks=all, a write is acknowledged once this many replicas hold it.
+    #: None: min(2, replication_factor), see `min_isr`.
+    min_insync_replicas: int | None = Field(None, ge=1)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_SSL", "SASL_PLAINTEXT"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
     sasl_username: str | None = None
     sasl_password_file: Path | None = None
     ssl_cafile: Path | None = None
+
+    @field_validator("min_insync_replicas")
+    @classmethod
+    def _at_most_the_replicas(cls, value: int | None, info: ValidationInfo) -> int | None:
+        replicas = info.data.get("replication_factor")
+        if value is not None and replicas is not None and value > replicas:
+            raise ValueError(
+                f"{value} is more than kafka.replication_factor ({replicas}): no write "
+                f"could ever be acknowledged; use 1 to {replicas}"
+            )
+        return value
+
+    @property
+    def min_isr(self) -> int:
+        """The `min.insync.replicas` the worker's topics get."""
+        if self.min_insync_replicas is None:
+            return min(2, self.replication_factor)
+        return self.min_insync_replicas
 
 
 class CheckinConfig(ConfigSection):
@@ -143,11 +168,33 @@ class SmtpEvents(ConfigSection):
         return {k: v for k, v in handler(self).items() if v is not None}
 
 
+_WORDS: dict[str, Literal["auto"] | bool] = {
+    "auto": "auto", "true": True, "yes": True, "on": True, "1": True,
+    "false": False, "no": False, "off": False, "0": False,
+}  # fmt: skip
+
+
+def _starttls_mode(value: Any) -> Literal["auto"] | bool:
+    """`auto`, `true` or `false`: the booleans of older files keep their meaning, and the
+    environment's text (`VIGO_SMTP__STARTTLS=auto`) reads as the file's values."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _WORDS:
+        return _WORDS[value.strip().lower()]
+    raise ValueError("must be auto, true or false")
+
+
+#: `auto`: upgrade when the server offers STARTTLS; True: require it; False: never.
+StartTls = Annotated[Literal["auto"] | bool, BeforeValidator(_starttls_mode)]
+
+
 class SmtpConfig(ConfigSection):
     host: str = "localhost"
     port: int = Field(25, ge=1, le=65535)
-    starttls: bool = False
+    starttls: StartTls = "auto"
     tls: bool = False
+    #: AUTH over a connection that is not encrypted (SPEC 11.4): refused unless True.
+    allow_plaintext_auth: bool = False
     username: str | None = None
     password_file: Path | None = None
     from_: str = Field("vigo@localhost", alias="from")
@@ -179,10 +226,17 @@ class SmtpConfig(ConfigSection):
 
     @model_validator(mode="after")
     def _one_tls_mode(self) -> SmtpConfig:
-        if self.starttls and self.tls:
+        if self.starttls is True and self.tls:
             raise ValueError(
                 "starttls and tls exclude each other: tls is implicit TLS (port 465), "
                 "starttls upgrades a plain connection (port 587)"
+            )
+        in_clear = self.starttls is False and not self.tls
+        if self.username and in_clear and not self.allow_plaintext_auth:
+            raise ValueError(
+                "smtp.username with starttls: false and tls: false would send the "
+                "password in clear text; use starttls: auto or true, or tls: true (or "
+                "set smtp.allow_plaintext_auth: true)"
             )
         return self
 
@@ -232,3 +286,6 @@ class ProcessorConfig(ConfigSection):
     session_timeout_s: float = Field(30.0, ge=6, le=300)
     #: Input records larger than this are dead-lettered as `too_large`.
     max_event_bytes: int = Field(1_048_576, ge=1024)
+    #: Checkpoints (SPEC 11.5): changed envoy states go to the changelog and the store at
+    #: most this long after the batch that changed them (sooner once caught up).
+    commit_interval: Milliseconds = Field(1000, ge=0, le=60_000)

@@ -77,6 +77,19 @@ def _plain(number: float) -> int | float:
 
 Seconds = Annotated[int, BeforeValidator(_whole_seconds)]
 
+
+def _milliseconds(value: Any) -> int:
+    """`"1s"`, `"250ms"` or a number of seconds, as milliseconds."""
+    if not isinstance(value, str | int | float):
+        raise ValueError("must be a duration such as 250ms, 1s or 5s, or a number of seconds")
+    return parse_duration_ms(value)
+
+
+#: Printed as `"250ms"` by `vigo-processor config`, so its output reads back as it was.
+Milliseconds = Annotated[
+    int, BeforeValidator(_milliseconds), PlainSerializer(lambda ms: f"{ms}ms", return_type=str)
+]
+
 #: What turns a lifecycle duration off, from the file (`null`) or the environment, where
 #: every value is text (`VIGO_LIFECYCLE__PURGE_AFTER=null`).
 _NEVER = frozenset(("null", "none", "never", "~"))

@@ -24,6 +24,9 @@ from pydantic import BaseModel
 
 PREFIX = "VIGO_"
 _CONTAINERS = (list, dict, tuple, set, frozenset)
+#: Deepest JSON value a variable may hold: no setting nests near this, and a deeper one
+#: would reach Python's recursion limit in the parser (a traceback, not one line).
+MAX_JSON_DEPTH = 32
 
 
 class EnvError(ValueError):
@@ -111,12 +114,37 @@ def _value(annotation: Any, text: str, path: tuple[str, ...], name: str) -> Any:
     """JSON for maps, lists and sections; the text itself for a scalar."""
     if model_of(annotation) is None and _container(annotation) is None:
         return text
+    if _json_depth(text) > MAX_JSON_DEPTH:
+        raise EnvError(".".join(path), f"{name}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         kind = _kind(annotation)
         example = '["ops@example.com"]' if kind == "list" else '{"key": "value"}'
         raise EnvError(".".join(path), f"{name} must be JSON (a {kind}, e.g. {example})") from None
+
+
+def _json_depth(text: str) -> int:
+    """How deep the arrays and objects of a JSON text nest, without parsing it: brackets
+    outside strings, counted in one pass (so any depth is measured without recursion)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
 def model_of(annotation: Any) -> type[BaseModel] | None:

@@ -1,19 +1,20 @@
 """The envoy agent's per-partition indexes and the web layer's reads: the partition's
-envoys by status and by group (the fleet projection's first stage), built from the
+envoys by status and by group (the fleet projection's first stage) and its envoy keys in
+order by status and group (the list index, `processor.envoy_list_index`), built from the
 envoys' heads once per assignment and then moved with every state, and the reads of the
 envoys this worker actively owns."""
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Iterable, Mapping
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
+from processor.envoy_list_index import PartitionKeys, SortedKeys, merged_after
 from processor.records import (
     EnvoyHead,
     StoredEnvoy,
     decode_envoy_head,
-    decode_stored_envoy,
     encode_stored_envoy,
     head_labels,
 )
@@ -40,24 +41,31 @@ class PartitionIndex:
     deadlines: dict[int, Deadlines]
     counts: dict[int, FleetCounts]
     groups: dict[int, GroupTally]
+    #: Per partition, its envoy keys by status and group (`envoy_list_index`), built and
+    #: dropped with `counts`.
+    listing: dict[int, PartitionKeys]
     _stored: Callable[[bytes], StoredEnvoy | None]
 
     def _heads(self, partition: int) -> dict[bytes, EnvoyHead]:
         """The heads of the partition's envoys (the batch's held states over the table's):
         all that the indexes built on assignment need, read without decoding each envoy."""
-        heads = {}
+        return self._heads_in({partition})[partition]
+
+    def _heads_in(self, partitions: set[int]) -> dict[int, dict[bytes, EnvoyHead]]:
+        """`_heads` of several partitions in one pass over the table."""
+        heads: dict[int, dict[bytes, EnvoyHead]] = {p: {} for p in partitions}
         for key, data in self.table.items():
             if data is not None:
                 head = decode_envoy_head(data)
-                if head.partition == partition:
-                    heads[key] = head
+                if head.partition in heads:
+                    heads[head.partition][key] = head
         for key, (held_partition, record) in self.state.held.items():
-            if held_partition != partition:
+            if held_partition not in heads:
                 continue
             if type(record) is StoredEnvoy:
-                heads[key] = decode_envoy_head(encode_stored_envoy(record))
+                heads[held_partition][key] = decode_envoy_head(encode_stored_envoy(record))
             else:
-                heads.pop(key, None)
+                heads[held_partition].pop(key, None)
         return heads
 
     def forget_partitions(self, partitions: set[int]) -> None:
@@ -65,19 +73,39 @@ class PartitionIndex:
             self.deadlines.pop(partition, None)
             self.counts.pop(partition, None)
             self.groups.pop(partition, None)
+            self.listing.pop(partition, None)
 
     def counts_for(self, partition: int) -> FleetCounts:
         """The partition's envoys by status: built from the table (and the batch's held
         states) once per assignment, then moved with every status change published."""
         counts = self.counts.get(partition)
         if counts is None:
-            heads = self._heads(partition).values()
+            by_key = self._heads(partition)
+            heads = by_key.values()
             counts = FleetCounts.of_statuses(h.status for h in heads)
             self.counts[partition] = counts
             if self.group_by:
                 envoys = ((h.status, head_labels(h)) for h in heads)
                 self.groups[partition] = GroupTally.of_envoys(self.group_by, envoys)
+            self.listing[partition] = self._keys_of(by_key)
         return counts
+
+    def _keys_of(self, heads: dict[bytes, EnvoyHead]) -> PartitionKeys:
+        """The list index of a partition from its heads (labels read only with groups)."""
+        group_by = self.group_by
+        return PartitionKeys.of_envoys(
+            group_by,
+            ((k, h.status, head_labels(h) if group_by else _NO_LABELS) for k, h in heads.items()),
+        )
+
+    def _listed(self, partition: int, key: bytes, state: EnvoyState | None) -> None:
+        """Every state put moves the list index with it (None: a purge, the key leaves)."""
+        keys = self.listing.get(partition)
+        if keys is not None:
+            if state is None:
+                keys.put(key, None, _NO_LABELS)
+            else:
+                keys.put(key, state.status, state.labels)
 
     def group_tally(self, partition: int) -> GroupTally | None:
         """The partition's envoys by group (None without `fleet.group_by`), built with and
@@ -106,12 +134,12 @@ class PartitionIndex:
             tally.move_state(old, new)
 
     def owned(self, envoy_id: str) -> EnvoyState | None:
-        """The envoy if this worker actively owns its partition: the local table may still
-        hold entries of partitions that moved away, or standby copies."""
-        data = self.table.get(envoy_id.encode("utf-8"))
-        if data is None:
+        """The envoy if this worker actively owns its partition (the local table may still
+        hold entries of partitions that moved away, or standby copies), as of its last
+        batch: a state held until the next checkpoint is read before the table's."""
+        record = self._stored(envoy_id.encode("utf-8"))  # held states first (checkpoints)
+        if record is None:
             return None
-        record = decode_stored_envoy(data)
         if record.partition not in self.catch_up.active_partitions():
             return None
         return record.state
@@ -125,23 +153,41 @@ class PartitionIndex:
     ) -> list[EnvoyState]:
         """The envoys of the partitions this worker actively owns, read in one pass (no
         await), so a batch never interleaves with the read: those with one of `statuses`
-        and an id after `after`, only the `first` in id order if given. Filtered by their
-        heads and keys (the envoy ids in UTF-8, which sort as the ids do) before anything
-        is decoded whole; with `label` (KEY, VALUE), only the envoys in that group (their
-        labels read from the tail alone)."""
+        and an id after `after`, only the `first` in id order if given (all, in id order,
+        otherwise); with `label` (KEY, VALUE), only the envoys in that group. Read from
+        the list index (SPEC 11.4): the next `first` matching keys after `after`, of which
+        only those are decoded; the states are those the batch holds, else the table's.
+
+        A partition whose index is not built yet (its counts are built once it is caught
+        up after an assignment, its table restored) is read from a copy built for this
+        call alone; a `label` whose key is not in `fleet.group_by` is filtered by the
+        labels of the keys the statuses' sets give, read from their tails."""
         owned = self.catch_up.active_partitions()
+        missing = {p for p in owned if p not in self.listing}
+        heads = self._heads_in(missing) if missing else {}
+        sets: list[SortedKeys] = []
+        by_labels = False
+        for partition in sorted(owned):
+            keys = self.listing.get(partition)
+            if keys is None:
+                keys = self._keys_of(heads[partition])
+            found, by_labels = keys.matching(statuses, label)
+            sets.extend(found)
         after_key = after.encode("utf-8") if after is not None else None
-        keys = []
-        for key, data in self.table.items():
-            if data is None or (after_key is not None and key <= after_key):
-                continue
-            head = decode_envoy_head(data)
-            if (
-                head.partition in owned
-                and (statuses is None or head.status in statuses)
-                and (label is None or in_group(head_labels(head), *label))
-            ):
-                keys.append(key)
+        matches: Iterable[bytes] = merged_after(sets, after_key)
+        if label is not None and by_labels:
+            matches = (k for k in matches if in_group(self._labels_of(k), *label))
         if first is not None:
-            keys = heapq.nsmallest(first, keys)
-        return [decode_stored_envoy(self.table[key]).state for key in keys]
+            matches = islice(matches, first)
+        # The index holds only keys the batch or the table has (`flush` writes the store
+        # before its first await): `_stored` finds every one.
+        return [record.state for key in matches if (record := self._stored(key)) is not None]
+
+    def _labels_of(self, key: bytes) -> Mapping[str, str]:
+        held = self.state.held.get(key)
+        if held is not None and type(held[1]) is StoredEnvoy:
+            return held[1].state.labels
+        return head_labels(decode_envoy_head(self.table[key]))
+
+
+_NO_LABELS: Mapping[str, str] = {}

@@ -69,6 +69,7 @@ class LivenessSweeps:
     _publish: Callable[[bytes, int, StatusChange], None]
     _move: Callable[[int, Status | None, Status | None], None]
     _move_groups: Callable[[int, EnvoyState | None, EnvoyState | None], None]
+    _listed: Callable[[int, bytes, EnvoyState | None], None]
 
     async def send_ticks(self, ticks: faust.TopicT) -> None:
         """A tick into each owned, caught-up input partition; its record time is the
@@ -115,6 +116,7 @@ class LivenessSweeps:
             # Outputs first: the change (`to: purged` too) goes out before the state (or
             # the delete) that records it is written (`commit`).
             self.state.put(partition, key, stored)
+            self._listed(partition, key, stored.state if type(stored) is StoredEnvoy else None)
             if change is not None:
                 self._publish(key, partition, change)
             new_status = stored.state.status if type(stored) is StoredEnvoy else None

@@ -23,6 +23,7 @@ from faust.types import Message, TableT
 from processor.config import Settings
 from processor.deadlines import Deadlines
 from processor.envoy_index import PartitionIndex
+from processor.envoy_list_index import PartitionKeys
 from processor.envoy_liveness import (
     LivenessSweeps,
     Purged,
@@ -96,6 +97,9 @@ class EnvoyProcessor(LivenessSweeps, PartitionIndex):
     counts: dict[int, FleetCounts] = field(default_factory=dict)
     #: Per partition, its envoys by group, built and dropped with `counts`.
     groups: dict[int, GroupTally] = field(default_factory=dict)
+    #: Per partition, its envoy keys by status and group (the list index), built and
+    #: dropped with `counts`.
+    listing: dict[int, PartitionKeys] = field(default_factory=dict)
     _events: Counter[tuple[str, str]] = field(default_factory=Counter)
     _transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
     _runs: Counter[str] = field(default_factory=Counter)
@@ -129,10 +133,16 @@ class EnvoyProcessor(LivenessSweeps, PartitionIndex):
             per_record = (time.perf_counter() - started) / applied_count
             self.metrics.event_processing.observe(per_record)
 
-    async def commit(self) -> None:
-        """Once the batch's outputs are acknowledged, write the states that record them;
-        returns when those are acknowledged too, so the batch's offsets may be committed.
-        Cancelled half-way (shutdown), the batch is not acked and is read again."""
+    async def publish(self) -> None:
+        """Per batch: its outputs (status changes, dead letters, stale alerts) acknowledged,
+        so a change is seen within a batch whatever the checkpoint interval."""
+        await self.outputs.acknowledged()
+
+    async def checkpoint(self) -> None:
+        """Per checkpoint (`processor.checkpoint`): the states held since the last one
+        written to the store and the changelog, acknowledged, after the outputs that
+        record them; then the batches' offsets may be committed. Cancelled half-way
+        (shutdown), the batches are not acked and are read again."""
         await flush(self.outputs, self.state)
 
     def _stored(self, key: bytes) -> StoredEnvoy | None:
@@ -179,6 +189,7 @@ class EnvoyProcessor(LivenessSweeps, PartitionIndex):
             return
         partition = message.partition
         self.state.put(partition, key, StoredEnvoy(partition, new))
+        self._listed(partition, key, new)
         if self.group_by:
             self._move_groups(partition, state, new)
         if applied.change is not None:

@@ -131,6 +131,13 @@ class Metrics:
 
     def _add_delivery_metrics(self, r: CollectorRegistry) -> None:
         """Whether records are read in order and sweeps keep up (SPEC 10.9)."""
+        self.outputs_dropped = Counter(
+            "vigo_outputs_dropped",
+            "Output records the broker refused for their size, dropped (SPEC 11.4): by "
+            "topic and reason.",
+            ["topic", "reason"],
+            registry=r,
+        )
         self.delivery_gaps = Counter(
             "vigo_delivery_gaps",
             "Holes found in the offsets an agent received on a partition (read again).",
@@ -184,6 +191,9 @@ class Metrics:
 
     def delivery_gap(self, topic: str) -> None:
         self.delivery_gaps.labels(topic=topic).inc()
+
+    def count_dropped_output(self, topic: str, reason: str) -> None:
+        self.outputs_dropped.labels(topic=topic, reason=reason).inc()
 
     def recovery_repaired(self, table: str, keys: int) -> None:
         self.recovery_repairs.labels(table=table).inc(keys)

@@ -14,6 +14,7 @@ import faust
 from faust.types import TP
 
 from processor.faust_compat import DeliveryGuard
+from processor.faust_compat.delivery import BROKER_ERRORS, BrokerHealth
 
 
 @dataclass
@@ -56,18 +57,31 @@ class CatchUp:
         partitions) is caught up as soon as it has its (empty) assignment."""
         return self.assignment_received and self._assigned <= self._caught_up
 
+    @property
+    def broker(self) -> BrokerHealth:
+        """Whether the broker answered the guards' last call (`/readyz`)."""
+        return self.guard.offsets.health
+
     def active_partitions(self) -> set[int]:
         actives = self.app.assignor.assigned_actives()
         return {tp.partition for tp in actives if tp.topic in self.topics}
 
     async def refresh(self) -> None:
-        """Fetch the end offsets once per assignment and compare with progress."""
+        """Fetch the end offsets once per assignment and compare with progress; while
+        the broker does not answer, what is pending stays pending (asked again on the
+        next tick)."""
         actives = self.app.assignor.assigned_actives()
         self.on_assigned(tp for tp in actives if tp.topic in self.topics)
         pending = [tp for tp in self._assigned if tp not in self._caught_up]
         missing = [tp for tp in pending if tp not in self._targets]
-        if missing:
-            self._targets.update(await self.guard.offsets(missing))
+        try:
+            if missing:
+                self._targets.update(await self.guard.offsets(missing))
+            elif not self.broker.reachable:
+                await self.guard.offsets.probe()  # back? (a worker may have no partition)
+        except BROKER_ERRORS as exc:
+            self.broker.failed("end offsets", exc)
         for tp in pending:
-            if self.guard.position(tp) >= self._targets[tp]:
+            target = self._targets.get(tp)
+            if target is not None and self.guard.position(tp) >= target:
                 self._caught_up.add(tp)

@@ -9,6 +9,10 @@ Input topics and the ticks topic are created with `message.timestamp.type=LogApp
 those are the broker's clock, not each producer's (an envoy whose clock is an hour
 behind would otherwise look offline). An existing input topic with `CreateTime` is left
 as it is, with one warning naming the command that changes it.
+
+Every topic created here gets `min.insync.replicas` = `kafka.min_insync_replicas` (SPEC
+11.5; default min(2, replication_factor)): brokers default to 1, and then, whatever the
+producer's acks, a write the leader alone holds counts as acknowledged and is lost with it.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from processor.config import Settings
+from topics.escape import mask_credentials
 from topics.names import TopicNames
 
 #: The internal ticks topic is worthless after a minute.
@@ -31,6 +36,7 @@ TICKS_RETENTION_MS = 3_600_000
 TIMESTAMP_TYPE = "message.timestamp.type"
 #: Record timestamps set by the broker when it appends (SPEC 10.7).
 BROKER_CLOCK = {TIMESTAMP_TYPE: "LogAppendTime"}
+MIN_INSYNC_REPLICAS = "min.insync.replicas"
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +56,8 @@ def topic_plan(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
     plan[names.fleet_partials] = (1, {"cleanup.policy": "compact"})
     plan[names.fleet_convergence] = (1, {})
     plan[names.alerts] = (1, {})
-    return plan
+    durability = {MIN_INSYNC_REPLICAS: str(settings.kafka.min_isr)}
+    return {name: (count, {**configs, **durability}) for name, (count, configs) in plan.items()}
 
 
 def outbox_partitions_message(topic: str, partitions: int) -> str:
@@ -120,7 +127,7 @@ async def warn_about_producer_clocks(
                     "kafka-configs.sh --bootstrap-server %s --alter --entity-type topics "
                     "--entity-name %s --add-config message.timestamp.type=LogAppendTime",
                     topic,
-                    settings.kafka.bootstrap_servers,
+                    mask_credentials(settings.kafka.bootstrap_servers),
                     topic,
                 )
 
@@ -158,7 +165,7 @@ def _client_errors() -> Iterator[list[str]]:
 def _connect_failure(settings: Settings, errors: list[str], exc: BaseException) -> str:
     """One line: where, why, and the keys to look at. No secret is in any of it."""
     kafka = settings.kafka
-    where = f"cannot connect to Kafka at {kafka.bootstrap_servers}"
+    where = f"cannot connect to Kafka at {mask_credentials(kafka.bootstrap_servers)}"
     said = " ".join(errors)
     if "SaslAuthenticationFailed" in said or "Authentication failed" in said:
         return (
@@ -168,6 +175,7 @@ def _connect_failure(settings: Settings, errors: list[str], exc: BaseException) 
     if "CERTIFICATE_VERIFY_FAILED" in said or "certificate verify failed" in said:
         return f"{where}: the broker's certificate is not trusted; check kafka.ssl_cafile"
     return (
-        f"cannot reach Kafka at {kafka.bootstrap_servers} (kafka.bootstrap_servers): "
+        f"cannot reach Kafka at {mask_credentials(kafka.bootstrap_servers)} "
+        "(kafka.bootstrap_servers): "
         f"{exc or type(exc).__name__}"
     )

@@ -29,7 +29,7 @@ from functools import partial
 from typing import Any
 
 import faust
-from faust.types import TP, TableT
+from faust.types import TP
 
 from processor.aggregator import FleetAggregator
 from processor.alerting.outbox import Outbox
@@ -40,7 +40,9 @@ from processor.alerting.sender import (
     mail_settings,
 )
 from processor.app import BATCH_MAX, faust_app, kafka_client_options
+from processor.checkpoint import Checkpoints
 from processor.config import Settings
+from processor.declarations import Topics, declare_table, declare_topics
 from processor.endoffsets import EndOffsets
 from processor.envoys import EnvoyProcessor, encode_envoy_record, envoy_rules
 from processor.faust_compat import (
@@ -52,15 +54,11 @@ from processor.faust_compat import (
     quiet_root_logger,
 )
 from processor.fleet import FleetProjection, group_settings
+from processor.lognoise import quiet_kafka_client_logs
 from processor.metrics import Metrics
 from processor.outputs import Outputs
 from processor.progress import CatchUp
-from processor.records import (
-    AlertSentType,
-    FleetPartsType,
-    FleetStateType,
-    register_codecs,
-)
+from processor.records import AlertSentType, FleetPartsType, FleetStateType, register_codecs
 from processor.state import HeldTable
 from processor.web.cluster import Cluster
 from processor.web.views import WebContext, dashboard_page, register_web
@@ -85,55 +83,6 @@ class Vigo:
     sender: AlertSender | None = None
 
 
-@dataclass(frozen=True)
-class Topics:
-    envoy_inputs: faust.TopicT
-    ticks: faust.TopicT
-    status_changes: faust.TopicT
-    deadletter: faust.TopicT
-    partials: faust.TopicT
-    convergence: faust.TopicT
-    alerts: faust.TopicT
-
-
-def declare_topics(app: faust.App, names: TopicNames, partitions: int) -> Topics:
-    """Raw bytes everywhere (the codecs are ours). Every topic is created, with its
-    settings, by `topics_admin` before the worker starts; `internal` only makes Faust
-    declare it with these partition counts."""
-
-    def topic(*topic_names: str, count: int) -> faust.TopicT:
-        return app.topic(
-            *topic_names,
-            partitions=count,
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-            internal=True,
-        )
-
-    n = partitions
-    return Topics(
-        # Every input topic co-partitioned, one subscription: one worker owns all of an
-        # envoy's events and its table entry.
-        envoy_inputs=topic(*names.inputs, names.ticks, count=n),
-        ticks=topic(names.ticks, count=n),
-        status_changes=topic(names.status_changes, count=n),
-        deadletter=topic(names.deadletter, count=n),
-        partials=topic(names.fleet_partials, count=1),
-        convergence=topic(names.fleet_convergence, count=1),
-        alerts=topic(names.alerts, count=1),
-    )
-
-
-def declare_table(
-    app: faust.App, name: str, count: int, key_type: Any, value_type: Any
-) -> TableT[Any, Any]:
-    """Faust derives the changelog codecs from the types, for writing and recovery alike:
-    bytes is raw, our value types name their codec in `records`."""
-    return app.Table(name, default=None, partitions=count, key_type=key_type, value_type=value_type)
-
-
 def build_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> Vigo:
     register_codecs()
     app = faust_app(settings)
@@ -144,7 +93,7 @@ def build_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> 
     # End offsets come from a client of our own, off Faust's consumer thread.
     end_offsets = EndOffsets(settings.kafka.bootstrap_servers, kafka_client_options(settings))
     batches = BatchProducer(app)
-    outputs = Outputs(batches)
+    outputs = Outputs(batches, metrics.count_dropped_output)
 
     def guard(*topic_names: str) -> DeliveryGuard:
         return DeliveryGuard(app, frozenset(topic_names), end_offsets, metrics.delivery_gap)
@@ -184,6 +133,7 @@ def build_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> 
     @app.task
     async def quiet_logging() -> None:
         quiet_root_logger()
+        quiet_kafka_client_logs()
 
     return vigo
 
@@ -200,10 +150,10 @@ def envoy_processor(
 ) -> EnvoyProcessor:
     # Raw bytes values: the store keeps each envoy encoded (`records.encode_stored_envoy`),
     # the agent decodes it when it reads.
-    table = declare_table(app, "envoys", settings.kafka.partitions, bytes, bytes)
+    table = declare_table(app, settings, "envoys", settings.kafka.partitions, bytes, bytes)
     return EnvoyProcessor(
         table=table,
-        state=HeldTable(TableWriter(table, batches), encode=encode_envoy_record),
+        state=HeldTable(TableWriter(table, batches, outputs.deliver), encode=encode_envoy_record),
         names=TopicNames(settings.kafka.topic_prefix),
         status_topic=topics.status_changes,
         deadletter_topic=topics.deadletter,
@@ -228,12 +178,12 @@ def fleet_aggregator(
     metrics: Metrics,
     clock: Callable[[], float],
 ) -> FleetAggregator:
-    parts = declare_table(app, "fleet-parts", 1, str, FleetPartsType)
-    state = declare_table(app, "fleet-state", 1, str, FleetStateType)
+    parts = declare_table(app, settings, "fleet-parts", 1, str, FleetPartsType)
+    state = declare_table(app, settings, "fleet-state", 1, str, FleetStateType)
     return FleetAggregator(
         app=app,
-        parts=HeldTable(TableWriter(parts, batches)),
-        state=HeldTable(TableWriter(state, batches)),
+        parts=HeldTable(TableWriter(parts, batches, outputs.deliver)),
+        state=HeldTable(TableWriter(state, batches, outputs.deliver)),
         partials_topic=topics.partials,
         convergence_topic=topics.convergence,
         guard=guard,
@@ -255,20 +205,20 @@ def add_agents(vigo: Vigo, topics: Topics) -> None:
     inputs = InputBatches(app, frozenset(topics.envoy_inputs.topics), max_records=BATCH_MAX)
     inputs.install()
     app.topics.add(topics.envoy_inputs)
+    checkpoints = Checkpoints(envoys, inputs, vigo.settings.processor.commit_interval / 1000)
 
     @app.task
     async def envoy_agent() -> None:
         try:
             async for batch in inputs.batches():
                 envoys.process_batch(batch)
-                await envoys.commit()
-                inputs.ack(batch)
-                # Between batches, so the partials count only changes already published
-                # and states already written (the fleet numbers are never ahead of
-                # the status-change topic; ticks bring the agent here every second).
-                await fleet.publish_partials_when_due()
+                await envoys.publish()
+                if await checkpoints.after(batch):
+                    # After a checkpoint, so the partials count only changes published
+                    # and states written (the fleet numbers are never ahead of the
+                    # status-change topic; ticks bring the agent here every second).
+                    await fleet.publish_partials_when_due()
                 await envoys.guard.settle()
-                await inputs.commit_when_caught_up()
         except Exception as exc:  # a bug: stop the worker rather than stall its partitions
             log.exception("the envoy agent failed")
             await app.crash(exc)
@@ -288,13 +238,13 @@ def add_timers(vigo: Vigo, topics: Topics) -> None:
     async def tick() -> None:
         """The punctuator: ticks into each owned, caught-up input partition (the envoy
         agent sweeps on them and publishes its partials after them), and a tick for
-        the fleet owner's aggregator."""
+        the fleet owner's aggregator. A broker error ends a step, not the worker."""
         if app.rebalancing or app.in_recovery:
             return
-        await envoys.send_ticks(topics.ticks)
+        await envoys.catch_up.broker.attempt("ticks", envoys.send_ticks(topics.ticks))
         for guard in (envoys.guard, aggregator.guard):
             await guard.watch()
-        await aggregator.send_tick()
+        await envoys.catch_up.broker.attempt("ticks", aggregator.send_tick())
 
 
 def add_signals(vigo: Vigo) -> None:
@@ -369,16 +319,18 @@ def add_alerting(
     sender = AlertSender(
         app=app,
         topic=topic,
-        sent_table=declare_table(app, "alerts-sent", 1, bytes, AlertSentType),
+        sent_table=declare_table(app, settings, "alerts-sent", 1, bytes, AlertSentType),
         guard=guard,
         smtp=settings.smtp,
         mail=mail_settings(settings),
         metrics=vigo.metrics,
-        journal_table=declare_table(app, "alerts-journal", 1, bytes, bytes),
+        journal_table=declare_table(app, settings, "alerts-journal", 1, bytes, bytes),
         outputs=outputs,
         batches=batches,
         windows_table=(
-            declare_table(app, "alerts-windows", 1, bytes, bytes) if events.envoy_stale else None
+            declare_table(app, settings, "alerts-windows", 1, bytes, bytes)
+            if events.envoy_stale
+            else None
         ),
         digest_over=events.envoy_stale.digest_over if events.envoy_stale else 1,
         window_ms=events.envoy_stale.digest_window_ms if events.envoy_stale else 1,
@@ -395,6 +347,6 @@ def add_alerting(
 
     @app.timer(interval=OUTBOX_TICK_INTERVAL_S)
     async def tick_outbox() -> None:
-        await sender.tick()
+        await vigo.envoys.catch_up.broker.attempt("outbox tick", sender.tick())
 
     return sender

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
@@ -306,3 +307,34 @@ def run_event(
 def get_json(url: str, timeout: float = 10) -> Any:
     with urllib.request.urlopen(url, timeout=timeout) as response:
         return orjson.loads(response.read())
+
+
+def http_json(url: str, timeout: float = 5) -> tuple[int | None, Any]:
+    """The HTTP status `url` answers with and its JSON body (None when it is not JSON);
+    (None, None) when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            status, body = int(response.status), response.read()
+    except urllib.error.HTTPError as exc:
+        status, body = int(exc.code), exc.read()
+    except OSError:
+        return None, None
+    try:
+        return status, orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return status, None
+
+
+def metric_total(url: str, name: str, *label_parts: str, timeout: float = 5) -> float:
+    """The sum of the samples of metric `name` on `url`/metrics whose line holds every
+    one of `label_parts` (e.g. 'outcome="applied"'); 0 when the worker does not answer."""
+    try:
+        with urllib.request.urlopen(url + "/metrics", timeout=timeout) as response:
+            text = response.read().decode()
+    except OSError:
+        return 0.0
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(part in line for part in label_parts):
+            total += float(line.rsplit(" ", 1)[1])
+    return total

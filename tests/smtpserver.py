@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 from tests.harness import free_port
 
@@ -191,3 +191,60 @@ def make_certs(directory: Path) -> Certs:
         "-out", cert, "-days", "2", "-extfile", ext,
     )  # fmt: skip
     return Certs(ca=ca, cert=cert, key=key)
+
+
+class _RecordingSMTP(SMTP):
+    """aiosmtpd's server, noting each STARTTLS, AUTH and MAIL command as it arrives, and
+    whether the connection was encrypted at that moment."""
+
+    def __init__(self, handler: Any, commands: list[tuple[str, bool]], **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._commands = commands
+
+    def _note(self, verb: str) -> None:
+        transport = self.transport
+        encrypted = transport is not None and transport.get_extra_info("ssl_object") is not None
+        self._commands.append((verb, encrypted))
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        self._note("STARTTLS")
+        await super().smtp_STARTTLS(arg)
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        self._note("AUTH")
+        await super().smtp_AUTH(arg)
+
+    async def smtp_MAIL(self, arg: str) -> None:
+        self._note("MAIL")
+        await super().smtp_MAIL(arg)
+
+
+class _RecordingController(Controller):
+    def __init__(self, handler: Any, commands: list[tuple[str, bool]], **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.commands = commands
+
+    def factory(self) -> SMTP:
+        return _RecordingSMTP(self.handler, self.commands, **self.SMTP_kwargs)
+
+
+class CommandRecordingServer(SmtpServer):
+    """An `SmtpServer` that also records, in `commands`, every STARTTLS, AUTH and MAIL it
+    receives as `(verb, encrypted)`: what a client sent before and after encryption."""
+
+    def __init__(self, port: int | None = None, **smtp_options: Any) -> None:
+        super().__init__(port, **smtp_options)
+        self.commands: list[tuple[str, bool]] = []
+
+    def start(self) -> CommandRecordingServer:
+        self.controller = _RecordingController(
+            self.recorder, self.commands, hostname="127.0.0.1", port=self.port, **self.options
+        )
+        self.controller.start()
+        return self
+
+    def __enter__(self) -> CommandRecordingServer:
+        return self.start()
+
+    def verbs(self) -> list[str]:
+        return [verb for verb, _ in self.commands]

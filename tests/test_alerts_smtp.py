@@ -111,7 +111,7 @@ def test_untrusted_certificate_is_refused(starttls_server: SmtpServer) -> None:
 
 def test_plain_connection_refused_by_a_starttls_only_server(starttls_server: SmtpServer) -> None:
     with pytest.raises(aiosmtplib.SMTPResponseException):
-        send(smtp_config(starttls_server.port))
+        send(smtp_config(starttls_server.port, starttls=False))
     assert starttls_server.messages == []
 
 

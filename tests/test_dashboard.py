@@ -173,3 +173,47 @@ def test_envoy_page_marks_intentional_runs(
     assert dom.run_classes == ["intentional", ""]
     assert api["config_version"] == "v2<"
     assert dom.text_by_id["config-version"] == "v2<"
+
+
+class Links(HTMLParser):
+    """Every link href of a rendered page."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.hrefs: list[str] = []
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self.hrefs.append(dict(attrs).get("href") or "")
+
+
+@pytest.mark.parametrize(
+    "fragment", ["", "#token=some-token", "#token=%E0%A4%A", "#token=%E0%A4%A4"]
+)
+def test_a_token_or_a_malformed_fragment_still_shows_the_numbers(
+    dashboard: tuple[Worker, dict[str, str]], fragment: str
+) -> None:
+    """Without a token on the worker, any token is ignored; a malformed one (the page's
+    decodeURIComponent throws) stops nothing. No link leads to the API (a 401 in the
+    browser when a token is set): the breakdown links list a status on the dashboard."""
+    worker, _ = dashboard
+    api = http_get(worker.url + "/api/compliance").json()
+    html = dump_dom(worker.url + "/compliance" + fragment)
+    dom = Dom(html)
+    assert dom.text_by_id["gauge-percent"].strip() == f"{api['percent']:.2f}%"
+    assert dom.counts["active"] == api["active"]
+    assert "token-form" not in dom.text_by_id
+    links = Links(html).hrefs
+    assert links and not [href for href in links if "/api" in href], links
+    assert "/compliance?status=failed" in links
+
+
+def test_a_breakdown_link_lists_that_status(dashboard: tuple[Worker, dict[str, str]]) -> None:
+    worker, expected = dashboard
+    for status in ("failed", "converged", "revoked"):
+        dom = rendered(f"{worker.url}/compliance?status={status}")
+        listed = dom.text_by_id["attention"]
+        assert status in dom.text_by_id["attention-title"]
+        for envoy, its in expected.items():
+            assert (envoy in listed) == (its == status), (status, envoy)

@@ -32,7 +32,7 @@ from topics.timestamps import iso_from_ms
 
 NAMES = TopicNames("sw.")
 INTERVAL_S = 60
-NOW_S = T0 / 1000 + 3600  # the worker's clock: an hour after the envoy was last seen
+NOW_S = T0 / 1000 + 7200  # the worker's clock: two hours after the envoy was last seen
 
 
 class Topic:
@@ -86,6 +86,13 @@ class Batches:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.topics[topic].sent.extend((key, value, future) for key, value in records)
         return [(len(records), future)]
+
+    async def send_keyed(
+        self, topic: str, record: tuple[bytes | None, bytes | None]
+    ) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.topics.setdefault(topic, Topic(topic)).sent.append((*record, future))
+        return future
 
 
 class Everything:
@@ -177,7 +184,7 @@ def test_a_lagging_worker_sweeps_on_the_newest_old_tick() -> None:
         # Three ticks, all far behind the clock: the first is before the deadline.
         ticks = [tick(0, deadline_s - 30), tick(1, deadline_s + 5), tick(2, deadline_s + 50)]
         envoys.process_batch(ticks)
-        commit = asyncio.ensure_future(envoys.commit())
+        commit = asyncio.ensure_future(envoys.checkpoint())
         # The changes are sent when the batch is committed.
         await until(lambda: len(status.sent) >= 2, "the changes to be sent")
         changes = [orjson.loads(v) for _, v, _ in status.sent if v is not None]
@@ -196,7 +203,7 @@ def test_the_state_is_written_only_after_its_change_is_acknowledged() -> None:
         status, table = Topic(NAMES.status_changes), dict[bytes, bytes]()
         envoys = processor(status, table)
         enroll_and_check_in(envoys)
-        commit = asyncio.ensure_future(envoys.commit())
+        commit = asyncio.ensure_future(envoys.checkpoint())
         await until(lambda: bool(status.sent), "the change to be sent")
         # The commit has sent the change and has nothing left to run until it is
         # acknowledged: let it take every turn of the loop it can (no clock involved).
@@ -229,7 +236,7 @@ def test_an_inactive_envoy_leaves_the_counts_and_a_purged_one_the_table() -> Non
         enroll_and_check_in(envoys)
 
         async def committed() -> list[dict[str, Any]]:
-            await acknowledged(asyncio.ensure_future(envoys.commit()), status)
+            await acknowledged(asyncio.ensure_future(envoys.checkpoint()), status)
             return [orjson.loads(v) for _, v, _ in status.sent if v is not None]
 
         await committed()
@@ -284,7 +291,7 @@ def test_a_purge_and_an_event_in_one_batch() -> None:
                 record(NAMES.checkins, 7, T0 / 1000 + 3602, b"web-01", orjson.dumps(checkin)),
             ]
         )
-        await acknowledged(asyncio.ensure_future(envoys.commit()), status)
+        await acknowledged(asyncio.ensure_future(envoys.checkpoint()), status)
         changes = [orjson.loads(v) for _, v, _ in status.sent if v is not None]
         assert [(c["to"], c["version"]) for c in changes] == [
             ("no_data", 1),

@@ -77,7 +77,7 @@ def test_a_restored_table_of_any_format_is_swept_and_written_back_as_format_3() 
         # deadlines (the JSON one's too); the other partition's envoy is not touched.
         envoys.process_batch([tick(0, T0 / 1000 + 10 * INTERVAL_S)])
         before = table[b"web-03"]
-        commit = asyncio.ensure_future(envoys.commit())
+        commit = asyncio.ensure_future(envoys.checkpoint())
         # The changes are sent when the batch is committed.
         await until(lambda: len(status.sent) >= 2, "the changes to be sent")
         changes = [orjson.loads(v) for _, v, _ in status.sent if v is not None]

@@ -1,7 +1,8 @@
 """Topic set-up against the real broker (SPEC 10.7): input and ticks topics carry the
 broker's clock (LogAppendTime), an existing CreateTime input topic gets one warning, and
 a worker judges liveness by when the broker appended a record, not by the producer's
-timestamp on it."""
+timestamp on it. Every topic gets `kafka.min_insync_replicas` (SPEC 11.5), and the
+worker's producer waits for every in-sync replica (acks=all)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from processor.config import Settings
-from processor.topics_admin import ensure_topics
+from processor.config import ConfigError, Settings, load_settings
+from processor.topics_admin import ensure_topics, topic_plan
 from tests.harness import Worker, checkin, enrollment, produce, send_one, worker_config
 from tests.webharness import poll
 from topics.names import TopicNames
@@ -97,6 +99,94 @@ def test_an_existing_create_time_input_topic_gets_one_warning(
     assert "\n" not in warnings[0]
     types = described(kafka_bootstrap, [names.checkins, names.runs])
     assert types == {names.checkins: "CreateTime", names.runs: "LogAppendTime"}
+
+
+async def topic_configs(bootstrap: str, topics: list[str], key: str) -> dict[str, str | None]:
+    """Each topic's value of config `key` (None: the topic does not report it)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        resources = [ConfigResource(ConfigResourceType.TOPIC, t) for t in topics]
+        values: dict[str, str | None] = {}
+        for response in await admin.describe_configs(resources):
+            for resource in response.resources:
+                values[resource[3]] = next((e[1] for e in resource[4] if e[0] == key), None)
+        return values
+    finally:
+        await admin.close()
+
+
+def min_insync_replicas(bootstrap: str, topics: list[str]) -> dict[str, str | None]:
+    """The topics' `min.insync.replicas`, once the broker asked can describe every one of
+    them (also used by tests/test_replicated_cluster.py: on three brokers, the one asked
+    may learn of a new topic a moment after the others)."""
+    deadline = time.monotonic() + 20
+    while True:
+        values = asyncio.run(topic_configs(bootstrap, topics, "min.insync.replicas"))
+        complete = set(values) == set(topics) and None not in values.values()
+        if complete or time.monotonic() > deadline:
+            return values
+        time.sleep(0.2)
+
+
+def test_topics_with_one_replica_get_min_insync_replicas_1(
+    kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """SPEC 11.5 on the single test broker: replication 1, so min.insync.replicas 1 (the
+    default `min(2, replication_factor)`), never more than the replicas there are."""
+    settings = settings_for(kafka_bootstrap, topic_prefix)
+    assert settings.kafka.min_isr == 1
+    asyncio.run(ensure_topics(settings, {}))
+    plan = list(topic_plan(settings))
+    values = min_insync_replicas(kafka_bootstrap, plan)
+    assert set(values) == set(plan)
+    assert all(v in ("1", None) for v in values.values()), values
+
+
+@pytest.mark.parametrize(
+    ("kafka", "want"),
+    [
+        ({}, 1),
+        ({"replication_factor": 2}, 2),
+        ({"replication_factor": 3}, 2),
+        ({"replication_factor": 5, "min_insync_replicas": 3}, 3),
+        ({"replication_factor": 3, "min_insync_replicas": 1}, 1),
+    ],
+)
+def test_min_insync_replicas_defaults_to_two_at_most_the_replicas(
+    kafka: dict[str, int], want: int
+) -> None:
+    settings = Settings.model_validate({"kafka": kafka})
+    assert settings.kafka.min_isr == want
+    assert {c["min.insync.replicas"] for _, c in topic_plan(settings).values()} == {str(want)}
+
+
+@pytest.mark.parametrize(
+    "kafka",
+    [
+        {"replication_factor": 2, "min_insync_replicas": 3},
+        {"min_insync_replicas": 2},
+        {"replication_factor": 3, "min_insync_replicas": 0},
+    ],
+)
+def test_a_bad_min_insync_replicas_fails_at_start_naming_the_key(
+    kafka: dict[str, int], tmp_path: Path
+) -> None:
+    path = tmp_path / "vigo.yaml"
+    path.write_text(yaml.safe_dump({"kafka": kafka}))
+    with pytest.raises(ConfigError) as failure:
+        load_settings(path, {})
+    line = str(failure.value)
+    assert line.startswith("config kafka.min_insync_replicas: ") and "\n" not in line, line
+
+
+def test_the_workers_producer_waits_for_all_in_sync_replicas() -> None:
+    """acks=all (-1): with acks=1 a status change the leader acknowledged is lost with
+    that leader, whatever min.insync.replicas says."""
+    from processor.app import faust_app
+
+    app = faust_app(Settings.model_validate({"kafka": {"replication_factor": 3}}))
+    assert app.conf.producer_acks == -1
 
 
 def envoy(worker: Worker, envoy_id: str) -> dict[str, Any] | None:

@@ -3,6 +3,7 @@ real workers, polling, and plain HTTP that returns error statuses instead of rai
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import sys
@@ -11,13 +12,15 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import orjson
+import yaml
 
 from tests.harness import Worker, enrollment, produce, run_event, worker_config
 from topics.names import TopicNames
@@ -188,3 +191,36 @@ def publish_status_fleet(
         )
         assert reply.status == 200 and reply.json()["by_status"] == want, reply.body
     return expected
+
+
+def fetch(base_url: str, path: str, headers: Mapping[str, str | bytes] | None = None) -> Reply:
+    """GET `path` with http.client: redirects are not followed, and a header value given
+    as bytes goes out as those very bytes (a raw Latin-1 0xE9, say), which urllib would
+    re-encode."""
+    parts = urlsplit(base_url)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=20)
+    try:
+        connection.putrequest("GET", path, skip_accept_encoding=True)
+        for name, value in (headers or {}).items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        response = connection.getresponse()
+        return Reply(response.status, dict(response.getheaders()), response.read())
+    finally:
+        connection.close()
+
+
+def initialized_app(worker: Worker, scratch: Path) -> Any:
+    """A Faust app built from the worker's own configuration, its web server initialized
+    as a worker's is at start (Faust's blueprints applied), not started: its aiohttp
+    router (`app.web.web_app.router`) holds what that worker's web server can route to."""
+    from processor.config import load_settings
+    from processor.topology import build_app
+
+    config = yaml.safe_load((worker.workdir / f"{worker.name}.yaml").read_text())
+    config["processor"]["data_dir"] = str(scratch / "data")
+    path = scratch / "routes.yaml"
+    path.write_text(yaml.safe_dump(config))
+    app = build_app(load_settings(path)).app
+    app.web.init_server()
+    return app

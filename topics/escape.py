@@ -37,9 +37,7 @@ def printable(text: str) -> str:
     """`text` with every control, format and separator character shown as an escape."""
     if text.isprintable() and text.isascii():  # the common case, at C speed
         return text
-    return "".join(
-        _escape(c) if unicodedata.category(c) in ESCAPED_CATEGORIES else c for c in text
-    )
+    return "".join(_escape(c) if unicodedata.category(c) in ESCAPED_CATEGORIES else c for c in text)
 
 
 def mask_credentials(text: str) -> str:

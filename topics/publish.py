@@ -27,6 +27,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, UnknownTopicOrPart
 from aiokafka.structs import RecordMetadata
 
 from topics.decode import DEFAULT_MAX_BYTES, decode_input_slow
+from topics.escape import mask_credentials
 from topics.events import DeadLetter, RecordMeta
 from topics.jsonschemas import CHECKIN_V1, ENROLLMENT_V1, RUN_V1
 from topics.names import DEFAULT_PREFIX, TopicNames
@@ -161,10 +162,14 @@ class Publisher:
                 if isinstance(exc, TimeoutError)
                 else "no broker accepted a connection"
             )
-            raise PublishError(f"cannot reach Kafka at {self.bootstrap_servers}: {why}") from None
+            raise PublishError(
+                f"cannot reach Kafka at {mask_credentials(self.bootstrap_servers)}: {why}"
+            ) from None
         except KafkaError as exc:  # e.g. refused credentials
             await self._producer.stop()
-            raise PublishError(f"Kafka at {self.bootstrap_servers}: {exc}") from None
+            raise PublishError(
+                f"Kafka at {mask_credentials(self.bootstrap_servers)}: {exc}"
+            ) from None
         self._started = True
 
     async def stop(self) -> None:

@@ -9,6 +9,9 @@ so it works before any virtualenv exists.
     python deploy/kafka/kafkabroker.py start [--detach]  # prints the bootstrap address
     python deploy/kafka/kafkabroker.py stop              # stops the broker of the pid file
 
+From Python, `start_broker()` starts one broker and `start_cluster(n=3)` a KRaft quorum of
+n combined broker+controller nodes (replicated topics, broker failover tests).
+
 The jar cache lives outside the source tree, in ${VIGO_CACHE_DIR:-~/.cache/vigo}.
 """
 
@@ -298,7 +301,14 @@ def _server_properties(
     log_dir: Path,
     secure: SaslSsl | None = None,
     keystore: Path | None = None,
+    extra: dict[str, str] | None = None,
+    *,
+    node_id: int = 1,
+    voters: str | None = None,
 ) -> str:
+    """One node's server.properties. Alone (`voters` None) it is its own quorum, found
+    through `controller.quorum.bootstrap.servers`; in a cluster `voters` is the static
+    quorum (`1@host:port,2@host:port,...`), the same on every node."""
     listeners = f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}"
     advertised = f"PLAINTEXT://{HOST}:{port}"
     protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
@@ -308,8 +318,7 @@ def _server_properties(
         protocols += ",SASL_SSL:SASL_SSL"
     props = {
         "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.bootstrap.servers": f"{HOST}:{controller_port}",
+        "node.id": str(node_id),
         "listeners": listeners,
         "advertised.listeners": advertised,
         "controller.listener.names": "CONTROLLER",
@@ -334,8 +343,13 @@ def _server_properties(
         "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
         "auto.leader.rebalance.enable": "false",
     }
+    if voters is None:
+        props["controller.quorum.bootstrap.servers"] = f"{HOST}:{controller_port}"
+    else:
+        props["controller.quorum.voters"] = voters
     if secure is not None and keystore is not None:
         props.update(secure.properties(keystore))
+    props.update(extra or {})
     return "".join(f"{k}={v}\n" for k, v in props.items())
 
 
@@ -349,12 +363,9 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return buf
 
 
-def probe(host: str, port: int, timeout: float = 2.0) -> bool:
-    """True when a Metadata v1 request is answered with at least one live broker.
-
-    A TCP connect alone is not enough: KRaft opens the listener before the broker has
-    registered, and clients then see an empty cluster.
-    """
+def live_brokers(host: str, port: int, timeout: float = 2.0) -> list[int] | None:
+    """The node ids of the live (registered, unfenced) brokers that the broker at
+    host:port knows of, from a Metadata v1 request; None when it does not answer."""
     client_id = b"kafkabroker"
     # request header v1: api_key=3 (Metadata), api_version=1, correlation_id, client_id;
     # body: topics = null (all topics).
@@ -365,9 +376,29 @@ def probe(host: str, port: int, timeout: float = 2.0) -> bool:
             (size,) = struct.unpack(">i", _recv_exact(sock, 4))
             data = _recv_exact(sock, size)
         correlation_id, n_brokers = struct.unpack_from(">ii", data, 0)
+        if correlation_id != 7:
+            return None
+        # brokers: [node_id int32, host string, port int32, rack nullable string]
+        ids, at = [], 8
+        for _ in range(n_brokers):
+            (node_id,) = struct.unpack_from(">i", data, at)
+            (host_len,) = struct.unpack_from(">h", data, at + 4)
+            at += 6 + host_len + 4
+            (rack_len,) = struct.unpack_from(">h", data, at)
+            at += 2 + max(rack_len, 0)
+            ids.append(node_id)
     except (OSError, struct.error):
-        return False
-    return bool(correlation_id == 7 and n_brokers > 0)
+        return None
+    return ids
+
+
+def probe(host: str, port: int, timeout: float = 2.0) -> bool:
+    """True when a Metadata v1 request is answered with at least one live broker.
+
+    A TCP connect alone is not enough: KRaft opens the listener before the broker has
+    registered, and clients then see an empty cluster.
+    """
+    return bool(live_brokers(host, port, timeout))
 
 
 def _log_tail(path: Path, lines: int = 40) -> str:
@@ -389,11 +420,14 @@ def _is_kafka(pid: int, marker: str = "kafka.Kafka") -> bool:
 def _sweep_stale_data_dirs() -> None:
     """Remove temp data dirs of brokers whose owner was SIGKILLed (no finally ran)."""
     for d in Path(tempfile.gettempdir()).glob("vigo-kafka-*"):
-        try:
-            pid = int((d / "broker.pid").read_text())
-        except (OSError, ValueError):
+        # A single broker's dir holds broker.pid, a cluster's one per node-N/ dir.
+        pids = []
+        for pid_file in [d / "broker.pid", *d.glob("node-*/broker.pid")]:
+            with contextlib.suppress(OSError, ValueError):
+                pids.append((int(pid_file.read_text()), str(pid_file.parent)))
+        if not pids:
             continue  # being set up right now, or not ours
-        if not _is_kafka(pid, str(d)):
+        if not any(_is_kafka(pid, marker) for pid, marker in pids):
             shutil.rmtree(d, ignore_errors=True)
 
 
@@ -430,6 +464,46 @@ def _terminate_group(pid: int, alive: Callable[[], bool], timeout: float = STOP_
             time.sleep(0.1)
 
 
+def _jvm(data: Path) -> list[str]:
+    """The java command line up to the main class, logging as log4j2.properties says."""
+    log4j = data / "log4j2.properties"
+    if not log4j.is_file():
+        log4j.write_text(LOG4J2_PROPERTIES)
+    libs = ensure_jars()
+    return [_java(), *JVM_FLAGS, f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*"]
+
+
+def _format_command(data: Path, cluster_id: str, *args: str) -> list[str]:
+    props = data / "server.properties"
+    return [
+        *_jvm(data),
+        "kafka.tools.StorageTool",
+        "format",
+        "--cluster-id",
+        cluster_id,
+        "--config",
+        str(props),
+        *args,
+    ]
+
+
+def _launch(data: Path, *, die_with_parent: bool) -> subprocess.Popen[bytes]:
+    """Start the broker of `data`/server.properties, logging to `data`/server.log, in a
+    session of its own; its pid goes to `data`/broker.pid (for _sweep_stale_data_dirs)."""
+    with open(data / "server.log", "ab") as log:
+        proc = subprocess.Popen(
+            [*_jvm(data), "kafka.Kafka", str(data / "server.properties")],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=data,
+            start_new_session=True,
+            preexec_fn=_die_with_parent() if die_with_parent else None,
+        )
+    (data / "broker.pid").write_text(f"{proc.pid}\n")
+    return proc
+
+
 class Broker:
     """A running broker; `stop()` is idempotent and also runs at interpreter exit."""
 
@@ -440,12 +514,14 @@ class Broker:
         controller_port: int,
         data_dir: Path,
         owns_data_dir: bool,
+        node_id: int = 1,
     ) -> None:
         self._proc = proc
         self.port = port
         self.controller_port = controller_port
         self.data_dir = data_dir
         self.owns_data_dir = owns_data_dir
+        self.node_id = node_id
         self.log_path = data_dir / "server.log"
         #: The SASL_SSL listener, if the broker was started with one.
         self.secure: SaslSsl | None = None
@@ -478,28 +554,24 @@ class Broker:
         if self.owns_data_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
+    def kill(self) -> None:
+        """SIGKILL the broker (no controlled shutdown, no flush): a crashed node. Its data
+        dir stays; `restart()` brings it back on it."""
+        if self.running():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
+        self._proc.wait()
+
     def restart(self, timeout: float = START_TIMEOUT_S) -> None:
-        """Stop the broker and start it again on the same ports and data: what a broker
-        restart looks like to the clients (failure tests)."""
+        """Stop the broker (if it runs) and start it again on the same ports and data: what
+        a broker restart looks like to the clients (failure tests). Returns once the broker
+        is registered again (its own node id among the live brokers it reports)."""
         if self.running():
             _terminate_group(self.pid, self.running)
         self._proc.wait()
-        libs, java = ensure_jars(), _java()
-        log4j = self.data_dir / "log4j2.properties"
-        base = [java, *JVM_FLAGS, f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*"]
-        with open(self.log_path, "ab") as log:
-            self._proc = subprocess.Popen(
-                [*base, "kafka.Kafka", str(self.data_dir / "server.properties")],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.data_dir,
-                start_new_session=True,
-                preexec_fn=_die_with_parent(),
-            )
-        (self.data_dir / "broker.pid").write_text(f"{self._proc.pid}\n")
+        self._proc = _launch(self.data_dir, die_with_parent=True)
         deadline = time.monotonic() + timeout
-        while not probe(HOST, self.port):
+        while self.node_id not in (live_brokers(HOST, self.port) or []):
             if not self.running() or time.monotonic() > deadline:
                 raise BrokerError(f"kafka broker did not restart:\n{_log_tail(self.log_path)}")
             time.sleep(0.2)
@@ -530,15 +602,16 @@ def start_broker(
     timeout: float = START_TIMEOUT_S,
     die_with_parent: bool = True,
     secure: SaslSsl | None = None,
+    extra: dict[str, str] | None = None,
 ) -> Broker:
     """Format fresh KRaft storage and start a combined broker+controller on 127.0.0.1.
 
     Picks free ports when `port` is None. A `data_dir` given by the caller is kept (its
     kafka-logs/ is wiped first); a temporary one is created otherwise and removed by
-    stop(). Returns once the broker answers metadata requests.
+    stop(). `extra` adds or overrides server properties (an authorizer, for one).
+    Returns once the broker answers metadata requests.
     """
-    libs = ensure_jars()
-    java = _java()
+    ensure_jars()
     owns = data_dir is None
     if owns:
         _sweep_stale_data_dirs()
@@ -555,25 +628,17 @@ def start_broker(
         if secure is not None:
             secure.port = free[1]
             keystore = secure.make_certificates(data)
-        props = data / "server.properties"
-        props.write_text(
-            _server_properties(broker_port, controller_port, log_dir, secure, keystore)
+        (data / "server.properties").write_text(
+            _server_properties(broker_port, controller_port, log_dir, secure, keystore, extra)
         )
-        log4j = data / "log4j2.properties"
-        log4j.write_text(LOG4J2_PROPERTIES)
-        base = [java, *JVM_FLAGS, f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*"]
+        (data / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
         fmt = subprocess.run(
-            [
-                *base,
-                "kafka.tools.StorageTool",
-                "format",
-                "--standalone",
-                "--cluster-id",
+            _format_command(
+                data,
                 _cluster_id(),
-                "--config",
-                str(props),
+                "--standalone",
                 *(secure.format_args() if secure is not None else []),
-            ],
+            ),
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -582,41 +647,197 @@ def start_broker(
         )
         if fmt.returncode != 0:
             raise BrokerError(f"kafka storage format failed:\n{fmt.stdout}{fmt.stderr}")
-        with open(data / "server.log", "ab") as log:
-            proc = subprocess.Popen(
-                [*base, "kafka.Kafka", str(props)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=data,
-                start_new_session=True,
-                preexec_fn=_die_with_parent() if die_with_parent else None,
-            )
+        proc = _launch(data, die_with_parent=die_with_parent)
     except BaseException:
         if owns:
             shutil.rmtree(data, ignore_errors=True)
         raise
     broker = Broker(proc, broker_port, controller_port, data, owns)
     broker.secure = secure
-    deadline = time.monotonic() + timeout
     try:
-        (data / "broker.pid").write_text(f"{proc.pid}\n")  # lets _sweep_stale_data_dirs judge
-        while not probe(HOST, broker_port):
-            if not broker.running():
-                raise BrokerError(
-                    f"kafka broker exited with {proc.returncode} while starting; "
-                    f"log {broker.log_path}:\n{_log_tail(broker.log_path)}"
-                )
-            if time.monotonic() > deadline:
-                raise BrokerError(
-                    f"kafka broker not ready after {timeout:.0f}s on {broker.bootstrap}; "
-                    f"log {broker.log_path}:\n{_log_tail(broker.log_path)}"
-                )
-            time.sleep(0.2)
+        _wait_registered([broker], timeout)
     except BaseException:
         broker.stop()
         raise
     return broker
+
+
+def _wait_registered(brokers: list[Broker], timeout: float) -> None:
+    """Until every broker reports all of `brokers` as live (registered and unfenced)."""
+    want = {b.node_id for b in brokers}
+    deadline = time.monotonic() + timeout
+    pending = list(brokers)
+    while pending:
+        broker = pending[0]
+        if want <= set(live_brokers(HOST, broker.port) or []):
+            pending.pop(0)
+            continue
+        if not broker.running():
+            raise BrokerError(
+                f"kafka broker {broker.node_id} exited with {broker.wait()} while starting; "
+                f"log {broker.log_path}:\n{_log_tail(broker.log_path)}"
+            )
+        if time.monotonic() > deadline:
+            raise BrokerError(
+                f"kafka broker {broker.node_id} not ready after {timeout:.0f}s on "
+                f"{broker.bootstrap}; log {broker.log_path}:\n{_log_tail(broker.log_path)}"
+            )
+        time.sleep(0.2)
+
+
+# --------------------------------------------------------------------------- cluster
+
+
+def cluster_defaults(n: int) -> dict[str, str]:
+    """Broker settings of an n-node cluster: topics replicated on up to 3 nodes, a write
+    acknowledged by 2 of them (with acks=all), the internal topics likewise."""
+    replicas = min(3, n)
+    min_isr = min(2, replicas)
+    return {
+        "default.replication.factor": str(replicas),
+        "min.insync.replicas": str(min_isr),
+        "offsets.topic.replication.factor": str(replicas),
+        "transaction.state.log.replication.factor": str(replicas),
+        "transaction.state.log.min.isr": str(min_isr),
+        "share.coordinator.state.topic.replication.factor": str(replicas),
+        "share.coordinator.state.topic.min.isr": str(min_isr),
+    }
+
+
+class Cluster:
+    """n running brokers, each also a controller of one KRaft quorum (static voters).
+
+    `brokers[i]` is node i+1, a `Broker` with its own ports and data dir (`node-{i+1}/`)
+    that can be killed and restarted on its data. `stop()` is idempotent and also runs at
+    interpreter exit."""
+
+    def __init__(
+        self, brokers: list[Broker], data_dir: Path, owns_data_dir: bool, cluster_id: str
+    ) -> None:
+        self.brokers = brokers
+        self.data_dir = data_dir
+        self.owns_data_dir = owns_data_dir
+        self.cluster_id = cluster_id
+        _LIVE_CLUSTERS.append(self)
+
+    @property
+    def bootstrap(self) -> str:
+        """Every node's address, comma-separated (a client survives any one's loss)."""
+        return ",".join(b.bootstrap for b in self.brokers)
+
+    def broker(self, node_id: int) -> Broker:
+        return next(b for b in self.brokers if b.node_id == node_id)
+
+    def by_port(self, port: int) -> Broker:
+        return next(b for b in self.brokers if b.port == port)
+
+    def stop(self) -> None:
+        """SIGTERM every node at once (one by one, the last ones would wait for a quorum
+        that is gone), SIGKILL what is left after STOP_TIMEOUT_S, remove an owned dir."""
+        for broker in self.brokers:
+            if broker.running():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(broker.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while any(b.running() for b in self.brokers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for broker in self.brokers:
+            broker.kill()
+            broker.stop()
+        with contextlib.suppress(ValueError):
+            _LIVE_CLUSTERS.remove(self)
+        if self.owns_data_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"Cluster(bootstrap={self.bootstrap!r}, data_dir={self.data_dir})"
+
+
+_LIVE_CLUSTERS: list[Cluster] = []
+
+
+@atexit.register
+def _stop_all_clusters() -> None:
+    for cluster in list(_LIVE_CLUSTERS):
+        cluster.stop()
+
+
+def start_cluster(
+    n: int = 3,
+    data_dir: Path | None = None,
+    *,
+    timeout: float = 2 * START_TIMEOUT_S,
+    die_with_parent: bool = True,
+    extra: dict[str, str] | None = None,
+) -> Cluster:
+    """Start n combined broker+controller nodes on 127.0.0.1 forming one KRaft quorum:
+    the same `controller.quorum.voters` and cluster id on each, formatted on each, every
+    node with its own ports and data dir `data_dir`/node-{id}/ (wiped first; a temporary
+    root is created when `data_dir` is None and removed by stop()). The brokers run with
+    `cluster_defaults(n)`, then `extra`. Returns once every node reports all n brokers
+    live. Each JVM has the single broker's small heap (JVM_FLAGS)."""
+    if n < 1:
+        raise ValueError("a cluster needs at least one node")
+    ensure_jars()
+    owns = data_dir is None
+    if owns:
+        _sweep_stale_data_dirs()
+    root = Path(tempfile.mkdtemp(prefix="vigo-kafka-cluster-")) if data_dir is None else data_dir
+    root = root.resolve()
+    cluster_id = _cluster_id()
+    brokers: list[Broker] = []
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        ports = _free_ports(2 * n)
+        nodes = [(i + 1, ports[2 * i], ports[2 * i + 1], root / f"node-{i + 1}") for i in range(n)]
+        voters = ",".join(f"{node}@{HOST}:{cport}" for node, _, cport, _ in nodes)
+        props = {**cluster_defaults(n), **(extra or {})}
+        for node, port, cport, data in nodes:
+            shutil.rmtree(data, ignore_errors=True)
+            data.mkdir(parents=True)
+            (data / "server.properties").write_text(
+                _server_properties(
+                    port, cport, data / "kafka-logs", None, None, props, node_id=node, voters=voters
+                )
+            )
+            (data / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
+        # Formatting is a JVM start per node: all at once.
+        formats = [
+            subprocess.Popen(
+                _format_command(data, cluster_id),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+            for _, _, _, data in nodes
+        ]
+        for fmt in formats:
+            out, _ = fmt.communicate(timeout=120)
+            if fmt.returncode != 0:
+                raise BrokerError(f"kafka storage format failed:\n{out.decode(errors='replace')}")
+        for node, port, cport, data in nodes:
+            proc = _launch(data, die_with_parent=die_with_parent)
+            brokers.append(Broker(proc, port, cport, data, False, node_id=node))
+        cluster = Cluster(brokers, root, owns, cluster_id)
+    except BaseException:
+        for broker in brokers:
+            broker.kill()
+            broker.stop()
+        if owns:
+            shutil.rmtree(root, ignore_errors=True)
+        raise
+    try:
+        _wait_registered(brokers, timeout)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
 
 
 # --------------------------------------------------------------------------- CLI

@@ -195,14 +195,16 @@ class AlertSender:
         self.interrupted = partial(waiting_for_the_sender, app)
         self.smtp = SmtpClient(smtp, metrics, self.interrupted, backoff_initial_s, backoff_max_s)
         # Flushed in this order: a mark before the journal and the window it finishes.
-        self._tables = [HeldTable(writer=TableWriter(sent_table, batches))]
+        self._tables = [HeldTable(writer=TableWriter(sent_table, batches, outputs.deliver))]
         self.sent = SentIds(self._tables[0])
-        self._tables.append(HeldTable(writer=TableWriter(journal_table, batches)))
+        self._tables.append(HeldTable(writer=TableWriter(journal_table, batches, outputs.deliver)))
         self.journal = MailJournal(self._tables[-1], clock)
         #: None when stale alerts are not mailed: no windows then.
         self.windows: DigestWindows | None = None
         if windows_table is not None:
-            self._tables.append(HeldTable(writer=TableWriter(windows_table, batches)))
+            self._tables.append(
+                HeldTable(writer=TableWriter(windows_table, batches, outputs.deliver))
+            )
             self.windows = DigestWindows(
                 self._tables[-1], digest_over=digest_over, window_ms=window_ms
             )

@@ -23,6 +23,7 @@ import orjson
 from alerts.mail import MailSettings, header_text, message_id, render
 from processor.config import SmtpConfig
 from processor.metrics import Metrics
+from topics.escape import printable
 from topics.events import Alert
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,10 @@ def backoff_s(
 
 
 def is_permanent(exc: BaseException) -> bool:
-    """A 5xx answer: the server refuses this mail as it is (counted as `failed`)."""
+    """A 5xx answer: the server refuses this mail as it is (counted as `failed`); or AUTH
+    refused by us over a connection that is not encrypted (the configuration's)."""
+    if isinstance(exc, PlaintextAuthRefused):
+        return True
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         return bool(exc.recipients) and all(r.code >= 500 for r in exc.recipients)
     return isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code >= 500
@@ -71,25 +75,49 @@ def tls_context(smtp: SmtpConfig) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(smtp.ca_file) if smtp.ca_file else None)
 
 
+class PlaintextAuthRefused(aiosmtplib.SMTPException):
+    """AUTH would go over a connection that is not encrypted (SPEC 11.4): not sent.
+    Counted as a failure (`is_permanent`) and retried: the operator fixes the setting."""
+
+
+def start_tls_flag(smtp: SmtpConfig) -> bool | None:
+    """aiosmtplib's `start_tls`: None upgrades when the server offers STARTTLS (`auto`),
+    True requires it, False never upgrades (and implicit TLS needs no upgrade)."""
+    if smtp.tls:
+        return False
+    return None if smtp.starttls == "auto" else bool(smtp.starttls)
+
+
 async def deliver(msg: EmailMessage, smtp: SmtpConfig, context: ssl.SSLContext) -> None:
     """One SMTP transaction; returns once the server accepted the mail, raises otherwise.
 
-    The envelope comes from the configuration, never from the headers."""
-    errors, _ = await aiosmtplib.send(
-        msg,
-        sender=smtp.from_,
-        recipients=list(smtp.to),
+    The envelope comes from the configuration, never from the headers. The client logs
+    in only after the connection is encrypted (implicit TLS or STARTTLS), unless
+    `smtp.allow_plaintext_auth`: the password never crosses the wire in clear text."""
+    client = aiosmtplib.SMTP(
         hostname=smtp.host,
         port=smtp.port,
-        username=smtp.username,
-        password=smtp.password if smtp.username else None,
         use_tls=smtp.tls,
-        start_tls=smtp.starttls,
+        start_tls=start_tls_flag(smtp),
         timeout=smtp.timeout_s,
         tls_context=context,
     )
+    async with client:  # connects, and upgrades with STARTTLS as configured
+        if smtp.username:
+            if client.get_transport_info("sslcontext") is None and not smtp.allow_plaintext_auth:
+                raise PlaintextAuthRefused(
+                    f"the server offers no STARTTLS (smtp.starttls: {_word(smtp.starttls)}): "
+                    "AUTH not sent over a connection that is not encrypted; use smtp.tls, "
+                    "a server with STARTTLS, or smtp.allow_plaintext_auth: true"
+                )
+            await client.login(smtp.username, smtp.password or "")
+        errors, _ = await client.send_message(msg, sender=smtp.from_, recipients=list(smtp.to))
     if errors:
         log.warning("alert %s: recipients refused: %s", msg["Message-ID"], sorted(errors))
+
+
+def _word(value: object) -> str:
+    return str(value).lower()
 
 
 def render_message(alert: Alert, mail: MailSettings) -> EmailMessage:
@@ -104,7 +132,8 @@ def render_message(alert: Alert, mail: MailSettings) -> EmailMessage:
         msg["Subject"] = header_text(f"[Vigo] {alert.event}: {alert.subject}")
         msg["Message-ID"] = message_id(alert.alert_id, mail.domain)
         details = orjson.dumps(dict(alert.details), option=orjson.OPT_INDENT_2)
-        msg.set_content(details.decode("utf-8", "replace"))
+        text = details.decode("utf-8", "replace")
+        msg.set_content("\n".join(printable(line) for line in text.split("\n")))
         return msg
 
 

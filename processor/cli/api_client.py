@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 import click
 
 from processor.cli.kafka import EXIT_USAGE
+from topics.escape import printable
 
 DEFAULT_URL = "http://localhost:6066"
 EXIT_UNREACHABLE = 2
@@ -34,7 +35,18 @@ class CliError(click.ClickException):
         self.exit_code = exit_code
 
     def show(self, file: IO[Any] | None = None) -> None:
-        click.echo(f"vigocli: {self.format_message()}", err=True, file=file)
+        click.echo(f"vigocli: {printable(self.format_message())}", err=True, file=file)
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """urllib copies `Authorization` onto a redirect to any host: never follow one. The
+    3xx reaches `Api.get` as an `HTTPError` and is reported (SPEC 11.4)."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
 
 
 class Api:
@@ -53,9 +65,14 @@ class Api:
             headers["Authorization"] = f"Bearer {self.token}"
         request = urllib.request.Request(url, headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with _OPENER.open(request, timeout=self.timeout) as response:
                 return response.status, _json(response.read(), url)
         except urllib.error.HTTPError as exc:
+            if 300 <= exc.code < 400:
+                location = exc.headers.get("Location") or "(no Location)"
+                raise CliError(
+                    f"{url} redirected to {location}; point --url at the final address"
+                ) from None
             body = _json(exc.read(), url, strict=False)
             reason = body.get("error") if isinstance(body, dict) else None
             if exc.code == 404 and isinstance(body, dict) and "error" in body:
@@ -79,6 +96,8 @@ class Api:
 def _json(raw: bytes, url: str, *, strict: bool = True) -> Any:
     try:
         return json.loads(raw)
+    except RecursionError:
+        raise CliError(f"{url} answered with JSON nested too deeply") from None
     except ValueError:
         if not strict:
             return None

@@ -10,7 +10,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, get_args
 
@@ -133,29 +133,47 @@ class Reader:
                 unreadable += 1
             else:
                 records.append(record)
-        replayed = {
-            m.key.decode("utf-8", "replace")
-            async for m in self.read(names.deadletter_replays)
-            if m.key is not None
-        }
+        replayed = await self.replayed()
         records.sort(key=lambda r: (r.partition, r.offset))
         return Scan(records, replayed, unreadable)
 
-    async def read(self, topic: str) -> AsyncIterator[Any]:
-        """Every record of `topic` up to the end offsets of now; nothing if it is absent."""
+    async def replayed(self) -> set[str]:
+        """The coordinates of every dead letter replayed before (the replays' keys)."""
+        return {
+            m.key.decode("utf-8", "replace")
+            async for m in self.read(self.target.topics.deadletter_replays)
+            if m.key is not None
+        }
+
+    async def records(self) -> AsyncGenerator[DeadLetterRecord | None, None]:
+        """The dead-letter topic in topic order, one record at a time as it is fetched
+        (`list` streams them: SPEC 11.4); None for a record that is no dead letter."""
+        async for m in self.read(self.target.topics.deadletter, in_order=True):
+            yield parse_deadletter(m.topic, m.partition, m.offset, m.value)
+
+    async def read(self, topic: str, in_order: bool = False) -> AsyncIterator[Any]:
+        """Every record of `topic` up to the end offsets of now; nothing if it is absent.
+        `in_order`: partition after partition, so in (partition, offset) order."""
         if topic not in await self.admin.list_topics():
             return
         described = await self.admin.describe_topics([topic])
-        tps = [TopicPartition(topic, p["partition"]) for p in described[0]["partitions"]]
+        tps = sorted(TopicPartition(topic, p["partition"]) for p in described[0]["partitions"])
+        end = await self.consumer.end_offsets(tps)
+        for part in [[tp] for tp in tps] if in_order else [tps]:
+            async for message in self._read(topic, part, end):
+                yield message
+
+    async def _read(
+        self, topic: str, tps: list[TopicPartition], end: dict[TopicPartition, int]
+    ) -> AsyncIterator[Any]:
         self.consumer.assign(tps)
         await self.consumer.seek_to_beginning(*tps)
-        end = await self.consumer.end_offsets(tps)
         waiting = {tp for tp in tps if end[tp] > await self.consumer.position(tp)}
         while waiting:
             batch = await self.consumer.getmany(*waiting, timeout_ms=int(self.timeout_s * 1000))
             if not batch:
                 raise OneLineError(
-                    f"Kafka at {self.target.bootstrap_servers} sent nothing of {topic} "
+                    f"Kafka at {self.target.shown_servers} sent nothing of {topic} "
                     f"for {self.timeout_s:g} s",
                     EXIT_UNREACHABLE,
                 )
@@ -171,13 +189,11 @@ async def _connect(target: KafkaTarget, timeout_s: float, *starts: Any) -> None:
         await asyncio.wait_for(asyncio.gather(*starts), timeout_s)
     except (KafkaConnectionError, TimeoutError, OSError):
         raise OneLineError(
-            f"cannot reach Kafka at {target.bootstrap_servers} (kafka.bootstrap_servers)",
+            f"cannot reach Kafka at {target.shown_servers} (kafka.bootstrap_servers)",
             EXIT_UNREACHABLE,
         ) from None
     except KafkaError as exc:
-        raise OneLineError(
-            f"Kafka at {target.bootstrap_servers}: {exc}", EXIT_UNREACHABLE
-        ) from None
+        raise OneLineError(f"Kafka at {target.shown_servers}: {exc}", EXIT_UNREACHABLE) from None
 
 
 @contextlib.asynccontextmanager
@@ -191,12 +207,14 @@ async def opened(target: KafkaTarget, timeout_s: float) -> AsyncIterator[Reader]
 
 
 def matching(scan: Scan, reason: str | None, envoy: str | None) -> list[DeadLetterRecord]:
-    return [
-        r
-        for r in scan.records
-        if (reason is None or r.doc["reason"] == reason)
-        and (envoy is None or (r.doc.get("key") == envoy and r.doc.get("key_encoding") == "utf-8"))
-    ]
+    return [r for r in scan.records if chosen(r, reason, envoy)]
+
+
+def chosen(record: DeadLetterRecord, reason: str | None, envoy: str | None) -> bool:
+    doc = record.doc
+    return (reason is None or doc["reason"] == reason) and (
+        envoy is None or (doc.get("key") == envoy and doc.get("key_encoding") == "utf-8")
+    )
 
 
 class Replayer:

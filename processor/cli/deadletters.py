@@ -17,6 +17,7 @@ Exit statuses: 0 done, 2 Kafka cannot be reached, 64 a usage error or a bad conf
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from processor.cli.deadletter_topic import (
     Reader,
     Replayer,
     Scan,
+    chosen,
     matching,
     opened,
     parse_deadletter,
@@ -48,6 +50,8 @@ from processor.cli.kafka import (
     quiet_kafka_logs,
     target_from_config,
 )
+from processor.cli.streamed import StreamedJson, StreamedTable
+from topics.escape import printable
 from topics.jsonschemas import DEADLETTER_V1
 
 #: The commands, and what reads and replays the topic (`deadletter_topic`), as before.
@@ -114,33 +118,85 @@ def list_deadletters(
     as_json: bool,
 ) -> None:
     """Dead letters in topic order, with their state: replayable, replayed, truncated
-    (never replayed) or foreign (not from an input topic)."""
+    (never replayed) or foreign (not from an input topic). Printed as they are read, and
+    the reading stops at `--limit` (SPEC 11.4)."""
     target = target_from_config(config_path)
-    scan = _run(target, _scan(target, timeout))
-    found = matching(scan, reason, envoy)[:limit]
-    inputs = target.topics.inputs
-    if as_json:
-        rows = [r.as_json(r.state(scan.replayed, inputs)) for r in found]
-        click.echo(json.dumps({"deadletters": rows, "unreadable": scan.unreadable}, indent=2))
-        return
-    if scan.unreadable:
-        click.echo(f"({scan.unreadable} records are no {DEADLETTER_V1}: skipped)", err=True)
-    if not found:
-        click.echo("no dead letters" + (f" with reason {reason}" if reason else ""))
-        return
-    header = ("DEADLETTER", "REASON", "ORIGIN", "KEY", "STATE", "ERROR")
-    rows_text = [
-        (
-            f"{r.partition}/{r.offset}",
-            r.doc["reason"],
-            r.origin,
-            _cell(r.key_text or "-", 40),
-            r.state(scan.replayed, inputs),
-            _cell(r.doc["error"], 70),
+    listing = Listing(target.topics.inputs, reason, envoy, limit, as_json)
+    _run(target, listing.run(target, timeout))
+
+
+#: Dead letters printed at a time: the table's widths are measured per chunk.
+CHUNK = 100
+
+
+@dataclass
+class Listing:
+    """`list`: reads the replays, then the dead letters one by one (`Reader.records`),
+    printing a chunk at a time; holds no more than a chunk."""
+
+    inputs: Sequence[str]
+    reason: str | None
+    envoy: str | None
+    limit: int | None
+    as_json: bool
+    unreadable: int = 0
+    shown: int = 0
+
+    async def run(self, target: KafkaTarget, timeout: float) -> None:
+        json_out = StreamedJson("deadletters") if self.as_json else None
+        table = StreamedTable(
+            ("DEADLETTER", "REASON", "ORIGIN", "KEY", "STATE", "ERROR"), (10, 13, 0, 0, 10)
         )
-        for r in found
-    ]
-    click.echo(render_table(header, rows_text))
+        chunk: list[DeadLetterRecord] = []
+        async with opened(target, timeout) as reader:
+            replayed = await reader.replayed()
+            async with contextlib.aclosing(reader.records()) as records:
+                async for record in records:
+                    if record is None:
+                        self.unreadable += 1
+                    elif chosen(record, self.reason, self.envoy):
+                        chunk.append(record)
+                        self.shown += 1
+                    if len(chunk) == CHUNK or self.shown == self.limit:
+                        self._print(chunk, replayed, json_out, table)
+                        chunk = []
+                    if self.shown == self.limit:
+                        break
+        self._print(chunk, replayed, json_out, table)
+        self._close(json_out)
+
+    def _print(
+        self,
+        chunk: list[DeadLetterRecord],
+        replayed: set[str],
+        json_out: StreamedJson | None,
+        table: StreamedTable,
+    ) -> None:
+        inputs = self.inputs
+        if json_out is not None:
+            json_out.items(r.as_json(r.state(replayed, inputs)) for r in chunk)
+            return
+        table.rows(
+            (
+                f"{r.partition}/{r.offset}",
+                r.doc["reason"],
+                r.origin,
+                _cell(r.key_text or "-", 40),
+                r.state(replayed, inputs),
+                _cell(r.doc["error"], 70),
+            )
+            for r in chunk
+        )
+
+    def _close(self, json_out: StreamedJson | None) -> None:
+        """`unreadable` counts the records read, up to the last one shown with a limit."""
+        if json_out is not None:
+            json_out.close(unreadable=self.unreadable)
+            return
+        if self.unreadable:
+            click.echo(f"({self.unreadable} records are no {DEADLETTER_V1}: skipped)", err=True)
+        if not self.shown:
+            click.echo("no dead letters" + (f" with reason {self.reason}" if self.reason else ""))
 
 
 @deadletters.command("replay")
@@ -211,11 +267,6 @@ class ReplayOutcome:
         return render_table(("DEADLETTER", "ORIGIN", "KEY", "RESULT"), rows) + "\n" + summary
 
 
-async def _scan(target: KafkaTarget, timeout: float) -> Scan:
-    async with opened(target, timeout) as reader:
-        return await reader.scan()
-
-
 async def _replay(
     target: KafkaTarget, timeout: float, reason: str, envoy: str | None, dry_run: bool
 ) -> ReplayOutcome:
@@ -254,17 +305,21 @@ def _run(target: KafkaTarget, work: Any) -> Any:
         return asyncio.run(work)
     except KafkaError as exc:
         raise OneLineError(
-            f"Kafka at {target.bootstrap_servers}: {exc or type(exc).__name__}", EXIT_UNREACHABLE
+            f"Kafka at {target.shown_servers}: {exc or type(exc).__name__}", EXIT_UNREACHABLE
         ) from None
 
 
 def _cell(text: str, width: int) -> str:
-    """One table cell: control characters shown escaped, cut to `width`."""
-    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    """One table cell: control and format characters shown escaped, cut to `width`."""
+    shown = printable(text)
     return shown if len(shown) <= width else shown[: width - 3] + "..."
 
 
 def render_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Aligned columns; every cell escaped (`printable`, SPEC 11.4): dead letters hold
+    whatever a producer wrote, origins and keys included."""
+    header = [printable(str(cell)) for cell in header]
+    rows = [[printable(str(cell)) for cell in row] for row in rows]
     columns = list(zip(header, *rows, strict=True))
     widths = [max(map(len, column)) for column in columns]
     return "\n".join(

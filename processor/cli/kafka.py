@@ -12,6 +12,7 @@ import click
 
 from processor.config import ConfigError, Settings, load_settings
 from topics.decode import DEFAULT_MAX_BYTES
+from topics.escape import mask_credentials, printable
 from topics.names import DEFAULT_PREFIX, TopicNames
 
 EXIT_REFUSED = 1
@@ -29,7 +30,7 @@ class OneLineError(click.ClickException):
         self.prog = (ctx.find_root().info_name if ctx is not None else None) or "vigo"
 
     def show(self, file: IO[Any] | None = None) -> None:
-        click.echo(f"{self.prog}: {self.format_message()}", err=True, file=file)
+        click.echo(f"{self.prog}: {printable(self.format_message())}", err=True, file=file)
 
 
 class UsageExit64Group(click.Group):
@@ -70,6 +71,11 @@ class KafkaTarget:
     @property
     def topics(self) -> TopicNames:
         return TopicNames(self.topic_prefix)
+
+    @property
+    def shown_servers(self) -> str:
+        """`bootstrap_servers` as messages show it: credentials in it masked."""
+        return mask_credentials(self.bootstrap_servers)
 
 
 def target_from_config(path: str | None) -> KafkaTarget:

@@ -29,6 +29,7 @@ from processor.cli.kafka import (
     target_from_config,
 )
 from projections.liveness import parse_duration_ms
+from topics.escape import printable
 from topics.jsonschemas import CHECKIN_V1, ENROLLMENT_V1, RUN_V1
 from topics.names import DEFAULT_PREFIX, TopicNames
 from topics.publish import (
@@ -184,10 +185,11 @@ def _publish(obj: tuple[KafkaTarget, float], envoy: str, doc: dict[str, Any], sc
     except EventRefused as exc:
         raise OneLineError(f"bad event, nothing sent: {exc}", EXIT_REFUSED) from None
     except PublishError as exc:
-        raise OneLineError(str(exc), EXIT_UNREACHABLE) from None
+        shown = str(exc).replace(target.bootstrap_servers, target.shown_servers)
+        raise OneLineError(shown, EXIT_UNREACHABLE) from None
     where = f"{metadata.topic}/{metadata.partition}/{metadata.offset}"
     run_id = f" run_id {doc['run_id']}" if schema == RUN_V1 else ""
-    click.echo(f"sent {schema} of {envoy} to {where}{run_id}")
+    click.echo(printable(f"sent {schema} of {envoy} to {where}{run_id}"))
 
 
 async def _send(

@@ -1,14 +1,19 @@
 """How `vigocli` shows the API's documents on a terminal: the `doctor` summary (for the
 fleet, a group, or a table of groups), one envoy with its drift history, and the small
-formatters they share (times, labels, tables, label data escaped). Text only: no request,
-no click; the commands that print it are in `processor.cli.vigocli`."""
+formatters they share (times, labels, tables). Text only: no request, no click; the
+commands that print it are in `processor.cli.vigocli`.
+
+Everything the API sends is data from envoys: every table cell and every line passes
+`topics.escape.printable` (SPEC 11.4), so an id, label, run id or resource id holding ESC,
+BEL, C1 controls or bidi overrides is shown as `\\x1b`, `\\u202e` instead of driving the
+operator's terminal (clipboard writes, screen clears, reordered text)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from alerts.mail import body_text
+from topics.escape import printable
 from topics.statuses import ACTIVE_STATUSES
 
 
@@ -38,6 +43,9 @@ def labels_text(labels: Mapping[str, str]) -> str:
 
 
 def table_text(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Aligned columns; each cell escaped first, so the widths are those shown."""
+    header = [printable(str(cell)) for cell in header]
+    rows = [[printable(str(cell)) for cell in row] for row in rows]
     widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
     lines = [
         "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True))
@@ -55,8 +63,13 @@ def _threshold_text(value: float) -> str:
 
 
 def escaped(text: str) -> str:
-    """Label data on a terminal: control and line-breaking characters shown escaped."""
-    return body_text(text)
+    """Data on a terminal: control, format and line-breaking characters shown escaped."""
+    return printable(text)
+
+
+def _text(lines: Sequence[str]) -> str:
+    """Lines for the terminal, each escaped (again: escaping twice changes nothing)."""
+    return "\n".join(printable(line) for line in lines)
 
 
 def render_doctor_by(doc: Mapping[str, Any], key: str) -> str:
@@ -87,9 +100,7 @@ def render_doctor_by(doc: Mapping[str, Any], key: str) -> str:
         )
     head = render_doctor(doc).split("\n")[:3]
     table = table_text((key.upper(), "CONVERGENCE", "COMPLIANT", "", "NOT CONVERGED"), rows)
-    return "\n".join(
-        [*head, "", f"By {escaped(key)}", *("  " + line for line in table.split("\n"))]
-    )
+    return _text([*head, "", f"By {escaped(key)}", *("  " + line for line in table.split("\n"))])
 
 
 def render_doctor(doc: Mapping[str, Any]) -> str:
@@ -128,7 +139,7 @@ def render_doctor(doc: Mapping[str, Any]) -> str:
     if "inactive" in doc or "revoked" in doc:  # SPEC 10.3: beside active, not in it
         inactive, revoked = doc.get("inactive", 0), doc.get("revoked", 0)
         lines += ["", f"Outside active     {inactive} inactive, {revoked} revoked"]
-    return "\n".join(lines)
+    return _text(lines)
 
 
 def render_envoy(doc: Mapping[str, Any]) -> str:
@@ -150,7 +161,7 @@ def render_envoy(doc: Mapping[str, Any]) -> str:
     history = doc.get("history") or []
     if not history:
         lines.append("Drift history: no runs recorded")
-        return "\n".join(lines)
+        return _text(lines)
     lines.append("Drift history (newest first)")
     rows = []
     for run in history:
@@ -163,5 +174,5 @@ def render_envoy(doc: Mapping[str, Any]) -> str:
             (when_text(run["finished_at"]), run["outcome"], run["run_id"], "; ".join(details))
         )
     table = table_text(("FINISHED", "OUTCOME", "RUN", "RESOURCES"), rows)
-    lines.extend("  " + line for line in table.splitlines())
-    return "\n".join(lines)
+    lines.extend("  " + line for line in table.split("\n"))
+    return _text(lines)

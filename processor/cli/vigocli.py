@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import quote
@@ -40,9 +40,9 @@ from processor.cli.render import (
     render_doctor,
     render_doctor_by,
     render_envoy,
-    table_text,
     when_text,
 )
+from processor.cli.streamed import StreamedJson, StreamedTable
 from projections.status import parse_status_filter
 
 #: The commands, and what they use from `api_client` and `render`, as before.
@@ -171,11 +171,45 @@ def list_envoys(
     page_size: int,
 ) -> None:
     """Envoys with the given statuses (and label), in envoy id order (follows every
-    page)."""
-    found: list[dict[str, Any]] = []
+    page, each printed as it arrives: SPEC 11.4)."""
+    pages = _pages(api, status, label, limit, page_size)
+    if as_json:
+        out = StreamedJson("envoys")
+        for found in pages:
+            out.items(found)
+        out.close()
+        return
+    table = StreamedTable(("ENVOY", "STATUS", "SINCE", "LAST SEEN", "LABELS"), (ENVOY_WIDTH,))
+    for found in pages:
+        table.rows(
+            (
+                escaped(e["envoy_id"]),
+                e["status"],
+                when_text(e["since"]),
+                when_text(e["last_seen"]),
+                escaped(labels_text(e["labels"])),
+            )
+            for e in found
+        )
+    if not table.count:
+        what = f"with status {status}" if status else "active"
+        click.echo(f"no envoys {what}" + (f" in {escaped(label)}" if label else ""))
+
+
+#: The envoy column's least width: the table is printed page by page, so it cannot be
+#: measured first; a longer id widens it from its page on.
+ENVOY_WIDTH = 24
+
+
+def _pages(
+    api: Api, status: str | None, label: str | None, limit: int | None, page_size: int
+) -> Iterator[list[dict[str, Any]]]:
+    """The listing's pages, each requested once the one before is consumed; no more
+    than `limit` envoys are asked for."""
+    left = limit
     cursor: str | None = None
-    while limit is None or len(found) < limit:
-        query = {"limit": str(min(page_size, limit - len(found)) if limit else page_size)}
+    while left is None or left > 0:
+        query = {"limit": str(page_size if left is None else min(page_size, left))}
         if status:
             query["status"] = status
         if label is not None:
@@ -183,28 +217,13 @@ def list_envoys(
         if cursor:
             query["cursor"] = cursor
         _, page = api.get("/api/envoys", query)
-        found.extend(page["envoys"])
+        found = page["envoys"] if left is None else page["envoys"][:left]
+        if left is not None:
+            left -= len(found)
+        yield found
         cursor = page.get("next_cursor")
         if not cursor:
-            break
-    if as_json:
-        click.echo(json.dumps({"envoys": found}, indent=2))
-        return
-    if not found:
-        what = f"with status {status}" if status else "active"
-        click.echo(f"no envoys {what}" + (f" in {escaped(label)}" if label else ""))
-        return
-    rows = [
-        (
-            escaped(e["envoy_id"]),
-            e["status"],
-            when_text(e["since"]),
-            when_text(e["last_seen"]),
-            escaped(labels_text(e["labels"])),
-        )
-        for e in found
-    ]
-    click.echo(table_text(("ENVOY", "STATUS", "SINCE", "LAST SEEN", "LABELS"), rows))
+            return
 
 
 @envoys.command("show")

@@ -81,6 +81,10 @@ class InputBatches:
         for message in messages:
             ack(message)
 
+    def idle(self) -> bool:
+        """Nothing fetched is waiting for the agent: it has worked off its backlog."""
+        return self._queue.empty()
+
     async def commit_when_caught_up(self) -> None:
         """Commit as soon as nothing is waiting (at most every `COMMIT_CAUGHT_UP_S`)
         rather than at Faust's next interval (2.8 s): the committed offsets, which

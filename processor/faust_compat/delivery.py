@@ -3,17 +3,23 @@ can resume fetching before it seeks, commits past any jump in the offsets it fet
 (upstream #216, #221, #312, #606) and can stop fetching a partition it keeps assigned.
 Why and how: docs/faust-traps.md#skipped-records and
 docs/faust-traps.md#unfetched-partitions
+
+`BrokerHealth` is what the guards' calls to the broker (and the timers') learnt of it:
+an error there is noted, `/readyz` answers 503, and the next tick tries again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 import faust
+from aiokafka.errors import KafkaError
+from faust.exceptions import ProducerSendError
 from faust.types import TP
 
 #: The package's one logger, `processor.faust_compat`.
@@ -21,6 +27,43 @@ log = logging.getLogger(__package__)
 
 #: A partition with records but without progress for this long is fetched again.
 STALL_S = 10.0
+
+#: What a call to the broker raises while it cannot be reached (aiokafka's connection
+#: and timeout errors are KafkaErrors; Faust wraps a refused send in ProducerSendError).
+BROKER_ERRORS = (KafkaError, OSError, asyncio.TimeoutError, ProducerSendError)
+#: The longest a timer waits for one call to the broker (`BrokerHealth.attempt`).
+ATTEMPT_DEADLINE_S = 30.0
+
+
+class BrokerHealth:
+    """Whether the broker answered the last call made to it from a timer or a guard
+    (SPEC 11.4 "Broker outages"): `/readyz` answers 503 while it did not. One warning
+    when an outage starts, one when it ends; the callers try again on their next tick."""
+
+    def __init__(self) -> None:
+        self.down_since: float | None = None
+
+    @property
+    def reachable(self) -> bool:
+        return self.down_since is None
+
+    def failed(self, what: str, exc: BaseException) -> None:
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+            log.warning("broker unreachable (%s: %r); retrying until it answers", what, exc)
+
+    async def attempt(self, what: str, call: Awaitable[object]) -> None:
+        """Await a timer's call to the broker under a deadline: an error or a hang ends
+        the call (noted here), never the timer or the worker."""
+        try:
+            await asyncio.wait_for(call, ATTEMPT_DEADLINE_S)
+        except BROKER_ERRORS as exc:
+            self.failed(what, exc)
+
+    def answered(self) -> None:
+        if self.down_since is not None:
+            log.info("broker reachable again after %.0f s", time.monotonic() - self.down_since)
+            self.down_since = None
 
 
 def committed_offset(app: faust.App, tp: TP) -> int | None:
@@ -49,6 +92,12 @@ class OffsetSource(Protocol):
     async def __call__(self, tps: Iterable[TP]) -> Mapping[TP, int]: ...
 
     async def first_offset(self, tp: TP, offset: int) -> int | None: ...
+
+    async def probe(self) -> None:
+        """One request the broker must answer (its metadata); marks `health`."""
+
+    @property
+    def health(self) -> BrokerHealth: ...
 
 
 @dataclass
@@ -114,7 +163,14 @@ class DeliveryGuard:
         for tp, (missing, delivered) in found.items():
             if tp not in actives:
                 continue  # moving away: the next owner starts from the committed offset
-            first = await self.offsets.first_offset(tp, missing)
+            try:
+                first = await self.offsets.first_offset(tp, missing)
+            except BROKER_ERRORS as exc:
+                # Asked again after the next batch; until then the records past the hole
+                # are refused and Faust commits nothing past it.
+                self.offsets.health.failed("first offset", exc)
+                self._found.setdefault(tp, (missing, delivered))
+                continue
             target = missing if first is None else min(first, delivered)
             if target > missing:
                 _accept_faust_gap(self.app, tp, missing, target)
@@ -155,7 +211,11 @@ class DeliveryGuard:
         assigned = [tp for tp in self.app.assignor.assigned_actives() if tp.topic in self.topics]
         if not assigned:
             return
-        ends = await self.offsets(assigned)
+        try:
+            ends = await self.offsets(assigned)
+        except BROKER_ERRORS as exc:  # tried again in STALL_S
+            self.offsets.health.failed("end offsets", exc)
+            return
         for tp in assigned:
             position = self.position(tp)
             if ends.get(tp, 0) <= position:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -51,6 +51,19 @@ class BatchProducer:
             )
         return sent
 
+    async def send_keyed(self, topic: str, record: Record) -> asyncio.Future[Any]:
+        """One record, partitioned by its key as Faust would; the future of its metadata.
+        Raises at once when the producer refuses it (too large for a request)."""
+        producer = cast(Any, self.app.producer)._ensure_producer()
+        key, value = record
+        future: asyncio.Future[Any] = await producer.send(topic, value=value, key=key)
+        return future
+
+
+#: Sends (topic, partition, records) until the broker took them; per batch taken, its
+#: record count and metadata (`processor.outputs.Outputs.deliver`).
+Deliver = Callable[[str, int, Sequence[Record]], Awaitable[list[tuple[int, Any]]]]
+
 
 @dataclass
 class TableWriter:
@@ -60,6 +73,8 @@ class TableWriter:
 
     table: TableT[Any, Any]
     producer: BatchProducer
+    #: How the changelog records are sent; without it, once, and a failure raises.
+    deliver: Deliver | None = None
 
     async def write(self, entries: Iterable[tuple[int, Any, Any]]) -> None:
         """Write (partition, key, value) entries; a later entry of a key wins. A value
@@ -82,18 +97,32 @@ class TableWriter:
                         del store[key]
             records[partition] = self._changelog_records(pairs)
         topic = changelog.get_topic_name()
+        last: dict[int, int] = {}
+        for partition, count, metadata in await self._send(topic, records):
+            if metadata is not None:
+                last[partition] = max(last.get(partition, -1), metadata.offset + count - 1)
+        for partition, offset in last.items():
+            store.set_persisted_offset(TP(topic, partition), offset)
+
+    async def _send(
+        self, topic: str, records: dict[int, list[Record]]
+    ) -> list[tuple[int, int, Any]]:
+        """(partition, record count, metadata) per batch the broker took."""
+        if self.deliver is not None:
+            deliver = self.deliver
+            taken = await asyncio.gather(*(deliver(topic, p, r) for p, r in records.items()))
+            return [
+                (partition, count, metadata)
+                for partition, batches in zip(records, taken, strict=True)
+                for count, metadata in batches
+            ]
         sent = [
             (partition, count, future)
             for partition, batch in records.items()
             for count, future in await self.producer.send(topic, partition, batch)
         ]
         done = await asyncio.gather(*(future for _, _, future in sent))
-        last: dict[int, int] = {}
-        for (partition, count, _), metadata in zip(sent, done, strict=True):
-            if metadata is not None:
-                last[partition] = max(last.get(partition, -1), metadata.offset + count - 1)
-        for partition, offset in last.items():
-            store.set_persisted_offset(TP(topic, partition), offset)
+        return [(p, count, m) for (p, count, _), m in zip(sent, done, strict=True)]
 
     def _changelog_records(self, pairs: list[tuple[Any, Any]]) -> list[Record]:
         """The bytes Faust would send; raw bytes keys and values as they are (Faust's

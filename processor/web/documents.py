@@ -9,6 +9,7 @@ import base64
 import binascii
 import heapq
 import hmac
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,7 @@ from processor.fleet import group_doc, groups_doc
 from projections.envoy import EnvoyState, Rules
 from projections.fleet import FleetCounts
 from projections.groups import in_group, parse_label
-from projections.status import parse_status_filter
+from projections.status import STATUS_ALIASES, parse_status_filter
 from topics.statuses import ACTIVE_STATUSES, Status
 from topics.timestamps import iso_from_ms
 
@@ -29,6 +30,16 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 #: What the list endpoint returns without `?status=`: every active envoy.
 DEFAULT_STATUSES = frozenset(ACTIVE_STATUSES)
+_STATUS_WORD = "|".join(
+    sorted([*(s.value for s in Status), *STATUS_ALIASES], key=len, reverse=True)
+)
+_STATUS_ITEM = f" *(?:(?:{_STATUS_WORD}) *)?"
+#: `?status=`: status names or aliases, comma-separated, spaces around them and empty items
+#: allowed (`failed, degraded,`); the API's description carries the same pattern.
+STATUS_FILTER_PATTERN = f"{_STATUS_ITEM}(?:,{_STATUS_ITEM})*"
+_CURSOR_CHARS = "[A-Za-z0-9_-]*"
+#: `?cursor=`: what `encode_cursor` writes, base64url without padding.
+CURSOR_PATTERN = f"^{_CURSOR_CHARS}$"
 
 
 def compliance_doc(snapshot: FleetSnapshot, group_by: bool = False) -> dict[str, Any]:
@@ -158,17 +169,10 @@ class ListQuery:
 
 
 def parse_list_query(query: Mapping[str, str]) -> ListQuery:
-    try:
-        statuses = parse_status_filter(query.get("status", ""))
-    except ValueError as exc:
-        raise BadQuery(str(exc)) from None
-    raw_limit = query.get("limit", str(DEFAULT_LIMIT))
-    try:
-        limit = int(raw_limit)
-    except ValueError:
-        raise BadQuery(f"limit must be a whole number from 1 to {MAX_LIMIT}") from None
-    if not 1 <= limit <= MAX_LIMIT:
-        raise BadQuery(f"limit must be a whole number from 1 to {MAX_LIMIT}")
+    """The list query, exactly as the API's description has it (`processor.web.openapi`):
+    anything else is a `BadQuery`."""
+    statuses = parse_statuses(query.get("status", ""))
+    limit = parse_limit(query.get("limit", str(DEFAULT_LIMIT)))
     cursor = query.get("cursor") or None
     label = None
     if "label" in query:
@@ -179,12 +183,42 @@ def parse_list_query(query: Mapping[str, str]) -> ListQuery:
     return ListQuery(statuses or DEFAULT_STATUSES, after, limit, label)
 
 
+def parse_statuses(text: str) -> frozenset[Status]:
+    """Names and aliases, comma-separated, with ASCII spaces around them: `\\tfailed` or a
+    non-breaking space was taken once (`str.strip`), which the description refuses."""
+    try:
+        statuses = parse_status_filter(text)
+    except ValueError as exc:
+        raise BadQuery(str(exc)) from None
+    if re.fullmatch(STATUS_FILTER_PATTERN, text) is None:
+        raise BadQuery("status must be statuses separated by commas, e.g. failed,degraded")
+    return statuses
+
+
+def parse_limit(text: str) -> int:
+    """ASCII digits only: `int` alone also takes ` 5`, `+5`, `5_0` and other scripts' digits."""
+    error = f"limit must be a whole number from 1 to {MAX_LIMIT}"
+    if not (text.isascii() and text.isdigit()):
+        raise BadQuery(error)
+    try:
+        limit = int(text)
+    except ValueError:  # beyond `int`'s digit limit
+        raise BadQuery(error) from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadQuery(error)
+    return limit
+
+
 def encode_cursor(envoy_id: str) -> str:
     """Opaque to clients: the last envoy id of the page, URL-safe."""
     return base64.urlsafe_b64encode(envoy_id.encode("utf-8")).decode("ascii").rstrip("=")
 
 
 def decode_cursor(cursor: str) -> str:
+    """The envoy id in a cursor `encode_cursor` wrote: base64url without padding (a padded
+    one was taken once, which the description refuses)."""
+    if re.fullmatch(_CURSOR_CHARS, cursor) is None:
+        raise BadQuery("cursor is not one this API returned")
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         raw = base64.b64decode(padded.encode("ascii"), altchars=b"-_", validate=True)
@@ -220,8 +254,13 @@ def merge_pages(pages: Iterable[tuple[list[dict[str, Any]], bool]], limit: int) 
 
 
 def bearer_matches(header: str | None, token: str) -> bool:
-    """`Bearer <token>`, compared in constant time (no timing hint about the token)."""
+    """`Bearer <token>`, compared in constant time (no timing hint about the token).
+
+    A header may hold any byte: aiohttp decodes it as UTF-8 with `surrogateescape`, so a
+    raw Latin-1 `\xe9` arrives as a lone surrogate, which plain UTF-8 cannot encode
+    (a 500 once). `surrogatepass` encodes any string, and such bytes never match."""
     scheme, _, given = (header or "").partition(" ")
     if scheme.lower() != "bearer":
         return False
-    return hmac.compare_digest(given.strip().encode("utf-8"), token.encode("utf-8"))
+    sent = given.strip().encode("utf-8", "surrogatepass")
+    return hmac.compare_digest(sent, token.encode("utf-8", "surrogatepass"))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -47,6 +48,12 @@ from processor.web.documents import (
     parse_list_query,
     select_envoys,
 )
+from processor.web.openapi import OPENAPI_PATH, openapi_document
+from processor.web.security import (
+    SECURITY_HEADERS,
+    UNAUTHORIZED_ERROR,
+    UNAUTHORIZED_HEADERS,
+)
 from projections.envoy import EnvoyState
 
 if TYPE_CHECKING:
@@ -66,11 +73,23 @@ def _dashboard_file(name: str) -> str:
 
 
 def dashboard_page(name: str) -> str:
-    """A page with the shared stylesheet and script inlined: one request, no CDN."""
-    page = _dashboard_file(name)
-    return page.replace("/*vigo:css*/", _dashboard_file("vigo.css")).replace(
-        "/*vigo:js*/", _dashboard_file("vigo.js")
-    )
+    """A page as it is served: its stylesheet and scripts are static files under
+    `/static/` (no inline script or style, which the pages' CSP would block)."""
+    return _dashboard_file(name)
+
+
+#: The dashboard's static files (`GET /static/{name}`), by name: their content type.
+ASSET_TYPES = {
+    "vigo.css": "text/css; charset=utf-8",
+    "vigo.js": "text/javascript; charset=utf-8",
+    "compliance.js": "text/javascript; charset=utf-8",
+    "envoy.js": "text/javascript; charset=utf-8",
+}
+
+
+@cache
+def dashboard_asset(name: str) -> bytes:
+    return _dashboard_file(name).encode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -108,11 +127,7 @@ class VigoView(View):
         token = self.ctx.cluster.token
         if token is None or bearer_matches(request.headers.get("Authorization"), token):
             return None
-        return self.json(
-            {"error": "this API needs the processor's bearer token (Authorization: Bearer ...)"},
-            status=401,
-            headers={"WWW-Authenticate": 'Bearer realm="vigo"'},
-        )
+        return self.json({"error": UNAUTHORIZED_ERROR}, status=401, headers=UNAUTHORIZED_HEADERS)
 
 
 class Health(VigoView):
@@ -123,15 +138,18 @@ class Health(VigoView):
 
 
 def readiness(ctx: WebContext) -> dict[str, Any]:
-    """Ready: assigned, recovered, and caught up with its input partitions."""
+    """Ready: assigned, recovered, caught up with its input partitions, and the broker
+    answered the last call made to it (SPEC 11.4: 503 during a broker outage)."""
     app = ctx.app
     busy = app.rebalancing or app.in_recovery
     caught_up = ctx.envoys.catch_up.all_caught_up()
+    broker = ctx.envoys.catch_up.broker.reachable
     return {
-        "ready": not busy and caught_up,
+        "ready": not busy and caught_up and broker,
         "rebalancing": app.rebalancing,
         "recovering": app.in_recovery,
         "caught_up": caught_up,
+        "broker": broker,
         "workers": len(ctx.cluster.members()),
         "fleet_owner": ctx.aggregator.owns_fleet(),
     }
@@ -280,21 +298,64 @@ class Alerts(VigoView):
         return self.relay(status, body)
 
 
+class OpenAPI(VigoView):
+    """The API described (SPEC 11.5): `processor.web.openapi`, for this worker's groups."""
+
+    async def get(self, request: Request) -> Response:
+        if (refused := self.refused(request)) is not None:
+            return refused
+        return self.json(openapi_document(tuple(self.ctx.aggregator.groups.group_by)))
+
+
+class ApiNotFound(VigoView):
+    """An `/api/*` path no route takes is a JSON 404 like every API error, not aiohttp's
+    text one: `/api/envoys/a%0Ab` (`.+` stops at the line break), `/api/envoys/` (a
+    client resolves the envoy id `.` away)."""
+
+    async def get(self, request: Request, path: str) -> Response:
+        if (refused := self.refused(request)) is not None:
+            return refused
+        return self.error(404, "not found")
+
+
 class CompliancePage(VigoView):
     """The dashboard: gauge, breakdown by status, sparkline, envoys needing care."""
 
     async def get(self, request: Request) -> Response:
-        return self.html(self.ctx.pages["compliance.html"])
+        return self.html(self.ctx.pages["compliance.html"], headers=dict(SECURITY_HEADERS))
 
 
 class EnvoyPage(VigoView):
     """One envoy's status and drift-history timeline."""
 
     async def get(self, request: Request, envoy_id: str) -> Response:
-        return self.html(self.ctx.pages["envoy.html"])
+        return self.html(self.ctx.pages["envoy.html"], headers=dict(SECURITY_HEADERS))
 
 
+class StaticAsset(VigoView):
+    """The pages' stylesheet and scripts: no data, no token (SPEC 10.7)."""
+
+    async def get(self, request: Request, name: str) -> Response:
+        content_type = ASSET_TYPES.get(name)
+        if content_type is None:
+            return self.error(404, "no such file")
+        return self.bytes(
+            dashboard_asset(name),
+            headers={"Content-Type": content_type, "Cache-Control": "no-cache"},
+        )
+
+
+class Root(VigoView):
+    """`GET /` goes to the dashboard (SPEC 11.5), in place of Faust's index."""
+
+    async def get(self, request: Request) -> Response:
+        return self.text("", status=302, headers={"Location": "/compliance"})
+
+
+#: Every route of the web server. A route registered anywhere else is refused (404) by
+#: `processor.web.security`'s middleware, which is how Faust's own apps stay off.
 ROUTES: tuple[tuple[str, type[VigoView]], ...] = (
+    ("/", Root),
     ("/healthz", Health),
     ("/readyz", Ready),
     ("/metrics", MetricsView),
@@ -303,9 +364,17 @@ ROUTES: tuple[tuple[str, type[VigoView]], ...] = (
     ("/api/envoys", Envoys),
     ("/api/envoys/{envoy_id:.+}", Envoy),
     ("/api/alerts", Alerts),
+    (OPENAPI_PATH, OpenAPI),
     ("/compliance", CompliancePage),
     ("/envoys/{envoy_id:.+}", EnvoyPage),
+    ("/static/{name}", StaticAsset),
+    # Last: aiohttp resolves in registration order, so it takes what no route above takes,
+    # line breaks included (`.` stops at one; no envoy id holds a control character).
+    ("/api/{path:[\\s\\S]*}", ApiNotFound),
 )
+
+#: Every path this worker serves; the security middleware refuses any other route.
+ROUTE_PATHS = tuple(path for path, _ in ROUTES)
 
 
 def register_web(ctx: WebContext) -> None:

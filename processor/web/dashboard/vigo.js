@@ -6,10 +6,14 @@ const STATUS_ORDER = ["converged", "drifted", "relapsed", "diverged", "degraded"
   "offline", "no_data"];
 const SVG_NS = "http://www.w3.org/2000/svg";
 
+// Styles go through the CSSOM (node.style), never a style attribute: the pages' CSP
+// (default-src 'self', SPEC 11.4) blocks inline style attributes, not the CSSOM.
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs || {})) {
-    if (value !== null && value !== undefined) node.setAttribute(key, value);
+    if (value === null || value === undefined) continue;
+    if (key === "style") node.style.cssText = value;
+    else node.setAttribute(key, value);
   }
   for (const child of children) {
     if (child === null || child === undefined) continue;
@@ -20,8 +24,20 @@ function el(tag, attrs, ...children) {
 
 function svg(tag, attrs) {
   const node = document.createElementNS(SVG_NS, tag);
-  for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, value);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (key === "style") node.style.cssText = value;
+    else node.setAttribute(key, value);
+  }
   return node;
+}
+
+// decodeURIComponent throws on a malformed escape (`%E0%A4%A`): the text as it is then.
+function decoded(text) {
+  try {
+    return decodeURIComponent(text);
+  } catch (error) {
+    return text;
+  }
 }
 
 function colour(name) {
@@ -56,15 +72,22 @@ function percentText(percent) {
 
 // The API's bearer token (SPEC 10.7), kept for this tab only. The pages carry no data
 // and need none; a link may bring it in its fragment (#token=...), which never reaches
-// a server or a log, and is removed from the address bar at once.
+// a server or a log, and is removed from the address bar at once. A malformed one
+// stops nothing: it is kept as written, and refused like any wrong token.
 const TOKEN_KEY = "vigo-token";
 (function tokenFromFragment() {
   const match = /^#(?:.*&)?token=([^&]*)/.exec(location.hash);
   if (match) {
-    sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
+    sessionStorage.setItem(TOKEN_KEY, decoded(match[1]));
     history.replaceState(null, "", location.pathname + location.search);
   }
 })();
+
+// A header value is Latin-1 without controls: fetch() throws on anything else, so such
+// a token is not sent (the API's 401 then asks for another one).
+function sendable(token) {
+  return /^[\x20-\x7e\x80-\xff]+$/.test(token);
+}
 
 function askForToken(wasWrong) {
   if (document.getElementById("token-form")) return;
@@ -84,7 +107,7 @@ function askForToken(wasWrong) {
 async function api(path) {
   const headers = {Accept: "application/json"};
   const token = sessionStorage.getItem(TOKEN_KEY);
-  if (token) headers.Authorization = `Bearer ${token}`;
+  if (token && sendable(token)) headers.Authorization = `Bearer ${token}`;
   const response = await fetch(path, {headers});
   let body = null;
   try { body = await response.json(); } catch (e) { body = null; }
