@@ -429,9 +429,12 @@ def test_stale_envoys_mail_once_per_episode_and_storms_as_a_digest(
                 assert_clean_headers(mail)
             by_id = {m.message_id: m for m in messages}
             lonely = by_id[message_id(stale_alert_id("lonely", 1), domain)]
-            assert lonely.subject == "[Vigo] Envoy lonely is stale (team=ops Bcc: evil@x)"
+            # Line breaks in a label or an id are shown escaped (SPEC 11.4), never a header.
+            assert lonely.subject == r"[Vigo] Envoy lonely is stale (team=ops\x0d\x0aBcc: evil@x)"
             odd_mail = by_id[message_id(stale_alert_id(odd, 1), domain)]
-            assert odd_mail.subject.startswith("[Vigo] Envoy odd Bcc: evil@x X-Evil: 1 is stale")
+            assert odd_mail.subject.startswith(
+                r"[Vigo] Envoy odd\x85Bcc: evil@x\u2028X-Evil: 1 is stale"
+            )
 
             # Still stale, and swept again (they go offline): no new mail for that; the
             # next mail, for the next episode, is the marker that none came in between.
