@@ -6,8 +6,10 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import pytest
@@ -22,6 +24,8 @@ from tests.webharness import (
     threshold_config,
 )
 from topics.names import TopicNames
+
+T = TypeVar("T")
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -105,12 +109,28 @@ def dashboard(kafka_bootstrap: str) -> Iterator[tuple[Worker, dict[str, str]]]:
         yield worker, publish_status_fleet(kafka_bootstrap, [worker])
 
 
+def numbers(doc: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(doc[k] for k in ("active", "compliant", "percent", "by_status", "revoked"))
+
+
+def settled_page(worker: Worker, render: Callable[[], T]) -> tuple[dict[str, Any], T]:
+    """The page with the API's numbers as they were while it rendered: the fleet may still
+    move (a sweep, a late partial), so render until the numbers before and after agree."""
+    for _ in range(10):
+        before = http_get(worker.url + "/api/compliance").json()
+        page = render()
+        after = http_get(worker.url + "/api/compliance").json()
+        if numbers(before) == numbers(after):
+            return after, page
+        time.sleep(1)
+    raise AssertionError(f"the fleet numbers never settled: {before} then {after}")
+
+
 def test_compliance_page_shows_the_api_numbers(
     dashboard: tuple[Worker, dict[str, str]],
 ) -> None:
     worker, _ = dashboard
-    api = http_get(worker.url + "/api/compliance").json()
-    dom = rendered(worker.url + "/compliance")
+    api, dom = settled_page(worker, lambda: rendered(worker.url + "/compliance"))
     assert dom.text_by_id["gauge-percent"].strip() == f"{api['percent']:.2f}%"
     assert (
         f"{api['compliant']} of {api['active']} active envoys compliant"
@@ -198,8 +218,7 @@ def test_a_token_or_a_malformed_fragment_still_shows_the_numbers(
     decodeURIComponent throws) stops nothing. No link leads to the API (a 401 in the
     browser when a token is set): the breakdown links list a status on the dashboard."""
     worker, _ = dashboard
-    api = http_get(worker.url + "/api/compliance").json()
-    html = dump_dom(worker.url + "/compliance" + fragment)
+    api, html = settled_page(worker, lambda: dump_dom(worker.url + "/compliance" + fragment))
     dom = Dom(html)
     assert dom.text_by_id["gauge-percent"].strip() == f"{api['percent']:.2f}%"
     assert dom.counts["active"] == api["active"]

@@ -76,7 +76,8 @@ def test_a_refused_status_change_stops_the_worker_and_holds_its_state(
     acl_broker: kafkabroker.Broker, topic_prefix: str, tmp_path: Path
 ) -> None:
     bootstrap, names = acl_broker.bootstrap, TopicNames(topic_prefix)
-    worker = Worker(worker_config(bootstrap, topic_prefix, partitions=1), tmp_path).start()
+    config = worker_config(bootstrap, topic_prefix, partitions=1, interval="5m")
+    worker = Worker(config, tmp_path).start()
     try:
         produce(bootstrap, [(names.enrollments, b"web-01", enrollment("web-01"))])
         produce(bootstrap, [(names.runs, b"web-01", run_event("web-01", "ok", "ok"))])
