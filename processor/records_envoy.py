@@ -58,7 +58,8 @@ class StoredEnvoy:
 # and the history is `RunSummary` Structs as msgspec writes them (`array_like`): each
 # entry, newest first, is the array of its fields in their order (run id, finished_at,
 # finished_at_ms, outcome as its text, changed, failed, errored modules, the three
-# counts). msgspec encodes the history and decodes it straight into `RunSummary`s, with
+# counts, and since the third release the run's config version and its runs-topic
+# offset). msgspec encodes the history and decodes it straight into `RunSummary`s, with
 # no Python step per entry. Outcome codes and times as deltas, as format 3 first had them
 # before any release, were about 65 bytes a record smaller (of 790 with a full history)
 # but took a Python step per entry: decoding 8 us instead of 6, encoding 11 instead of 9
@@ -279,6 +280,10 @@ _RUN_FIELDS: Final = (
     "changed_count",
     "failed_count",
     "errored_modules_count",
+    # Appended in the third release (SPEC 11.1); a history entry written before them has
+    # ten fields and decodes with their defaults (None, -1).
+    "config_version",
+    "offset",
 )
 _ENVOY_FIELDS: Final = (
     "envoy_id",

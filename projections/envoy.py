@@ -330,6 +330,8 @@ def _apply_liveness_event(
         ):
             summary = replace(summary, outcome=RunOutcome.INTENTIONAL)
         run_outcome = summary.outcome
+        if position is not None:
+            summary = replace(summary, offset=position.offset)
         fields["recent_run_ids"] = (event.run_id, *state.recent_run_ids)[:RECENT_RUN_IDS]
         fields["history"] = _insert_history(state.history, summary)
         if not late:

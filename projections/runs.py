@@ -48,6 +48,12 @@ class RunSummary(Struct, frozen=True, array_like=True, gc=False):
     changed_count: int
     failed_count: int
     errored_modules_count: int
+    #: SPEC 10.1/11.1: the run's `config_version` (None: it gave none), and the offset of
+    #: its record in the runs topic (-1: unknown, as in records of earlier releases), so
+    #: an explanation can name where each run was read. Trailing fields with defaults: a
+    #: history entry written before them decodes with these values.
+    config_version: str | None = None
+    offset: int = -1
 
 
 def classify_run(run: Run) -> RunSummary:
@@ -85,6 +91,7 @@ def classify_run(run: Run) -> RunSummary:
         changed_count=len(changed),
         failed_count=len(failed),
         errored_modules_count=len(errored),
+        config_version=run.config_version,
     )
 
 

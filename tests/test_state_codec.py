@@ -191,8 +191,11 @@ def test_format_2_records_of_the_last_release_still_decode(
         return
     record = StoredEnvoy(partition, state)
     old = format2(record)
-    # Formats 1 and 2 had no remembered config version: they decode with none (SPEC 10.1).
-    assert decode_stored_envoy(old) == StoredEnvoy(partition, replace(state, config_version=None))
+    # Formats 1 and 2 had no remembered config version (SPEC 10.1), nor a version and an
+    # offset per history entry (SPEC 11.1): they decode with none and -1.
+    history = tuple(replace(run, config_version=None, offset=-1) for run in state.history)
+    expected = replace(state, config_version=None, history=history)
+    assert decode_stored_envoy(old) == StoredEnvoy(partition, expected)
     head = decode_envoy_head(old)
     assert (head.partition, head.status) == (partition, state.status)
     assert head_labels(head) == state.labels
@@ -235,6 +238,25 @@ def test_format_3_records_of_the_release_before_the_lifecycle_decode_as_not_inac
     assert decode_stored_envoy(old) == StoredEnvoy(partition, state)
     rewritten = encode_stored_envoy(decode_stored_envoy(old))
     assert decode_stored_envoy(rewritten) == StoredEnvoy(partition, state)
+
+
+@given(envoy_states(), st.integers(0, 1023))
+def test_format_3_history_entries_of_ten_fields_decode_without_version_and_offset(
+    state: EnvoyState, partition: int
+) -> None:
+    """History entries as written before SPEC 11.1 end with the three counts: they decode
+    with no config version and offset -1, the rest of the state unchanged."""
+    head = decode_envoy_head(encode_stored_envoy(StoredEnvoy(partition, state)))
+    tail = msgspec.msgpack.decode(lz4.block.decompress(head.tail))
+    history_at = 10  # envoy id, labels, ..., offsets, recent run ids, then the history
+    assert len(tail[history_at]) == len(state.history)
+    assert all(len(entry) == 12 for entry in tail[history_at])
+    tail[history_at] = [entry[:10] for entry in tail[history_at]]
+    short = lz4.block.compress(msgspec.msgpack.encode(tail))
+    old = msgspec.msgpack.encode([*msgspec.to_builtins(replace(head, tail=b""))[:-1], short])
+    history = tuple(replace(run, config_version=None, offset=-1) for run in state.history)
+    expected = StoredEnvoy(partition, replace(state, history=history))
+    assert decode_stored_envoy(old) == expected
 
 
 def test_the_lifecycle_fields_are_kept_by_format_3() -> None:
