@@ -30,6 +30,7 @@ from email.utils import format_datetime
 from typing import Any, Final
 from urllib.parse import quote
 
+from alerts.rollouts import ROLLOUT_STUCK, stuck_body, stuck_subject
 from alerts.rules import CONVERGENCE_RECOVERED, CONVERGENCE_THRESHOLD
 from topics.codec import FLEET_STATUSES
 from topics.escape import printable
@@ -119,6 +120,8 @@ def render(alert: Alert, settings: MailSettings) -> EmailMessage:
 
 
 def subject(alert: Alert) -> str:
+    if alert.event == ROLLOUT_STUCK:  # SPEC 11.2 (`alerts.rollouts`)
+        return header_text(stuck_subject(alert))
     d = alert.details
     if alert.event in (CONVERGENCE_THRESHOLD, CONVERGENCE_RECOVERED):
         group = _group(d)
@@ -142,6 +145,8 @@ def subject(alert: Alert) -> str:
 def body(alert: Alert, dashboard: str) -> str:
     if alert.event in (CONVERGENCE_THRESHOLD, CONVERGENCE_RECOVERED):
         lines = _threshold_body(alert, dashboard)
+    elif alert.event == ROLLOUT_STUCK:
+        lines = stuck_body(alert, dashboard)
     else:
         lines = _stale_body(alert, dashboard)
     lines += ["", f"Alert id: {body_text(alert.alert_id)}"]

@@ -1,7 +1,19 @@
-"""Memory per envoy of the table state, the changelog bytes written per envoy update, and
-what reading and writing an envoy costs.
+"""Memory per envoy as an operator pays it, and what the table's records cost.
 
-Run: .venv/bin/python benchmarks/bench_memory.py [--envoys 20000] [--runs 25] [--quick]
+Run: .venv/bin/python benchmarks/bench_memory.py [--stores memory,rocksdb] [--trace]
+     .venv/bin/python benchmarks/bench_memory.py --codec [--envoys 20000] [--runs 25]
+     (VIGO_TEST_KAFKA=host:port uses a running broker; otherwise one is started.)
+
+The default measures resident memory (VmRSS, as `top` and a pod's memory limit see it):
+a worker started as production starts it (`vigo-processor worker`, with the store named)
+works off 10 runs for each of 1,000 envoys, and separately for each of 20,000 (a fresh
+topic prefix each time); once every run is counted in its `vigo_events_total` and a
+checkpoint has passed, its RSS is read. Per envoy: (RSS at 20,000 - RSS at 1,000) /
+19,000, so that the interpreter, Faust and the libraries cancel out. `--trace` starts the
+workers with `benchmarks/memtrace` on PYTHONPATH and writes, per size, where the live
+Python memory was allocated and what it is (tracemalloc and objects by type).
+
+`--codec`: the table state alone, traced in this process:
 
 Each envoy gets an enrollment and `--runs` realistic runs (5-30 resources, 8% changed,
 2% failed), so its drift history is full (HISTORY_RUNS = 10 runs, plus RECENT_RUN_IDS run
@@ -22,10 +34,14 @@ memory per 100,000 envoys is in bench_recovery.py. Rows, in the same run:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
+import os
 import random
+import signal
 import statistics
 import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -34,7 +50,17 @@ from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchcommon import machine
+from bench_throughput import watch_applied
+from benchcommon import (
+    broker,
+    build_runs,
+    create_topics,
+    machine,
+    new_prefix,
+    preload,
+    rss_bytes,
+    table,
+)
 
 from processor.records import (
     StoredEnvoy,
@@ -43,8 +69,10 @@ from processor.records import (
     encode_stored_envoy,
 )
 from projections.envoy import HISTORY_RUNS, EnvoyState, Rules, apply_event
+from tests.harness import Worker, worker_config
 from tests.test_state_codec import format2
 from topics.events import Enrollment, ModuleError, Resource, Run
+from topics.names import TopicNames
 from topics.timestamps import iso_from_ms
 
 T = TypeVar("T")
@@ -110,12 +138,91 @@ def per_record_us(action: Callable[[Any], object], items: list[Any]) -> float:
     return best / len(items) * 1e6
 
 
+RSS_SIZES = (1_000, 20_000)
+RUNS_PER_ENVOY = 10
+#: The goal of the per-envoy figure (bytes of RSS per envoy).
+RSS_GOAL = 1_536
+
+
+def worker_rss(bootstrap: str, store: str, envoys: int, trace: Path | None) -> int:
+    """RSS of a worker that worked off RUNS_PER_ENVOY runs for each of `envoys` envoys."""
+    prefix = new_prefix("mem")
+    names = TopicNames(prefix)
+    records = build_runs(RUNS_PER_ENVOY * envoys, envoys)
+    asyncio.run(create_topics(bootstrap, names.inputs, 8))
+    asyncio.run(preload(bootstrap, names.runs, records))
+    config = worker_config(
+        bootstrap, prefix, partitions=8, interval="5m", processor={"store": store}
+    )
+    env = {}
+    if trace is not None:
+        env = {
+            "PYTHONPATH": str(Path(__file__).parent / "memtrace"),
+            "VIGO_MEMTRACE_OUT": str(trace),
+        }
+    with tempfile.TemporaryDirectory() as tmp:
+        worker = Worker(config, Path(tmp), name="mem", env=env)
+        worker.start(timeout=180)
+        assert worker.proc is not None
+        try:
+            applied: dict[str, float] = {}
+            asyncio.run(
+                asyncio.wait_for(watch_applied(worker.url, names.runs, len(records), applied), 900)
+            )
+            time.sleep(5)  # a checkpoint or more: nothing held, the batch buffers released
+            rss = rss_bytes(worker.proc.pid)
+            if trace is not None:
+                os.kill(worker.proc.pid, signal.SIGRTMIN + 2)
+                deadline = time.monotonic() + 300
+                while not (trace.exists() and trace.stat().st_size) and time.monotonic() < deadline:
+                    time.sleep(1)
+                time.sleep(2)
+            return rss
+        finally:
+            worker.stop()
+
+
+def rss_main(stores: list[str], trace: bool) -> None:
+    print(machine())
+    print(f"{RUNS_PER_ENVOY} runs per envoy; RSS read once every run was counted, plus 5 s")
+    rows = []
+    with broker() as bootstrap:
+        for store in stores:
+            rss = {}
+            for n in RSS_SIZES:
+                out = Path(f"/tmp/vigo-memtrace-{store}-{n}.txt") if trace else None
+                rss[n] = worker_rss(bootstrap, store, n, out)
+                print(f"  {store}: {n:,} envoys, RSS {rss[n] / 2**20:,.1f} MiB", flush=True)
+                if out is not None:
+                    print(f"    trace: {out}")
+            low, high = RSS_SIZES
+            per_envoy = (rss[high] - rss[low]) / (high - low)
+            rows.append(
+                (
+                    store,
+                    f"{rss[low] / 2**20:,.1f}",
+                    f"{rss[high] / 2**20:,.1f}",
+                    f"{per_envoy:,.0f}",
+                )
+            )
+    print(table(rows, ("store", "RSS 1,000 (MiB)", "RSS 20,000 (MiB)", "RSS per envoy (B)")))
+    for store, _, _, figure in rows:
+        verdict = "met" if float(figure.replace(",", "")) < RSS_GOAL else "NOT met"
+        print(f"goal < {RSS_GOAL:,} B of RSS per envoy ({store}): {verdict}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--codec", action="store_true", help="the table state alone")
+    parser.add_argument("--stores", default="memory,rocksdb")
+    parser.add_argument("--trace", action="store_true", help="tracemalloc in the workers")
     parser.add_argument("--envoys", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=25)
     parser.add_argument("--quick", action="store_true", help="5,000 envoys")
     args = parser.parse_args()
+    if not args.codec:
+        rss_main(args.stores.split(","), args.trace)
+        return
     if args.quick:
         args.envoys = 5_000
     print(machine())

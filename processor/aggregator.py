@@ -25,6 +25,8 @@ from processor.records import (
     decode_fleet_partial,
     group_threshold_key,
 )
+from processor.resources_fleet import ResourceParts
+from processor.rollouts_fleet import RolloutFleet
 from processor.state import HeldTable, flush
 from projections.fleet import FleetCounts
 from projections.groups import (
@@ -67,6 +69,10 @@ class FleetAggregator:
     threshold_handlers: list[ThresholdHandler] = field(default_factory=list)
     #: Called once per crossing back to at or above a threshold that fired (SPEC 10.4).
     recovery_handlers: list[ThresholdHandler] = field(default_factory=list)
+    #: SPEC 11.3: the partitions' resource summaries, which share the partials topic.
+    resources: ResourceParts | None = None
+    #: SPEC 11.2: rollouts by `config_version`, from the same partials.
+    rollouts: RolloutFleet | None = None
     snapshot: FleetSnapshot | None = None
     _published: tuple[FleetCounts, Groups, int] | None = None
     _last_check_ms: int | None = None
@@ -90,6 +96,8 @@ class FleetAggregator:
         message = event.message
         if not self.guard.accept(message.tp, message.offset):
             return
+        if self.resources is not None and self.resources.take(message.key, message.value):
+            return
         if message.key == TICK_KEY:
             now_ms = int(self.clock() * 1000)
             if now_ms - int(message.timestamp * 1000) <= TICK_MAX_AGE_MS:
@@ -106,7 +114,8 @@ class FleetAggregator:
         """Outputs (fleet numbers, alerts) first, then the state that records them.
         Shielded: when the agent is cancelled (shutdown, rebalance) Faust acks the event on
         the way out and commits its offset, so the flush must still run to its end."""
-        await asyncio.shield(flush(self.outputs, self.parts, self.state))
+        more = () if self.resources is None else (self.resources.held,)
+        await asyncio.shield(flush(self.outputs, self.parts, self.state, *more))
 
     def _parts(self) -> list[FleetPart]:
         parts = (self.parts.get(str(p)) for p in range(self.partitions))
@@ -127,6 +136,8 @@ class FleetAggregator:
         self.metrics.set_fleet(counts)
         self.metrics.set_groups(groups)
         self._publish(counts, groups, now_ms)
+        if self.rollouts is not None:
+            self.rollouts.on_tick(self._parts(), groups, now_ms)
 
         history = self._history()
         updated = record_point(history, now_ms, counts.percent)

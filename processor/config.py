@@ -26,10 +26,13 @@ from processor.config_sections import (
     LifecycleConfig,
     ProcessorConfig,
     RecoveredEvent,
+    ResourcesConfig,
+    RolloutsConfig,
     RunsConfig,
     SmtpConfig,
     SmtpEvents,
     StaleEvent,
+    StuckEvent,
     ThresholdEvent,
     WebConfig,
 )
@@ -60,6 +63,8 @@ __all__ = [
     "Percent",
     "ProcessorConfig",
     "RecoveredEvent",
+    "ResourcesConfig",
+    "RolloutsConfig",
     "RunsConfig",
     "Seconds",
     "SecondsOrNever",
@@ -68,6 +73,7 @@ __all__ = [
     "SmtpEvents",
     "StaleEvent",
     "StalePolicy",
+    "StuckEvent",
     "ThresholdEvent",
     "WebConfig",
     "effective_config",
@@ -91,6 +97,8 @@ class Settings(ConfigSection):
     smtp: SmtpConfig = Field(default_factory=SmtpConfig)  # type: ignore[arg-type]
     web: WebConfig = Field(default_factory=WebConfig)  # type: ignore[arg-type]
     processor: ProcessorConfig = Field(default_factory=ProcessorConfig)  # type: ignore[arg-type]
+    rollouts: RolloutsConfig = Field(default_factory=RolloutsConfig)  # type: ignore[arg-type]
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)  # type: ignore[arg-type]
 
     @property
     def threshold(self) -> float | None:
@@ -125,6 +133,7 @@ def load_settings(
     except ValidationError as exc:
         raise ConfigError(_one_line(exc, overrides)) from None
     _check_group_keys(settings, overrides)
+    _check_resource_groups(settings)
     _check_sasl(settings)
     _ = settings.smtp.password
     _ = settings.web.auth_token
@@ -147,6 +156,19 @@ def _check_group_keys(settings: Settings, overrides: list[Override]) -> None:
             raise ConfigError(
                 f"config {'.'.join(path)}: group {label!r} names the key {parsed[0]!r}, "
                 f"which is not in fleet.group_by (keys: {known}){source}"
+            )
+
+
+def _check_resource_groups(settings: Settings) -> None:
+    """Each group counted for SPEC 11.3 names a key of `fleet.group_by`, like a threshold's."""
+    group_by = settings.fleet.group_by
+    for label in settings.resources.groups or ():
+        parsed = parse_label(label)
+        if parsed is not None and parsed[0] not in group_by:
+            known = ", ".join(group_by) if group_by else "none"
+            raise ConfigError(
+                f"config resources.groups: group {label!r} names the key {parsed[0]!r}, "
+                f"which is not in fleet.group_by (keys: {known})"
             )
 
 

@@ -32,8 +32,14 @@ from processor.config_values import (
 )
 from projections.groups import DEFAULT_MAX_GROUP_VALUES, MAX_GROUP_KEYS
 from projections.liveness import StaleAfter
+from projections.rollouts import DEFAULT_MAX_VERSIONS
 
-KNOWN_ALERT_EVENTS = ("convergence.threshold", "convergence.recovered", "envoy.stale")
+KNOWN_ALERT_EVENTS = (
+    "convergence.threshold",
+    "convergence.recovered",
+    "envoy.stale",
+    "rollout.stuck",
+)
 
 
 #: Every section: an unknown key is an error; a key is read by its alias (`from`) or name.
@@ -148,10 +154,27 @@ class RecoveredEvent(ConfigSection):
     `convergence.threshold` (the fleet's and each group's), so it needs that event."""
 
 
+class StuckEvent(ConfigSection):
+    """`rollout.stuck` (SPEC 11.2): mailed once per newest version (and group) when more
+    than `max_stuck` envoys are stuck on an older one."""
+
+    max_stuck: int = Field(0, ge=0)
+
+
+class RolloutsConfig(ConfigSection):
+    """Rollouts by `config_version` (SPEC 11.2)."""
+
+    #: Versions named per fleet and group; the rest count under `(other)`.
+    max_versions: int = Field(DEFAULT_MAX_VERSIONS, ge=1, le=200)
+    #: Envoys still on an older version this long after the newest was first seen are stuck.
+    stuck_after: Seconds = Field(3600, ge=1)
+
+
 class SmtpEvents(ConfigSection):
     convergence_threshold: ThresholdEvent | None = Field(None, alias="convergence.threshold")
     convergence_recovered: RecoveredEvent | None = Field(None, alias="convergence.recovered")
     envoy_stale: StaleEvent | None = Field(None, alias="envoy.stale")
+    rollout_stuck: StuckEvent | None = Field(None, alias="rollout.stuck")
 
     @model_validator(mode="after")
     def _recovered_needs_threshold(self) -> SmtpEvents:
@@ -278,8 +301,15 @@ class FleetConfig(ConfigSection):
         return value
 
 
+class RocksDBConfig(ConfigSection):
+    #: SPEC 11.5: one block cache and one write-buffer budget (a quarter of it, charged
+    #: to the cache) shared by every RocksDB database the worker opens.
+    memory_mib: int = Field(default=256, ge=16, le=1_048_576)
+
+
 class ProcessorConfig(ConfigSection):
     store: Literal["memory", "rocksdb"] = "memory"
+    rocksdb: RocksDBConfig = Field(default_factory=RocksDBConfig)
     data_dir: Path = Path("vigo-data")
     standby_replicas: int = Field(0, ge=0)
     #: How long a silent worker keeps its partitions before the group hands them over.
@@ -289,3 +319,31 @@ class ProcessorConfig(ConfigSection):
     #: Checkpoints (SPEC 11.5): changed envoy states go to the changelog and the store at
     #: most this long after the batch that changed them (sooner once caught up).
     commit_interval: Milliseconds = Field(1000, ge=0, le=60_000)
+
+
+class ResourcesConfig(ConfigSection):
+    """SPEC 11.3: which resources keep drifting, counted in bounded memory."""
+
+    #: The window counted, in hourly buckets: whole hours, 1 hour to 7 days.
+    window: Seconds = Field(86_400, ge=3600, le=7 * 86_400)
+    #: Space-Saving counters per summary (one per partition, kind, hour and scope).
+    capacity: int = Field(1000, ge=10, le=10_000)
+    #: Groups `KEY=VALUE` (KEY of `fleet.group_by`) counted on their own, at most 8;
+    #: None: the groups with a threshold of their own.
+    groups: list[str] | None = Field(None, max_length=8)
+
+    @field_validator("window")
+    @classmethod
+    def _whole_hours(cls, value: int) -> int:
+        if value % 3600:
+            raise ValueError("must be whole hours (it is counted in hourly buckets), e.g. 24h")
+        return value
+
+    @field_validator("groups")
+    @classmethod
+    def _labels(cls, value: list[str] | None) -> list[str] | None:
+        for label in value or ():
+            key, eq, val = label.partition("=")
+            if not (key and eq and val):
+                raise ValueError(f"group {label!r} is not KEY=VALUE, e.g. role=db")
+        return value

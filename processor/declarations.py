@@ -10,6 +10,7 @@ import faust
 from faust.types import TableT
 
 from processor.config import Settings
+from processor.faust_compat import MEMORY_MIB_OPTION
 from topics.names import TopicNames
 
 
@@ -22,6 +23,8 @@ class Topics:
     partials: faust.TopicT
     convergence: faust.TopicT
     alerts: faust.TopicT
+    #: SPEC 11.2: `vigo.fleet.rollouts`.
+    rollouts: faust.TopicT
 
 
 def declare_topics(app: faust.App, names: TopicNames, partitions: int) -> Topics:
@@ -51,6 +54,7 @@ def declare_topics(app: faust.App, names: TopicNames, partitions: int) -> Topics
         partials=topic(names.fleet_partials, count=1),
         convergence=topic(names.fleet_convergence, count=1),
         alerts=topic(names.alerts, count=1),
+        rollouts=topic(names.fleet_rollouts, count=1),
     )
 
 
@@ -61,6 +65,9 @@ def declare_table(
     bytes is raw, our value types name their codec in `records`. Faust creates the
     changelog topic: it gets `kafka.min_insync_replicas` like the worker's own topics."""
     durability = {"min.insync.replicas": str(settings.kafka.min_isr)}
+    # The RocksDB store's one budget for all its databases (SPEC 11.5; the memory store
+    # ignores it).
+    budget = {MEMORY_MIB_OPTION: settings.processor.rocksdb.memory_mib}
     return app.Table(
         name,
         default=None,
@@ -68,4 +75,5 @@ def declare_table(
         key_type=key_type,
         value_type=value_type,
         extra_topic_configs=durability,
+        options=budget,
     )

@@ -11,6 +11,7 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from processor.envoy_list_index import PartitionKeys, SortedKeys, merged_after
+from processor.faust_compat import partition_items
 from processor.records import (
     EnvoyHead,
     StoredEnvoy,
@@ -18,6 +19,7 @@ from processor.records import (
     encode_stored_envoy,
     head_labels,
 )
+from processor.rollouts import PartitionRollouts, envoys_on_version, move_rollouts
 from projections.envoy import EnvoyState
 from projections.fleet import FleetCounts
 from projections.groups import GroupTally, in_group
@@ -44,7 +46,10 @@ class PartitionIndex:
     #: Per partition, its envoy keys by status and group (`envoy_list_index`), built and
     #: dropped with `counts`.
     listing: dict[int, PartitionKeys]
-    _stored: Callable[[bytes], StoredEnvoy | None]
+    #: Per partition, its envoys by `config_version` (SPEC 11.2), built and dropped with
+    #: `counts`.
+    rollouts: dict[int, PartitionRollouts]
+    _stored: Callable[..., StoredEnvoy | None]
 
     def _heads(self, partition: int) -> dict[bytes, EnvoyHead]:
         """The heads of the partition's envoys (the batch's held states over the table's):
@@ -54,7 +59,7 @@ class PartitionIndex:
     def _heads_in(self, partitions: set[int]) -> dict[int, dict[bytes, EnvoyHead]]:
         """`_heads` of several partitions in one pass over the table."""
         heads: dict[int, dict[bytes, EnvoyHead]] = {p: {} for p in partitions}
-        for key, data in self.table.items():
+        for key, data in partition_items(self.table, partitions):
             if data is not None:
                 head = decode_envoy_head(data)
                 if head.partition in heads:
@@ -74,6 +79,7 @@ class PartitionIndex:
             self.counts.pop(partition, None)
             self.groups.pop(partition, None)
             self.listing.pop(partition, None)
+            self.rollouts.pop(partition, None)
 
     def counts_for(self, partition: int) -> FleetCounts:
         """The partition's envoys by status: built from the table (and the batch's held
@@ -88,6 +94,7 @@ class PartitionIndex:
                 envoys = ((h.status, head_labels(h)) for h in heads)
                 self.groups[partition] = GroupTally.of_envoys(self.group_by, envoys)
             self.listing[partition] = self._keys_of(by_key)
+            self.rollouts[partition] = PartitionRollouts.of_heads(self.group_by, by_key)
         return counts
 
     def _keys_of(self, heads: dict[bytes, EnvoyHead]) -> PartitionKeys:
@@ -133,16 +140,26 @@ class PartitionIndex:
         else:
             tally.move_state(old, new)
 
+    def _move_rollouts(
+        self, partition: int, key: bytes, old: EnvoyState | None, new: EnvoyState | None, at_ms: int
+    ) -> None:
+        """Rollouts (SPEC 11.2) move with the (old, new) state pair like groups; `new` None:
+        purged."""
+        move_rollouts(self.rollouts, partition, key, old, new, at_ms)
+
     def owned(self, envoy_id: str) -> EnvoyState | None:
         """The envoy if this worker actively owns its partition (the local table may still
         hold entries of partitions that moved away, or standby copies), as of its last
         batch: a state held until the next checkpoint is read before the table's."""
+        record = self.owned_record(envoy_id)
+        return record.state if record is not None else None
+
+    def owned_record(self, envoy_id: str) -> StoredEnvoy | None:
+        """`owned`, with the input partition the envoy's records are read from."""
         record = self._stored(envoy_id.encode("utf-8"))  # held states first (checkpoints)
-        if record is None:
+        if record is None or record.partition not in self.catch_up.active_partitions():
             return None
-        if record.partition not in self.catch_up.active_partitions():
-            return None
-        return record.state
+        return record
 
     def owned_envoys(
         self,
@@ -150,6 +167,7 @@ class PartitionIndex:
         after: str | None = None,
         first: int | None = None,
         label: tuple[str, str] | None = None,
+        config_version: str | None = None,
     ) -> list[EnvoyState]:
         """The envoys of the partitions this worker actively owns, read in one pass (no
         await), so a batch never interleaves with the read: those with one of `statuses`
@@ -163,6 +181,8 @@ class PartitionIndex:
         call alone; a `label` whose key is not in `fleet.group_by` is filtered by the
         labels of the keys the statuses' sets give, read from their tails."""
         owned = self.catch_up.active_partitions()
+        if config_version is not None:  # SPEC 11.2: from the keys by version
+            return envoys_on_version(self, owned, config_version, statuses, after, first, label)
         missing = {p for p in owned if p not in self.listing}
         heads = self._heads_in(missing) if missing else {}
         sets: list[SortedKeys] = []

@@ -64,12 +64,13 @@ class LivenessSweeps:
     group_by: tuple[str, ...]
     deadlines: dict[int, Deadlines]
     state: HeldTable
-    _stored: Callable[[bytes], StoredEnvoy | None]
+    _stored: Callable[..., StoredEnvoy | None]
     _heads: Callable[[int], dict[bytes, EnvoyHead]]
     _publish: Callable[[bytes, int, StatusChange], None]
     _move: Callable[[int, Status | None, Status | None], None]
     _move_groups: Callable[[int, EnvoyState | None, EnvoyState | None], None]
     _listed: Callable[[int, bytes, EnvoyState | None], None]
+    _move_rollouts: Callable[[int, bytes, EnvoyState | None, EnvoyState | None, int], None]
 
     async def send_ticks(self, ticks: faust.TopicT) -> None:
         """A tick into each owned, caught-up input partition; its record time is the
@@ -131,7 +132,7 @@ class LivenessSweeps:
         stale: list[StaleEnvoy] = []
         swept_records: list[SweptRecord] = []
         for key in list(deadlines.due(now_ms, SWEEP_LIMIT)):
-            record = self._stored(key)
+            record = self._stored(key, partition)
             if record is None or record.partition != partition:
                 continue
             state = record.state
@@ -146,12 +147,14 @@ class LivenessSweeps:
                 swept_records.append((key, state.status, Purged(partition), swept.change))
                 if self.group_by:
                     self._move_groups(partition, state, None)
+                self._move_rollouts(partition, key, state, None, now_ms)
                 continue
             if swept.state != state:
                 stored = StoredEnvoy(partition, swept.state)
                 swept_records.append((key, state.status, stored, swept.change))
                 if self.group_by:
                     self._move_groups(partition, state, swept.state)
+                self._move_rollouts(partition, key, state, swept.state, now_ms)
             if swept.became_stale:
                 stale.append(
                     StaleEnvoy(

@@ -29,7 +29,7 @@ from processor.envoy_liveness import (
     Purged,
     StaleHandler,
 )
-from processor.faust_compat import DeliveryGuard
+from processor.faust_compat import DeliveryGuard, partition_reader
 from processor.metrics import Metrics
 from processor.outputs import Outputs
 from processor.progress import CatchUp
@@ -38,6 +38,8 @@ from processor.records import (
     decode_stored_envoy,
     encode_stored_envoy,
 )
+from processor.resources import ResourceCounter
+from processor.rollouts import PartitionRollouts
 from processor.state import HeldTable, flush
 from projections.envoy import (
     Applied,
@@ -100,6 +102,11 @@ class EnvoyProcessor(LivenessSweeps, PartitionIndex):
     #: Per partition, its envoy keys by status and group (the list index), built and
     #: dropped with `counts`.
     listing: dict[int, PartitionKeys] = field(default_factory=dict)
+    #: Per partition, its envoys by `config_version` (SPEC 11.2), built and dropped with
+    #: `counts`.
+    rollouts: dict[int, PartitionRollouts] = field(default_factory=dict)
+    #: SPEC 11.3: told of every applied run; its summaries are written before the states.
+    resources: ResourceCounter | None = None
     _events: Counter[tuple[str, str]] = field(default_factory=Counter)
     _transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
     _runs: Counter[str] = field(default_factory=Counter)
@@ -107,6 +114,7 @@ class EnvoyProcessor(LivenessSweeps, PartitionIndex):
 
     def __post_init__(self) -> None:
         self.topic_index = {name: i for i, name in enumerate(self.names.inputs)}
+        self._read = partition_reader(self.table)
 
     # -- input records -------------------------------------------------------------------
 
@@ -143,14 +151,18 @@ class EnvoyProcessor(LivenessSweeps, PartitionIndex):
         written to the store and the changelog, acknowledged, after the outputs that
         record them; then the batches' offsets may be committed. Cancelled half-way
         (shutdown), the batches are not acked and are read again."""
-        await flush(self.outputs, self.state)
+        resources = () if self.resources is None else (self.resources.held,)
+        await flush(self.outputs, *resources, self.state)
 
-    def _stored(self, key: bytes) -> StoredEnvoy | None:
+    def _stored(self, key: bytes, partition: int | None = None) -> StoredEnvoy | None:
+        """The envoy's state: held since the last checkpoint, else read from the store
+        with one lookup in its partition's store when the partition is known (the input
+        paths), else through the table (the API's lookups by id)."""
         held = self.state.held.get(key)
         if held is not None:
             record = held[1]
             return record if type(record) is StoredEnvoy else None
-        data = self.table.get(key)
+        data = self.table.get(key) if partition is None else self._read(partition, key)
         return decode_stored_envoy(data) if data is not None else None
 
     def _newest_ticks(self, messages: Sequence[Message]) -> dict[int, int]:
@@ -176,7 +188,7 @@ class EnvoyProcessor(LivenessSweeps, PartitionIndex):
             return
         key = message.key
         assert key is not None  # decode_input dead-letters a missing key
-        record = self._stored(key)
+        record = self._stored(key, message.partition)
         state = record.state if record is not None else None
         position = Position(self.topic_index[message.topic], message.offset)
         applied = apply_event(state, decoded, meta.timestamp_ms, self.rules, position)
@@ -192,12 +204,15 @@ class EnvoyProcessor(LivenessSweeps, PartitionIndex):
         self._listed(partition, key, new)
         if self.group_by:
             self._move_groups(partition, state, new)
+        self._move_rollouts(partition, key, state, new, meta.timestamp_ms)
         if applied.change is not None:
             self._publish(key, partition, applied.change)
         old_status = None if state is None else state.status
         if new.status is not old_status:
             self._move(partition, old_status, new.status)
         self._schedule(partition, key, new)
+        if self.resources is not None:
+            self.resources.on_event(partition, message.offset, meta.timestamp_ms, decoded, applied)
 
     def _count(self, topic: str, applied: Applied) -> None:
         outcome = applied.outcome

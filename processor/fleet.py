@@ -32,6 +32,7 @@ from processor.envoys import EnvoyProcessor
 from processor.records import (
     encode_fleet_partial,
 )
+from processor.rollouts import RolloutPartials
 from projections.fleet import FleetCounts
 from projections.groups import (
     Groups,
@@ -116,6 +117,9 @@ class FleetProjection:
     #: Per partition, its bounded groups and the tally version they were bounded at.
     _bounded: dict[int, tuple[GroupTally, int, Groups]] = field(default_factory=dict)
     _published_at: float = float("-inf")
+    #: SPEC 11.2: each partition's rollouts, carried by its partial, and the ones last sent.
+    rollouts: RolloutPartials = field(default_factory=RolloutPartials)
+    _sent_rollouts: dict[int, object] = field(default_factory=dict)
 
     def forget_partitions(self, partitions: set[int]) -> None:
         for partition in partitions:
@@ -158,15 +162,18 @@ class FleetProjection:
                 continue
             counts = self.envoys.counts_for(partition)
             groups = self.partition_groups(partition)
+            rollouts = self.rollouts.part(self.envoys, partition, groups)
             sent = self._sent.get(partition)
             fresh = sent is not None and now_ms - sent[2] < self.interval_s * 500
-            if fresh and sent is not None and sent[0] == counts and sent[1] is groups:
+            same = self._sent_rollouts.get(partition) is rollouts
+            if fresh and sent is not None and sent[0] == counts and sent[1] is groups and same:
                 continue
             await self.partials_topic.send(
                 key=f"p{partition}".encode(),
-                value=encode_fleet_partial(partition, counts, now_ms, groups),
+                value=encode_fleet_partial(partition, counts, now_ms, groups, rollouts),
             )
             self._sent[partition] = (counts, groups, now_ms)
+            self._sent_rollouts[partition] = rollouts
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,8 @@ the unnumbered forms of the first release and fields added later.
 - table `fleet-parts`: partition -> `FleetPart` (its counts and, with `fleet.group_by`, its
   bounded group counts), JSON, `FLEET_PARTS_FORMAT` in `"f"` (format 2 added `"groups"`);
 - table `fleet-state`: `threshold` -> `ThresholdState`, `history` -> `ConvergenceHistory`,
-  `threshold/<key>=<value>` -> the `ThresholdState` of a group with its own threshold;
+  `threshold/<key>=<value>` -> the `ThresholdState` of a group with its own threshold,
+  the rollout marks and first-seen times (`processor.records_rollouts`);
   JSON, `FLEET_STATE_FORMAT` in `"f"`;
 - table `alerts-sent`: alert id -> outbox record time (ms), `[ALERT_SENT_FORMAT, ms]`;
 - table `alerts-windows`: `WINDOWS_PROGRESS_KEY` -> `Progress`, `w/<start ms>` -> `Window`
@@ -50,9 +51,20 @@ from processor.records_envoy import decode_envoy_head as decode_envoy_head
 from processor.records_envoy import decode_stored_envoy as decode_stored_envoy
 from processor.records_envoy import encode_stored_envoy as encode_stored_envoy
 from processor.records_envoy import head_labels as head_labels
+from processor.records_rollouts import (
+    EMPTY_ROLLOUTS,
+    ROLLOUT_KINDS,
+    FirstSeen,
+    PartRollouts,
+    decode_rollout_state,
+    decode_rollouts,
+    encode_rollout_state,
+    encode_rollouts,
+)
 from projections.fleet import FleetCounts
 from projections.groups import Groups
 from projections.history import ConvergenceHistory
+from projections.rollouts import RolloutMarks
 from projections.threshold import ThresholdState
 
 FLEET_PARTS_FORMAT: Final = 2
@@ -81,6 +93,8 @@ class FleetPart:
 
     counts: FleetCounts
     groups: Groups = field(default_factory=dict)
+    #: SPEC 11.2: its envoys per `config_version` (`processor.records_rollouts`).
+    rollouts: PartRollouts = EMPTY_ROLLOUTS
 
 
 def group_threshold_key(label: str) -> str:
@@ -124,7 +138,11 @@ def _counts(raw: object) -> FleetCounts:
 
 
 def encode_fleet_partial(
-    partition: int, counts: FleetCounts, at_ms: int, groups: Groups | None = None
+    partition: int,
+    counts: FleetCounts,
+    at_ms: int,
+    groups: Groups | None = None,
+    rollouts: PartRollouts | None = None,
 ) -> bytes:
     """Internal: one partition's fleet counts (and group counts), summed by the fleet
     owner."""
@@ -138,6 +156,8 @@ def encode_fleet_partial(
     }
     if groups:
         doc["groups"] = encode_groups(groups)
+    if rollouts is not None:
+        doc["rollouts"] = encode_rollouts(rollouts)
     return orjson.dumps(doc)
 
 
@@ -152,11 +172,13 @@ def decode_fleet_partial(data: bytes) -> tuple[int, FleetPart] | None:
         # Partials of earlier releases have no lifecycle counts (SPEC 10.3): 0.
         inactive, revoked = int(raw.get("inactive", 0)), int(raw.get("revoked", 0))
         groups = decode_groups(raw.get("groups"))
+        rollouts = decode_rollouts(raw.get("rollouts"))
     except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
         return None
     if not isinstance(partition, int):
         return None
-    return partition, FleetPart(FleetCounts.from_dict(by_status, inactive, revoked), groups)
+    counts = FleetCounts.from_dict(by_status, inactive, revoked)
+    return partition, FleetPart(counts, groups, rollouts)
 
 
 def encode_fleet_parts(part: FleetPart | FleetCounts) -> bytes:
@@ -171,6 +193,8 @@ def encode_fleet_parts(part: FleetPart | FleetCounts) -> bytes:
     }
     if part.groups:
         doc["groups"] = encode_groups(part.groups)
+    if part.rollouts is not EMPTY_ROLLOUTS:
+        doc["rollouts"] = encode_rollouts(part.rollouts)
     return orjson.dumps(doc)
 
 
@@ -181,10 +205,15 @@ def decode_fleet_parts(data: bytes) -> FleetPart:
     if "f" not in raw:
         return FleetPart(FleetCounts.from_dict(raw))
     counts = FleetCounts.from_dict(raw["by_status"], raw.get("inactive", 0), raw.get("revoked", 0))
-    return FleetPart(counts, decode_groups(raw.get("groups")))
+    rollouts = decode_rollouts(raw.get("rollouts"))
+    return FleetPart(counts, decode_groups(raw.get("groups")), rollouts)
 
 
-def encode_fleet_state(value: ThresholdState | ConvergenceHistory) -> bytes:
+def encode_fleet_state(
+    value: ThresholdState | ConvergenceHistory | FirstSeen | RolloutMarks,
+) -> bytes:
+    if isinstance(value, FirstSeen | RolloutMarks):
+        return orjson.dumps(encode_rollout_state(value))
     if isinstance(value, ThresholdState):
         return orjson.dumps(
             {"f": FLEET_STATE_FORMAT, "k": "threshold", "below": value.below, "n": value.crossings}
@@ -199,8 +228,12 @@ def encode_fleet_state(value: ThresholdState | ConvergenceHistory) -> bytes:
     )
 
 
-def decode_fleet_state(data: bytes) -> ThresholdState | ConvergenceHistory:
+def decode_fleet_state(
+    data: bytes,
+) -> ThresholdState | ConvergenceHistory | FirstSeen | RolloutMarks:
     raw = orjson.loads(data)
+    if isinstance(raw, dict) and raw.get("k") in ROLLOUT_KINDS:
+        return decode_rollout_state(raw)
     if isinstance(raw, list):  # the first release: [below, crossings] or [bucket, points]
         if isinstance(raw[0], bool):
             return ThresholdState(below=raw[0], crossings=raw[1])

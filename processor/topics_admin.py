@@ -55,6 +55,7 @@ def topic_plan(settings: Settings) -> dict[str, tuple[int, dict[str, str]]]:
     plan[names.ticks] = (n, {"retention.ms": str(TICKS_RETENTION_MS), **BROKER_CLOCK})
     plan[names.fleet_partials] = (1, {"cleanup.policy": "compact"})
     plan[names.fleet_convergence] = (1, {})
+    plan[names.fleet_rollouts] = (1, {})
     plan[names.alerts] = (1, {})
     durability = {MIN_INSYNC_REPLICAS: str(settings.kafka.min_isr)}
     return {name: (count, {**configs, **durability}) for name, (count, configs) in plan.items()}

@@ -59,6 +59,8 @@ from processor.metrics import Metrics
 from processor.outputs import Outputs
 from processor.progress import CatchUp
 from processor.records import AlertSentType, FleetPartsType, FleetStateType, register_codecs
+from processor.resources_fleet import install_resources
+from processor.rollouts_fleet import install_rollouts
 from processor.state import HeldTable
 from processor.web.cluster import Cluster
 from processor.web.views import WebContext, dashboard_page, register_web
@@ -119,7 +121,11 @@ def build_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> 
             app, settings, topics, guard(names.fleet_partials), outputs, batches, metrics, clock
         ),
     )
+    install_rollouts(vigo, topics, outputs, metrics)
     vigo.sender = add_alerting(vigo, topics.alerts, guard(names.alerts), outputs, batches)
+    vigo.envoys.resources, vigo.aggregator.resources = install_resources(
+        app, settings, metrics.registry, topics, outputs, batches, clock
+    )
     add_agents(vigo, topics)
     add_timers(vigo, topics)
     add_signals(vigo)
@@ -218,6 +224,8 @@ def add_agents(vigo: Vigo, topics: Topics) -> None:
                     # and states written (the fleet numbers are never ahead of the
                     # status-change topic; ticks bring the agent here every second).
                     await fleet.publish_partials_when_due()
+                    if envoys.resources is not None:
+                        await envoys.resources.publish_when_due()
                 await envoys.guard.settle()
         except Exception as exc:  # a bug: stop the worker rather than stall its partitions
             log.exception("the envoy agent failed")
@@ -305,7 +313,8 @@ def add_alerting(
     events listed under `smtp.events` are wired; with none listed there is no sender."""
     app, settings = vigo.app, vigo.settings
     events = settings.smtp.events
-    if events.convergence_threshold is None and events.envoy_stale is None:
+    mailed = (events.convergence_threshold, events.envoy_stale, events.rollout_stuck)
+    if all(event is None for event in mailed):
         return None
     outbox = Outbox(
         topic=topic, outputs=outputs, metrics=vigo.metrics, stale=events.envoy_stale is not None
@@ -316,6 +325,8 @@ def add_alerting(
         vigo.aggregator.recovery_handlers.append(partial(outbox.on_threshold, recovery=True))
     if events.envoy_stale is not None:
         vigo.envoys.stale_handlers.append(outbox.on_stale)
+    if events.rollout_stuck is not None and vigo.aggregator.rollouts is not None:
+        vigo.aggregator.rollouts.alert = outbox.write  # SPEC 11.2
     sender = AlertSender(
         app=app,
         topic=topic,

@@ -255,6 +255,26 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str, timeout: float) ->
 # -- event builders (JSON bytes as an envoy would send them) ---------------------------------
 
 
+def replayed_states(
+    bootstrap: str, topics: Iterable[str], rules: Any, timeout: float = 60
+) -> dict[str, Any]:
+    """Every envoy's `EnvoyState` from the input `topics` alone (read in this order, each
+    in partition and offset order) through the pure rules: the oracle of the soak tests."""
+    from projections.envoy import apply_event
+    from topics.decode import decode_input
+    from topics.events import DeadLetter, RecordMeta
+
+    states: dict[str, Any] = {}
+    for topic in topics:
+        for record in read_raw(bootstrap, topic, timeout=timeout):
+            meta = RecordMeta(topic, record.partition, record.offset, record.timestamp)
+            event = decode_input(record.key, record.value, meta)
+            assert not isinstance(event, DeadLetter), event
+            previous = states.get(event.envoy_id)
+            states[event.envoy_id] = apply_event(previous, event, record.timestamp, rules).state
+    return states
+
+
 def enrollment(
     envoy: str, action: str = "enrolled", interval_s: int | None = None, **labels: str
 ) -> bytes:

@@ -20,7 +20,6 @@ import random
 import signal
 import time
 import uuid
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ import pytest
 
 from processor.config import Settings
 from processor.topics_admin import ensure_topics
-from projections.envoy import EnvoyState, Rules, apply_event
+from projections.envoy import Rules
 from projections.fleet import FleetCounts
 from tests.harness import (
     Worker,
@@ -38,13 +37,11 @@ from tests.harness import (
     http_json,
     metric_total,
     produce,
-    read_raw,
+    replayed_states,
     run_event,
     worker_config,
 )
 from tests.test_chaos import check_versions
-from topics.decode import decode_input
-from topics.events import DeadLetter, RecordMeta
 from topics.names import TopicNames
 from topics.statuses import Status
 
@@ -78,21 +75,10 @@ def backlog(names: TopicNames, rng: random.Random) -> list[tuple[str, bytes | No
 def oracle(bootstrap: str, names: TopicNames) -> dict[str, Status]:
     """Every envoy's final status from the input topics alone, through the pure rules
     (enrollments, then runs in partition order; nobody is silent for 2 x an hour)."""
-    rules = Rules(default_interval_s=INTERVAL_S)
-    states: dict[str, EnvoyState | None] = defaultdict(lambda: None)
-    for topic in (names.enrollments, names.runs):
-        for record in read_raw(bootstrap, topic, timeout=90):
-            meta = RecordMeta(topic, record.partition, record.offset, record.timestamp)
-            event = decode_input(record.key, record.value, meta)
-            assert not isinstance(event, DeadLetter), event
-            states[event.envoy_id] = apply_event(
-                states[event.envoy_id], event, record.timestamp, rules
-            ).state
-    final = {}
-    for envoy, state in states.items():
-        assert state is not None
-        final[envoy] = state.status
-    return final
+    states = replayed_states(
+        bootstrap, (names.enrollments, names.runs), Rules(default_interval_s=INTERVAL_S), 90
+    )
+    return {envoy: state.status for envoy, state in states.items()}
 
 
 def applied(worker: Worker) -> float:

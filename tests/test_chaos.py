@@ -39,6 +39,7 @@ from tests.harness import (
     enrollment,
     produce,
     read_raw,
+    replayed_states,
     run_event,
     worker_config,
 )
@@ -55,6 +56,8 @@ ACTIVE = [f"a-{i:02d}" for i in range(40)]
 BROKEN = ["broken-1", "broken-2", "broken-3"]  # every run fails: the fleet stays below 99%
 SILENT = [f"s-{i}" for i in range(4)]  # one run, then silence: offline, one stale mail
 OUTCOMES = [("ok",), ("ok", "ok"), ("changed",), ("a:ok", "b:failed"), ("ok",)]
+#: Runs name a config_version (none too), so rollouts (SPEC 11.2) move under the chaos.
+VERSIONS = [None, "v1", "v2", "v3"]
 
 
 class Fleet(threading.Thread):
@@ -95,7 +98,12 @@ class Fleet(threading.Thread):
     def _round_of_runs(self) -> list[tuple[str, bytes | None, bytes | None]]:
         batch: list[tuple[str, bytes | None, bytes | None]] = []
         for envoy in self.rng.sample(ACTIVE, 12):
-            value = run_event(envoy, *self.rng.choice(OUTCOMES), run_id=str(uuid.uuid4()))
+            value = run_event(
+                envoy,
+                *self.rng.choice(OUTCOMES),
+                run_id=str(uuid.uuid4()),
+                config_version=self.rng.choice(VERSIONS),
+            )
             self._runs.append((envoy, value))
             batch.append((self.names.runs, envoy.encode(), value))
         for envoy in BROKEN:
@@ -107,6 +115,21 @@ class Fleet(threading.Thread):
     def stop(self) -> None:
         self.halt.set()
         self.join(60)
+
+
+def version_oracle(bootstrap: str, names: TopicNames) -> dict[str, int]:
+    """Active envoys per config_version (SPEC 11.2) from the input topics alone, as
+    `oracle` replays them (no envoy is revoked or inactive here: all are active)."""
+    rules = Rules(default_interval_s=INTERVAL_S)
+    states = replayed_states(bootstrap, (names.enrollments, names.runs), rules)
+    versions = [s.config_version or "(none)" for s in states.values() if s is not None]
+    return {v: versions.count(v) for v in set(versions)}
+
+
+def fleet_versions(records: list[Any]) -> dict[str, int] | None:
+    """The versions of the newest fleet-wide `vigo.fleet.rollouts` record."""
+    fleet = [r for r in records if r["label"] is None]
+    return {v["version"]: v["envoys"] for v in fleet[-1]["versions"]} if fleet else None
 
 
 def oracle(bootstrap: str, names: TopicNames) -> dict[str, Status]:
@@ -238,6 +261,13 @@ def test_chaos_soak_matches_the_oracle(tmp_path: Path) -> None:
             return bool(records) and records[-1]["by_status"] == counts.as_dict()
 
         published = consume(broker.bootstrap, names.fleet_convergence, until=settled, timeout=90)
+        versions = version_oracle(broker.bootstrap, names)
+        rollouts = consume(
+            broker.bootstrap,
+            names.fleet_rollouts,
+            until=lambda rs: fleet_versions(rs) == versions,
+            timeout=90,
+        )
         changes = consume(broker.bootstrap, names.status_changes, timeout=30)
         views = workers_view(workers, suspects(changes, expected))
         # The silent envoys' states are the oldest records of the changelog: the first to go if a
@@ -271,6 +301,7 @@ def test_chaos_soak_matches_the_oracle(tmp_path: Path) -> None:
         {e: v.get("status") if isinstance(v, dict) else v for e, v in silent_views.items()},
     )
     assert published[-1]["active"] == len(expected)
+    assert fleet_versions(rollouts) == versions  # SPEC 11.2: rollouts survive the chaos too
     check_versions(changes, expected, views)
     ids = [m.message_id for m in received]
     assert set(ids) == wanted, sorted(set(ids) ^ wanted)

@@ -34,6 +34,7 @@ from processor.records import (
     encode_stored_envoy,
     head_labels,
 )
+from processor.records_rollouts import PartRollouts
 from projections.envoy import (
     EnvoyState,
     Position,
@@ -44,6 +45,7 @@ from projections.envoy import (
 )
 from projections.fleet import FleetCounts
 from projections.history import ConvergenceHistory
+from projections.rollouts import VersionCounts
 from projections.runs import RunSummary
 from projections.threshold import ThresholdState
 from tests.eventgen import T0, input_events
@@ -317,6 +319,12 @@ def test_fleet_parts_round_trip_and_read_the_first_release(numbers: list[int]) -
     assert decode_fleet_parts(encode_fleet_parts(FleetPart(counts, groups))) == FleetPart(
         counts, groups
     )
+    # SPEC 11.2: the rollouts round-trip; parts written before them read as none.
+    rollouts = PartRollouts({'"v\n1': VersionCounts(numbers[0], 0, 0, numbers[1])})
+    with_rollouts = FleetPart(counts, groups, rollouts)
+    assert decode_fleet_parts(encode_fleet_parts(with_rollouts)) == with_rollouts
+    before_rollouts = encode_fleet_parts(FleetPart(counts, groups))
+    assert decode_fleet_parts(before_rollouts).rollouts == PartRollouts()
 
 
 @given(st.booleans(), st.integers(0, 10**6))

@@ -64,6 +64,8 @@ OPEN = {
     "/static/vigo.js": {200},
     "/static/compliance.js": {200},
     "/static/envoy.js": {200},
+    "/static/explain.js": {200},
+    "/static/resources.js": {200},
     "/metrics": {200},
     "/healthz": {200},
     "/readyz": {200, 503},
@@ -198,7 +200,8 @@ def test_pages_carry_the_csp_and_embed_nothing_inline(
     parts = PageParts(page.body.decode("utf-8"))
     assert parts.inline_scripts == 0 and parts.inline_styles == 0
     assert parts.stylesheets == ["/static/vigo.css"]
-    assert parts.script_srcs[0] == "/static/vigo.js" and len(parts.script_srcs) == 2
+    # vigo.js first, then the page's own scripts (one or more files).
+    assert parts.script_srcs[0] == "/static/vigo.js" and len(parts.script_srcs) >= 2
     for src in [*parts.stylesheets, *parts.script_srcs]:
         asset = fetch(worker.url, src)  # no token: static files carry no data
         assert asset.status == 200, src

@@ -18,6 +18,7 @@ from topics.jsonschemas import (
     ALERT_V1,
     DEADLETTER_V1,
     FLEET_CONVERGENCE_V1,
+    ROLLOUT_V1,
     STATUS_CHANGE_V1,
     VALIDATORS,
 )
@@ -107,6 +108,12 @@ def encode_fleet_convergence(
     if groups is not None:
         doc["groups"] = groups
     return orjson.dumps(doc)
+
+
+def encode_rollout(at: str, label: str | None, active: int, doc: Mapping[str, Any]) -> bytes:
+    """A ``vigo.rollout/1`` value (SPEC 11.2); key it by ``fleet`` or the ``label``.
+    ``doc`` is the API's body: ``newest``, ``versions`` and ``stuck``."""
+    return orjson.dumps({"schema": ROLLOUT_V1, "at": at, "label": label, "active": active, **doc})
 
 
 def encode_alert(

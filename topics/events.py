@@ -110,7 +110,9 @@ class DeadLetter:
     error: str
 
 
-AlertEvent = Literal["convergence.threshold", "convergence.recovered", "envoy.stale"]
+AlertEvent = Literal[
+    "convergence.threshold", "convergence.recovered", "envoy.stale", "rollout.stuck"
+]
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ STATUS_CHANGE_V1: Final = "vigo.status-change/1"
 FLEET_CONVERGENCE_V1: Final = "vigo.fleet-convergence/1"
 ALERT_V1: Final = "vigo.alert/1"
 DEADLETTER_V1: Final = "vigo.deadletter/1"
+ROLLOUT_V1: Final = "vigo.rollout/1"
 
 #: schema id (the events' ``schema`` field) -> file name in SCHEMA_DIR.
 SCHEMA_FILES: Final[Mapping[str, str]] = {
@@ -36,6 +37,7 @@ SCHEMA_FILES: Final[Mapping[str, str]] = {
     FLEET_CONVERGENCE_V1: "fleet-convergence.v1.json",
     ALERT_V1: "alert.v1.json",
     DEADLETTER_V1: "deadletter.v1.json",
+    ROLLOUT_V1: "rollout.v1.json",
 }
 
 #: The schemas accepted on the input topics; anything else is ``unknown_schema``.

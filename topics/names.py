@@ -32,6 +32,11 @@ class TopicNames:
         return f"{self.prefix}fleet.convergence"
 
     @property
+    def fleet_rollouts(self) -> str:
+        """Rollouts by `config_version` (SPEC 11.2), keyed `fleet` or `KEY=VALUE`."""
+        return f"{self.prefix}fleet.rollouts"
+
+    @property
     def fleet_partials(self) -> str:
         """Internal: per-partition fleet counts, aggregated by the fleet owner."""
         return f"{self.prefix}fleet.partials"

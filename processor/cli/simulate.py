@@ -54,10 +54,37 @@ def make_fleet(size: int, seed: int) -> list[SimEnvoy]:
     return fleet
 
 
-def run_document(envoy: SimEnvoy, rng: random.Random, now_ms: int) -> dict[str, object]:
+#: Each run's resources by module. A drifting envoy has its ntp.conf (the first file)
+#: rewritten by something outside the configuration before every run, at one
+#: config_version: the demo's non-idempotent resource (SPEC 11.3), on top of
+#: `vigocli resources top --non-idempotent` within a few rounds.
+RESOURCE_IDS = {
+    "files": ("file[/etc/ntp.conf]", "file[/etc/motd]", "file[/etc/hosts]",
+              "file[/etc/resolv.conf]", "file[/etc/ssh/sshd_config]", "file[/etc/sudoers]"),
+    "packages": ("package[openssl]", "package[nginx]", "package[curl]", "package[chrony]"),
+    "services": ("service[nginx]", "service[chronyd]"),
+}  # fmt: skip
+
+
+#: SPEC 11.2's demo: from this round on the fleet rolls out `demo-2`, a quarter of it a
+#: round; every twelfth envoy never takes it, and is stuck once `rollouts.stuck_after` has
+#: passed (envoys whose runs error never remember a version: `(none)`, not stuck).
+ROLLOUT_ROUND = 3
+
+
+def config_version(envoy: SimEnvoy, round_: int) -> str:
+    n = int(envoy.envoy_id.rsplit("-", 1)[1])
+    if n % 12 == 5 or round_ < ROLLOUT_ROUND + n % 4:
+        return "demo-1"
+    return "demo-2"
+
+
+def run_document(
+    envoy: SimEnvoy, rng: random.Random, now_ms: int, round_: int = 0
+) -> dict[str, object]:
     resources = []
-    for module, items in (("files", 6), ("packages", 4), ("services", 2)):
-        for j in range(items):
+    for module, ids in RESOURCE_IDS.items():
+        for j, resource_id in enumerate(ids):
             result = "ok"
             drifts = envoy.behaviour == "drifting" and module == "files" and j == 0
             breaks = envoy.behaviour == "failing" or (
@@ -67,14 +94,14 @@ def run_document(envoy: SimEnvoy, rng: random.Random, now_ms: int) -> dict[str, 
                 result = "failed"
             elif drifts or rng.random() < 0.01:
                 result = "changed"
-            resources.append({"id": f"{module}[{j}]", "module": module, "result": result})
+            resources.append({"id": resource_id, "module": module, "result": result})
     doc: dict[str, object] = {
         "schema": "vigo.run/1",
         "envoy_id": envoy.envoy_id,
         "run_id": str(uuid.uuid4()),
         "started_at": iso_from_ms(now_ms - 4000),
         "finished_at": iso_from_ms(now_ms),
-        "config_version": "demo-1",
+        "config_version": config_version(envoy, round_),
         "resources": resources,
     }
     if envoy.behaviour == "degraded":
@@ -121,7 +148,7 @@ async def simulate(
                 }
                 await producer.send(names.checkins, orjson.dumps(checkin), key=key)
                 await producer.send(
-                    names.runs, orjson.dumps(run_document(envoy, rng, now)), key=key
+                    names.runs, orjson.dumps(run_document(envoy, rng, now, done)), key=key
                 )
             await producer.flush()
             done += 1

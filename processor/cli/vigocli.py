@@ -2,9 +2,10 @@
 
 Talks HTTP to any worker (`--url`, or `VIGO_URL`); the worker answers from the owner of
 the data. Exit statuses (SPEC 8 and 10.8): `doctor` 0 at or above the threshold, 1 below
-it; `envoys show` 1 for an unknown envoy; 2 when the processor cannot be reached or
-answers with an error; 3 when it refused the API token; 64 for usage errors (an unknown
-status, a label that is not KEY=VALUE, a bad option). `--url` and `--token-file` go
+it; `envoys show` and `envoys explain` (`processor.cli.explain`) 1 for an unknown envoy;
+2 when the processor cannot be reached or answers with an error; 3 when it refused the
+API token; 64 for usage errors (an unknown status, a label that is not KEY=VALUE, a bad
+option). `--url` and `--token-file` go
 before or after the subcommand. Failures are one line, no traceback.
 """
 
@@ -33,6 +34,7 @@ from processor.cli.api_client import (
     pass_api,
 )
 from processor.cli.deadletters import deadletters
+from processor.cli.explain import explain_envoy
 from processor.cli.kafka import EXIT_USAGE, UsageExit64Group
 from processor.cli.render import (
     escaped,
@@ -42,6 +44,8 @@ from processor.cli.render import (
     render_envoy,
     when_text,
 )
+from processor.cli.resources import resources
+from processor.cli.rollouts import rollouts
 from processor.cli.streamed import StreamedJson, StreamedTable
 from projections.status import parse_status_filter
 
@@ -143,7 +147,7 @@ def doctor(api: Api, as_json: bool, label: str | None, by_key: str | None) -> No
 
 @cli.group()
 def envoys() -> None:
-    """List envoys by status, or show one envoy and its drift history."""
+    """List envoys by status, show one envoy and its drift history, or explain its status."""
 
 
 @envoys.command("list")
@@ -157,6 +161,7 @@ def envoys() -> None:
     callback=_label,
     help="Only envoys with this label, KEY=VALUE; KEY=(none): without the label.",
 )
+@click.option("--version", help="Only envoys on this config_version; (none): without one.")
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many envoys.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--page-size", type=click.IntRange(1, 1000), default=PAGE_SIZE, hidden=True)
@@ -166,13 +171,14 @@ def list_envoys(
     api: Api,
     status: str | None,
     label: str | None,
+    version: str | None,
     limit: int | None,
     as_json: bool,
     page_size: int,
 ) -> None:
     """Envoys with the given statuses (and label), in envoy id order (follows every
     page, each printed as it arrives: SPEC 11.4)."""
-    pages = _pages(api, status, label, limit, page_size)
+    pages = _pages(api, status, label, limit, page_size, version)
     if as_json:
         out = StreamedJson("envoys")
         for found in pages:
@@ -202,7 +208,12 @@ ENVOY_WIDTH = 24
 
 
 def _pages(
-    api: Api, status: str | None, label: str | None, limit: int | None, page_size: int
+    api: Api,
+    status: str | None,
+    label: str | None,
+    limit: int | None,
+    page_size: int,
+    version: str | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
     """The listing's pages, each requested once the one before is consumed; no more
     than `limit` envoys are asked for."""
@@ -214,6 +225,8 @@ def _pages(
             query["status"] = status
         if label is not None:
             query["label"] = label
+        if version is not None:
+            query["config_version"] = version
         if cursor:
             query["cursor"] = cursor
         _, page = api.get("/api/envoys", query)
@@ -239,7 +252,10 @@ def show_envoy(api: Api, envoy_id: str, as_json: bool) -> None:
     click.echo(json.dumps(doc, indent=2) if as_json else render_envoy(doc))
 
 
+envoys.add_command(explain_envoy)
 cli.add_command(deadletters)
+cli.add_command(resources)
+cli.add_command(rollouts)  # SPEC 11.2 (`processor.cli.rollouts`)
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

@@ -20,8 +20,14 @@ the pin. The why and the how of each: docs/faust-traps.md.
   upstream issue found. docs/faust-traps.md#table-writes-in-batches
 - `stores`: `ChangelogTable`, `ResumableMemoryStore`, `AuditedRocksDBStore`, table state
   lost with the memory store around rebalances (its pruning since upstream PR #199) and
-  records of another changelog applied in recovery.
+  records of another changelog applied in recovery; `partition_reader` and
+  `partition_items`, one lookup per key in its partition's store, where Faust's
+  `table.get` makes two and outside an event searches every partition's database.
   docs/faust-traps.md#table-state-lost-around-rebalances
+- `rocksdb_budget`: `BudgetedRocksDBOptions`, one block cache and one write-buffer manager
+  shared by every RocksDB database of the process (Faust gives each table and partition
+  64 MiB write buffers and a 2 GiB cache of its own). No upstream issue found.
+  docs/faust-traps.md#rocksdb-memory-per-database
 - `recovery_audit`: `audit_recoveries`, each recovery of a table of raw bytes (on either
   store) read again and repaired before the streams resume. No upstream issue found.
   docs/faust-traps.md#recovery-audit
@@ -47,12 +53,15 @@ from processor.faust_compat.recovery_audit import (
     ChangelogReader,
     audit_recoveries,
 )
+from processor.faust_compat.rocksdb_budget import MEMORY_MIB_OPTION, BudgetedRocksDBOptions
 from processor.faust_compat.root_logger import quiet_root_logger
 from processor.faust_compat.stores import (
     AuditedRocksDBStore,
     ChangelogTable,
     ResumableMemoryStore,
     _PartitionDB,
+    partition_items,
+    partition_reader,
 )
 from processor.faust_compat.streams import under_partition
 from processor.faust_compat.table_manager import PromptTableManager
@@ -60,10 +69,12 @@ from processor.faust_compat.table_manager import PromptTableManager
 __all__ = [
     "AUDIT_TIMEOUT_S",
     "COMMIT_CAUGHT_UP_S",
+    "MEMORY_MIB_OPTION",
     "STALL_S",
     "AuditedRocksDBStore",
     "AuditsRecovery",
     "BatchProducer",
+    "BudgetedRocksDBOptions",
     "ChangelogReader",
     "ChangelogTable",
     "DeliveryGuard",
@@ -77,6 +88,8 @@ __all__ = [
     "_PartitionDB",  # for the recovery-audit tests
     "audit_recoveries",
     "committed_offset",
+    "partition_items",
+    "partition_reader",
     "quiet_root_logger",
     "register_value_codecs",
     "under_partition",

@@ -18,6 +18,7 @@ from faust.types import TP, EventT, StoreT
 from yarl import URL
 
 from processor.faust_compat.recovery_audit import AuditsRecovery
+from processor.faust_compat.rocksdb_budget import MEMORY_MIB_OPTION, budgeted_options
 
 #: The package's one logger, `processor.faust_compat`.
 log = logging.getLogger(__package__)
@@ -78,7 +79,12 @@ class AuditedRocksDBStore(AuditsRecovery, rocksdb.Store):
     partition from its start, as the memory store does."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        # A copy: Faust pops keys out of the table's own options dict (see its Store).
+        options = dict(kwargs.pop("options", None) or {})
+        budget_mib = options.pop(MEMORY_MIB_OPTION, None)
+        super().__init__(*args, options=options, **kwargs)
+        if budget_mib is not None:
+            self.rocksdb_options = budgeted_options(options, budget_mib, self.use_rocksdict)
         self._init_audit()
 
     def persisted_offset(self, tp: TP) -> int | None:
@@ -97,6 +103,32 @@ class AuditedRocksDBStore(AuditsRecovery, rocksdb.Store):
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
         await super().on_recovery_completed(active_tps, standby_tps)
         await self._audit_recovery(active_tps)
+
+
+def partition_reader(table: Any) -> Callable[[int, bytes], bytes | None]:
+    """One lookup of a raw key in its partition's store. Faust's `table.get(key)` asks
+    `key in table` and then `table[key]`, and outside an event's context its RocksDB store
+    looks the key up in every partition's database in turn to find its partition."""
+    store = table.data
+    if isinstance(store, ResumableMemoryStore):
+        data: Any = store.data
+        return lambda partition, key: data.get(key)
+    if isinstance(store, AuditedRocksDBStore):
+        db_for = store._db_for_partition
+        return lambda partition, key: cast(bytes | None, db_for(partition).get(key))
+    return lambda partition, key: cast(bytes | None, table.get(key))
+
+
+def partition_items(table: Any, partitions: set[int]) -> Iterable[tuple[bytes, bytes]]:
+    """The raw entries that may belong to `partitions`: on RocksDB only those partitions'
+    databases are read; the memory store keeps one dict, read whole (callers still check
+    each record's partition)."""
+    store = table.data
+    if isinstance(store, AuditedRocksDBStore):
+        for partition in sorted(partitions):
+            yield from store._db_for_partition(partition).items()
+        return
+    yield from list(table.items())
 
 
 class _PartitionDB:

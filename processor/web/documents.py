@@ -146,6 +146,8 @@ class ListQuery:
     limit: int
     #: `(KEY, VALUE)`: only envoys in that group (`(none)`: without the label).
     label: tuple[str, str] | None = None
+    #: SPEC 11.2: only envoys on this version (`(none)`: without one).
+    config_version: str | None = None
 
     def local_params(self) -> dict[str, str]:
         """The same query in normalized form, for the other workers' local endpoint."""
@@ -157,6 +159,8 @@ class ListQuery:
             params["cursor"] = encode_cursor(self.after)
         if self.label is not None:
             params["label"] = "=".join(self.label)
+        if self.config_version is not None:
+            params["config_version"] = self.config_version
         return params
 
     def matches(self, state: EnvoyState) -> bool:
@@ -165,6 +169,7 @@ class ListQuery:
             state.status in self.statuses
             and (after is None or state.envoy_id > after)
             and (label is None or in_group(state.labels, *label))
+            and (self.config_version is None or _version(state) == self.config_version)
         )
 
 
@@ -180,7 +185,18 @@ def parse_list_query(query: Mapping[str, str]) -> ListQuery:
         if label is None:
             raise BadQuery("label must be KEY=VALUE, e.g. env=prod")
     after = decode_cursor(cursor) if cursor else None
-    return ListQuery(statuses or DEFAULT_STATUSES, after, limit, label)
+    version = query.get("config_version")
+    if version is not None and not 1 <= len(version) <= MAX_VERSION_CHARS:
+        raise BadQuery(f"config_version must be 1 to {MAX_VERSION_CHARS} characters")
+    return ListQuery(statuses or DEFAULT_STATUSES, after, limit, label, version)
+
+
+#: As the runs' JSON Schema bounds `config_version`.
+MAX_VERSION_CHARS = 128
+
+
+def _version(state: EnvoyState) -> str:
+    return "(none)" if state.config_version is None else state.config_version
 
 
 def parse_statuses(text: str) -> frozenset[Status]:

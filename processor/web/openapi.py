@@ -23,6 +23,8 @@ from processor.web.documents import (
     MAX_LIMIT,
     STATUS_FILTER_PATTERN,
 )
+from processor.web.resources import resources_parameters, resources_schemas
+from processor.web.rollouts import CONFIG_VERSION_PARAMETER, rollouts_schemas
 from projections.status import STATUS_ALIASES
 from topics.statuses import ACTIVE_STATUSES, RunOutcome, Status
 
@@ -139,7 +141,59 @@ def envoy_schemas() -> dict[str, Schema]:
             {"envoys": rows, "next_cursor": {"oneOf": [ref("Cursor"), {"type": "null"}]}}
         ),
         "LocalEnvoyPage": obj({"envoys": rows, "more": {"type": "boolean"}}),
+        **explain_schemas(),
     }
+
+
+def explain_schemas() -> dict[str, Schema]:
+    """`GET /api/envoys/{id}/explain` (SPEC 11.1, `processor.web.explain`)."""
+    status = {"type": "string", "enum": [s.value for s in Status]}
+    source = obj({"topic": STRING, "partition": COUNT, "offset": nullable(COUNT)})
+    run = obj(
+        {
+            "run_id": STRING,
+            "finished_at": REPORTED_TIME,
+            "outcome": {"type": "string", "enum": [o.value for o in RunOutcome]},
+            "config_version": nullable(STRING),
+            "intentional": {"type": "boolean"},
+            "source": source,
+            "changed": STRINGS,
+            "changed_count": COUNT,
+            "failed": STRINGS,
+            "failed_count": COUNT,
+            "module_errors": {**STRINGS, "description": "the errored modules' names"},
+            "module_errors_count": COUNT,
+        }
+    )
+    liveness = obj(
+        {
+            "enrolled_at": TIME,
+            "last_seen": nullable(TIME),
+            "last_reported_at": nullable(REPORTED_TIME),
+            "counted_from": TIME,
+            "interval_s": {"type": "integer", "minimum": 1},
+            "offline_at": nullable(TIME),
+            "stale_at": nullable(TIME),
+            "inactive_at": nullable(TIME),
+            "stale": {"type": "boolean"},
+        }
+    )
+    explanation = obj(
+        {
+            "envoy_id": STRING,
+            "status": status,
+            "since": TIME,
+            "rule": obj({"status": status, "text": STRING, "section": STRING}),
+            "evidence": {"type": "array", "items": ref("EvidenceRun"), "maxItems": 10},
+            "consecutive_changed_runs": COUNT,
+            "streak_truncated": {"type": "boolean"},
+            "liveness": liveness,
+            "config_version": obj(
+                dict.fromkeys(("applied", "last_run", "newest_in_fleet"), nullable(STRING))
+            ),
+        }
+    )
+    return {"Explanation": explanation, "EvidenceRun": run}
 
 
 def other_schemas() -> dict[str, Schema]:
@@ -232,6 +286,7 @@ LIST_PARAMETERS = [
         ref("Cursor"),
         "The `next_cursor` of the previous page (opaque; any worker takes it); empty: the first",
     ),
+    CONFIG_VERSION_PARAMETER,
 ]
 
 
@@ -280,6 +335,9 @@ def paths(group_by: tuple[str, ...]) -> dict[str, Schema]:
         "/api/envoys/{envoy_id}": operation(
             "One envoy and its drift history", "Envoy", ("404", "503"), [envoy_id]
         ),
+        "/api/envoys/{envoy_id}/explain": operation(
+            "Why one envoy has its status", "Explanation", ("404", "503"), [envoy_id]
+        ),
         "/api/local/envoys": operation(
             "Internal: this worker's own matches, for another worker's listing",
             "LocalEnvoyPage",
@@ -287,6 +345,18 @@ def paths(group_by: tuple[str, ...]) -> dict[str, Schema]:
             LIST_PARAMETERS,
         ),
         "/api/alerts": operation("The last 100 mails, newest first", "Alerts", ("503",)),
+        "/api/resources/top": operation(
+            "The resources most often changed, failed or non-idempotent (SPEC 11.3)",
+            "ResourcesTop",
+            ("400", "404", "503"),
+            resources_parameters(compliance_parameters(group_by)),
+        ),
+        "/api/rollouts": operation(
+            "Rollouts by config_version, of the fleet or one group (SPEC 11.2)",
+            "Rollouts",
+            ("400", "404", "503"),
+            compliance_parameters(group_by),
+        ),
         OPENAPI_PATH: operation("This document", "OpenAPI", ()),
     }
 
@@ -312,6 +382,12 @@ def openapi_document(group_by: tuple[str, ...] = ()) -> dict[str, Any]:
                     "configured the API is open",
                 }
             },
-            "schemas": {**numbers_schemas(), **envoy_schemas(), **other_schemas()},
+            "schemas": {
+                **numbers_schemas(),
+                **envoy_schemas(),
+                **other_schemas(),
+                **resources_schemas(),
+                **rollouts_schemas(),
+            },
         },
     }

@@ -10,37 +10,37 @@ answered from the owner:
 - `/api/envoys/{id}` is answered locally when the envoy's partition is owned here, else
   forwarded to the owner of the key's partition as Kafka's default (murmur2) partitioner
   places it; should the producers partition differently, the other workers are asked;
+  `/api/envoys/{id}/explain` the same way (`processor.web.explain`);
 - `/api/envoys` is a scatter-gather over every member's `/api/local/envoys`;
 - `/api/alerts` is forwarded to the owner of the alert outbox's one partition.
 
 A forwarded request carries `X-Vigo-Forwarded` and is never forwarded again, so a stale
 view of the assignment during a rebalance cannot make requests loop.
 
-This module holds the views and their wiring; the documents they answer with are built in
+This module holds the views and their wiring (their base, `VigoView`, and the context
+they read are in `processor.web.base`); the documents they answer with are built in
 `processor.web.documents`, and `processor.web.cluster` knows the owners and asks them.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-import faust
 import orjson
-from faust.web import Request, Response, View
+from faust.web import Request, Response
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from processor.web.cluster import FORWARDED, Cluster, PeerError
+from processor.web.base import VigoView
+from processor.web.base import WebContext as WebContext  # topology builds it from here
+from processor.web.cluster import FORWARDED, PeerError
 from processor.web.documents import (
     BadQuery,
     ListQuery,
-    bearer_matches,
     compliance_doc,
     envoy_detail,
     group_compliance_doc,
@@ -48,24 +48,23 @@ from processor.web.documents import (
     parse_list_query,
     select_envoys,
 )
+from processor.web.explain import EnvoyExplain
 from processor.web.openapi import OPENAPI_PATH, openapi_document
-from processor.web.security import (
-    SECURITY_HEADERS,
-    UNAUTHORIZED_ERROR,
-    UNAUTHORIZED_HEADERS,
-)
+from processor.web.resources import TOP_PATH, ResourcesTop
+from processor.web.rollouts import Rollouts
+from processor.web.security import SECURITY_HEADERS
 from projections.envoy import EnvoyState
 
 if TYPE_CHECKING:
-    from processor.aggregator import FleetAggregator
     from processor.envoys import EnvoyProcessor
-    from processor.metrics import Metrics
 
 
 def owned_matches(envoys: EnvoyProcessor, query: ListQuery) -> list[EnvoyState]:
     """This worker's candidates for a page: its first `limit + 1` matches, picked before
     the envoys are decoded (the table keeps them encoded)."""
-    return envoys.owned_envoys(query.statuses, query.after, query.limit + 1, query.label)
+    return envoys.owned_envoys(
+        query.statuses, query.after, query.limit + 1, query.label, query.config_version
+    )
 
 
 def _dashboard_file(name: str) -> str:
@@ -84,50 +83,15 @@ ASSET_TYPES = {
     "vigo.js": "text/javascript; charset=utf-8",
     "compliance.js": "text/javascript; charset=utf-8",
     "envoy.js": "text/javascript; charset=utf-8",
+    "explain.js": "text/javascript; charset=utf-8",
+    "resources.js": "text/javascript; charset=utf-8",
+    "rollouts.js": "text/javascript; charset=utf-8",
 }
 
 
 @cache
 def dashboard_asset(name: str) -> bytes:
     return _dashboard_file(name).encode("utf-8")
-
-
-@dataclass(frozen=True)
-class WebContext:
-    """What the views read: the app's state, the envoy and fleet projections, metrics and
-    the cluster view. Built once per app; a test can build one without HTTP."""
-
-    app: faust.App
-    envoys: EnvoyProcessor
-    aggregator: FleetAggregator
-    metrics: Metrics
-    cluster: Cluster
-    pages: Mapping[str, str]
-    #: The alert journal where this worker owns the outbox (else None); None without
-    #: alerting (`GET /api/alerts`).
-    alerts: Callable[[], dict[str, Any] | None] | None = None
-    alerts_topic: str = ""
-
-
-class VigoView(View):
-    """A Faust view bound to a `WebContext` (`bind`), so the classes stay module-level."""
-
-    ctx: WebContext
-
-    @classmethod
-    def bind(cls, ctx: WebContext) -> type[VigoView]:
-        return type(cls.__name__, (cls,), {"ctx": ctx})
-
-    def relay(self, status: int, body: bytes) -> Response:
-        return self.bytes(body, content_type="application/json", status=status)
-
-    def refused(self, request: Request) -> Response | None:
-        """401 unless the request carries the API's bearer token (when one is set):
-        every `/api/*` view asks this first (SPEC 10.7)."""
-        token = self.ctx.cluster.token
-        if token is None or bearer_matches(request.headers.get("Authorization"), token):
-            return None
-        return self.json({"error": UNAUTHORIZED_ERROR}, status=401, headers=UNAUTHORIZED_HEADERS)
 
 
 class Health(VigoView):
@@ -186,17 +150,7 @@ class Compliance(VigoView):
                 return self.json(compliance_doc(snapshot, bool(aggregator.groups.group_by)))
             status, doc = group_compliance_doc(snapshot, aggregator, label)
             return self.json(doc, status=status)
-        if FORWARDED in request.headers:
-            return self.error(503, "the fleet projection is moving between workers; retry")
-        cluster = self.ctx.cluster
-        owner = cluster.fleet_owner()
-        if owner is None or owner == cluster.self_url:
-            return self.error(503, "the fleet projection is not ready yet; retry")
-        try:
-            status, body = await cluster.get(owner, request.rel_url.raw_path_qs)
-        except PeerError as exc:
-            return self.error(503, str(exc))
-        return self.relay(status, body)
+        return await self.from_fleet_owner(request)
 
 
 class LocalEnvoys(VigoView):
@@ -250,28 +204,7 @@ class Envoy(VigoView):
         state = self.ctx.envoys.owned(envoy_id)
         if state is not None:
             return self.json(envoy_detail(state, self.ctx.envoys.rules))
-        unknown = self.error(404, f"unknown envoy {envoy_id!r}", envoy_id=envoy_id)
-        if FORWARDED in request.headers:
-            return unknown
-        cluster = self.ctx.cluster
-        owner = cluster.envoy_owner(envoy_id)
-        others = [u for u in cluster.members() if u not in (owner, cluster.self_url)]
-        # The owner by the default partitioner first; the rest only if it says no.
-        asked = [owner] if owner is not None and owner != cluster.self_url else []
-        for group in (asked, others):
-            answers = await asyncio.gather(
-                *(cluster.get(url, request.rel_url.raw_path_qs) for url in group),
-                return_exceptions=True,
-            )
-            for answer in answers:
-                if not isinstance(answer, BaseException) and answer[0] == 200:
-                    return self.relay(*answer)
-            failed = [a for a in answers if isinstance(a, BaseException) or a[0] != 404]
-            if failed:
-                first = failed[0]
-                reason = str(first) if isinstance(first, BaseException) else first[0]
-                return self.error(503, f"not every worker could be asked: {reason}")
-        return unknown
+        return await self.from_envoy_owner(request, envoy_id)
 
 
 class Alerts(VigoView):
@@ -362,8 +295,12 @@ ROUTES: tuple[tuple[str, type[VigoView]], ...] = (
     ("/api/compliance", Compliance),
     ("/api/local/envoys", LocalEnvoys),
     ("/api/envoys", Envoys),
+    # Before the envoy's own route, whose `.+` would take `.../explain` as part of the id.
+    ("/api/envoys/{envoy_id:.+}/explain", EnvoyExplain),
     ("/api/envoys/{envoy_id:.+}", Envoy),
     ("/api/alerts", Alerts),
+    ("/api/rollouts", Rollouts),
+    (TOP_PATH, ResourcesTop),
     (OPENAPI_PATH, OpenAPI),
     ("/compliance", CompliancePage),
     ("/envoys/{envoy_id:.+}", EnvoyPage),
