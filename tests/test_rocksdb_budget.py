@@ -28,11 +28,11 @@ def test_databases_share_one_cache_and_one_write_buffer_budget(tmp_path: Path) -
         for i, db in enumerate(databases):
             assert db.get(f"11-{i}-499".encode()) == value
             assert db.get(f"0-{i}-0".encode()) == value
-        # 16 x 6 MB written: unbounded, 16 databases would hold up to 2 x 2 MiB each
-        # (64 MiB). The manager's limit is soft (it makes the largest memtable flush, and
-        # memtables being flushed still count): within twice its share, and everything,
-        # memtables included (charged to the cache), within the budget.
-        assert peak_write_buffers <= 2 * budget.write_buffer_bytes
+        # 16 x 6 MB written. Faust's defaults (64 MiB memtables, 3 per database) would
+        # hold all 96 MB. The manager's limit is soft: past its share it makes the
+        # largest memtable flush, and memtables being flushed count until done, so at
+        # worst the share plus one memtable per database (a busy machine flushes late).
+        assert peak_write_buffers <= budget.write_buffer_bytes + 16 * options.write_buffer_size
         assert peak_cache <= budget_mib * MIB
     finally:
         for db in databases:

@@ -109,7 +109,7 @@ def partition_reader(table: Any) -> Callable[[int, bytes], bytes | None]:
     """One lookup of a raw key in its partition's store. Faust's `table.get(key)` asks
     `key in table` and then `table[key]`, and outside an event's context its RocksDB store
     looks the key up in every partition's database in turn to find its partition."""
-    store = table.data
+    store = getattr(table, "data", None)  # a plain mapping in the unit tests
     if isinstance(store, ResumableMemoryStore):
         data: Any = store.data
         return lambda partition, key: data.get(key)
@@ -123,7 +123,7 @@ def partition_items(table: Any, partitions: set[int]) -> Iterable[tuple[bytes, b
     """The raw entries that may belong to `partitions`: on RocksDB only those partitions'
     databases are read; the memory store keeps one dict, read whole (callers still check
     each record's partition)."""
-    store = table.data
+    store = getattr(table, "data", None)
     if isinstance(store, AuditedRocksDBStore):
         for partition in sorted(partitions):
             yield from store._db_for_partition(partition).items()
