@@ -22,6 +22,7 @@ from tests.harness import (
     consume,
     enrollment,
     get_json,
+    http_json,
     produce,
     read_raw,
     run_event,
@@ -398,6 +399,13 @@ def test_rocksdb_store_keeps_state_across_a_restart(
             until=lambda rs: any(r["to"] == "relapsed" for r in rs),
             timeout=40,
         )
+        # The partition's indexes are built from the database Faust also keeps its own
+        # offset in: the listing must hold the envoy, and nothing may have crashed.
+        status, listed = http_json(f"{worker.url}/api/envoys?status=relapsed")
+        assert status == 200, listed
+        assert [e["envoy_id"] for e in listed["envoys"]] == ["rk-1"], listed
+        assert worker.proc is not None and worker.proc.poll() is None
+        assert "Traceback" not in worker.log_text(), worker.log_text()[-3000:]
     finally:
         worker.stop()
     # Relapsed (2 consecutive changed runs) only if the first run's state survived; the

@@ -39,6 +39,38 @@ def _dump(signum: int, frame: FrameType | None) -> None:
             out.write(f"type {size} {counts[name]} {name}\n")
 
 
-if _OUT:
+#: What `bench_memory.py --heap` sends: where the resident memory is, without tracing.
+HEAP_SIGNAL = signal.SIGRTMIN + 3
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+def _heap(signum: int, frame: FrameType | None) -> None:
+    """RSS, then pymalloc's arenas (`sys._debugmallocstats`), then RSS after glibc gave
+    back its free pages (`malloc_trim`): how much is fragmentation, and whose."""
+    import ctypes
+
+    assert _OUT is not None
+    gc.collect()
+    before = _rss_kib()
+    saved = os.dup(2)
+    with open(_OUT + ".pymalloc", "w") as out:
+        os.dup2(out.fileno(), 2)
+        try:
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open(_OUT, "w") as out:
+        out.write(f"rss_kib {before}\nrss_after_malloc_trim_kib {_rss_kib()}\n")
+
+
+if _OUT and os.environ.get("VIGO_MEMTRACE_MODE") == "heap":
+    signal.signal(HEAP_SIGNAL, _heap)
+elif _OUT:
     tracemalloc.start(1)
     signal.signal(DUMP_SIGNAL, _dump)

@@ -125,8 +125,11 @@ def partition_items(table: Any, partitions: set[int]) -> Iterable[tuple[bytes, b
     each record's partition)."""
     store = getattr(table, "data", None)
     if isinstance(store, AuditedRocksDBStore):
+        internal = store.offset_key  # Faust keeps the partition's offset in its database
         for partition in sorted(partitions):
-            yield from store._db_for_partition(partition).items()
+            for key, value in store._db_for_partition(partition).items():
+                if key != internal:
+                    yield key, value
         return
     yield from list(table.items())
 
