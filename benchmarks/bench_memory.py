@@ -7,8 +7,9 @@ Run: .venv/bin/python benchmarks/bench_memory.py [--stores memory,rocksdb] [--tr
 The default measures resident memory (VmRSS, as `top` and a pod's memory limit see it):
 a worker started as production starts it (`vigo-processor worker`, with the store named)
 works off 10 runs for each of 1,000 envoys, and separately for each of 20,000 (a fresh
-topic prefix each time); once every run is counted in its `vigo_events_total` and a
-checkpoint has passed, its RSS is read. Per envoy: (RSS at 20,000 - RSS at 1,000) /
+topic prefix each time); once every run is counted in its `vigo_events_total`, and 15 s
+later (checkpoints pass, the idle worker gives the C heap's free pages back:
+`processor.heap`), its RSS is read. Per envoy: (RSS at 20,000 - RSS at 1,000) /
 19,000, so that the interpreter, Faust and the libraries cancel out. `--trace` starts the
 workers with `benchmarks/memtrace` on PYTHONPATH and writes, per size, where the live
 Python memory was allocated and what it is (tracemalloc and objects by type).
@@ -144,7 +145,9 @@ RUNS_PER_ENVOY = 10
 RSS_GOAL = 1_536
 
 
-def worker_rss(bootstrap: str, store: str, envoys: int, trace: Path | None) -> int:
+def worker_rss(
+    bootstrap: str, store: str, envoys: int, trace: Path | None, mode: str = "trace"
+) -> int:
     """RSS of a worker that worked off RUNS_PER_ENVOY runs for each of `envoys` envoys."""
     prefix = new_prefix("mem")
     names = TopicNames(prefix)
@@ -159,6 +162,7 @@ def worker_rss(bootstrap: str, store: str, envoys: int, trace: Path | None) -> i
         env = {
             "PYTHONPATH": str(Path(__file__).parent / "memtrace"),
             "VIGO_MEMTRACE_OUT": str(trace),
+            "VIGO_MEMTRACE_MODE": mode,
         }
     with tempfile.TemporaryDirectory() as tmp:
         worker = Worker(config, Path(tmp), name="mem", env=env)
@@ -169,10 +173,10 @@ def worker_rss(bootstrap: str, store: str, envoys: int, trace: Path | None) -> i
             asyncio.run(
                 asyncio.wait_for(watch_applied(worker.url, names.runs, len(records), applied), 900)
             )
-            time.sleep(5)  # a checkpoint or more: nothing held, the batch buffers released
+            time.sleep(15)  # checkpoints: nothing held, buffers released, the heap trimmed
             rss = rss_bytes(worker.proc.pid)
             if trace is not None:
-                os.kill(worker.proc.pid, signal.SIGRTMIN + 2)
+                os.kill(worker.proc.pid, signal.SIGRTMIN + (3 if mode == "heap" else 2))
                 deadline = time.monotonic() + 300
                 while not (trace.exists() and trace.stat().st_size) and time.monotonic() < deadline:
                     time.sleep(1)
@@ -182,18 +186,28 @@ def worker_rss(bootstrap: str, store: str, envoys: int, trace: Path | None) -> i
             worker.stop()
 
 
-def rss_main(stores: list[str], trace: bool) -> None:
+def pymalloc_summary(path: Path) -> str:
+    """The totals of `sys._debugmallocstats`: arenas, and bytes in use vs. held."""
+    wanted = ("arenas allocated current", "# bytes in allocated blocks", "Total")
+    lines = path.read_text().splitlines()
+    return "; ".join(" ".join(line.split()) for line in lines if line.startswith(wanted))
+
+
+def rss_main(stores: list[str], trace: bool, mode: str = "trace") -> None:
     print(machine())
-    print(f"{RUNS_PER_ENVOY} runs per envoy; RSS read once every run was counted, plus 5 s")
+    print(f"{RUNS_PER_ENVOY} runs per envoy; RSS read once every run was counted, plus 15 s")
     rows = []
     with broker() as bootstrap:
         for store in stores:
             rss = {}
             for n in RSS_SIZES:
                 out = Path(f"/tmp/vigo-memtrace-{store}-{n}.txt") if trace else None
-                rss[n] = worker_rss(bootstrap, store, n, out)
+                rss[n] = worker_rss(bootstrap, store, n, out, mode)
                 print(f"  {store}: {n:,} envoys, RSS {rss[n] / 2**20:,.1f} MiB", flush=True)
-                if out is not None:
+                if out is not None and mode == "heap":
+                    print("    " + out.read_text().replace("\n", "; "))
+                    print(f"    pymalloc: {pymalloc_summary(Path(str(out) + '.pymalloc'))}")
+                elif out is not None:
                     print(f"    trace: {out}")
             low, high = RSS_SIZES
             per_envoy = (rss[high] - rss[low]) / (high - low)
@@ -216,12 +230,16 @@ def main() -> None:
     parser.add_argument("--codec", action="store_true", help="the table state alone")
     parser.add_argument("--stores", default="memory,rocksdb")
     parser.add_argument("--trace", action="store_true", help="tracemalloc in the workers")
+    parser.add_argument(
+        "--heap", action="store_true", help="pymalloc arenas and RSS after malloc_trim"
+    )
     parser.add_argument("--envoys", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=25)
     parser.add_argument("--quick", action="store_true", help="5,000 envoys")
     args = parser.parse_args()
     if not args.codec:
-        rss_main(args.stores.split(","), args.trace)
+        heap = args.heap
+        rss_main(args.stores.split(","), args.trace or heap, "heap" if heap else "trace")
         return
     if args.quick:
         args.envoys = 5_000

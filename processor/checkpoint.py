@@ -13,6 +13,9 @@ which waits for unacked records, never waits for a checkpoint), and when
 A kill between any two steps replays from the committed offsets over the last flushed
 state: records already applied to it are recognised by their position and change
 nothing, the others give the same changes again with the same versions (section 9).
+After a checkpoint that found the inputs worked off, the C heap's free pages go back to
+the operating system (`processor.heap`, at most every 10 s).
+
 `VIGO_FAULT=exit-after-changelog-flush` ends the process between the changelog and the
 offsets, for the test that proves it.
 """
@@ -30,12 +33,16 @@ from faust.types import Message
 
 from processor.envoys import EnvoyProcessor
 from processor.faust_compat import InputBatches
+from processor.heap import HeapTrimmer
 
 log = logging.getLogger(__name__)
 
-#: A checkpoint at the latest when this many envoy states are held (a bound on memory,
-#: like Kafka Streams' `cache.max.bytes.buffering`: a decoded envoy is a few KB).
-MAX_HELD_ENVOYS: Final = 20_000
+#: A checkpoint at the latest when this many envoy states are held: a bound on memory
+#: like Kafka Streams' `cache.max.bytes.buffering` (10 MiB by default). A decoded envoy
+#: with a full history is about 4.5 KB of small objects, so about 9 MiB; more held at
+#: once left the interpreter's arenas fragmented after each checkpoint (RSS an operator
+#: pays, benchmarks/bench_memory.py --heap).
+MAX_HELD_ENVOYS: Final = 2_048
 #: A fault injection point for tests: the name of the step after which to end at once.
 FAULT: Final = os.environ.get("VIGO_FAULT", "")
 
@@ -59,6 +66,10 @@ class Checkpoints:
     clock: Callable[[], float] = time.monotonic
     _pending: list[list[Message]] = field(default_factory=list)
     _last: float = 0.0
+    _heap: HeapTrimmer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._heap = HeapTrimmer(self.clock)
 
     def due(self) -> bool:
         return (
@@ -80,4 +91,6 @@ class Checkpoints:
         self._pending.clear()
         self._last = self.clock()
         await self.inputs.commit_when_caught_up()
+        if self.inputs.idle():
+            self._heap.when_idle()  # a worked-off backlog's pages back to the system
         return True

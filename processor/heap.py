@@ -1,0 +1,56 @@
+"""Giving the C heap's free pages back to the operating system when the worker is idle.
+
+Working off a backlog, the worker allocates and frees many buffers of fetched records,
+encoded states and changelog batches; glibc keeps the freed pages in its heap, so the
+RSS an operator pays (and a pod's memory limit counts) stays at the backlog's peak long
+after. `malloc_trim(0)` returns every free page, not only the heap's top. It takes a few
+milliseconds for a heap of a few hundred MiB, so it runs only after a checkpoint that
+found the inputs worked off, and at most once per `TRIM_EVERY_S`
+(benchmarks/bench_memory.py --heap measures what it gives back). On a C library without
+`malloc_trim` (musl, macOS) it does nothing."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+log = logging.getLogger(__name__)
+
+#: At most one trim in this many seconds.
+TRIM_EVERY_S: Final = 10.0
+
+
+def _libc_trim() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim: Callable[[int], int] = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+@dataclass
+class HeapTrimmer:
+    """Calls `malloc_trim(0)` when asked while idle, no more often than `every_s`."""
+
+    clock: Callable[[], float]
+    every_s: float = TRIM_EVERY_S
+    trim: Callable[[int], int] | None = None
+    _last: float = float("-inf")
+
+    def __post_init__(self) -> None:
+        if self.trim is None:
+            self.trim = _libc_trim()
+
+    def when_idle(self) -> bool:
+        """Trim if the last trim is `every_s` old; True when it trimmed."""
+        now = self.clock()
+        if self.trim is None or now - self._last < self.every_s:
+            return False
+        self._last = now
+        self.trim(0)
+        return True
