@@ -29,16 +29,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchcommon import broker, create_topics, machine, new_prefix, rss_bytes, table
 
-from tests.harness import Worker, worker_config
+from tests.harness import Worker, metric_total, worker_config
 from topics.names import TopicNames
 
 SIMULATE = Path(sys.executable).parent / "vigo-simulate"
 SAMPLE_S = 15
 MIB = 2**20
+ROCKSDB_METRIC = "vigo_rocksdb_memory_bytes"
 
 
 def soak(bootstrap: str, store: str, envoys: int, minutes: float, budget: int) -> list[int]:
-    """RSS samples (bytes) of one worker over the soak."""
+    """RSS samples (bytes) of one worker over the soak; printed with what its RocksDB
+    databases hold of the budget (`vigo_rocksdb_memory_bytes`)."""
     prefix = new_prefix(f"soak-{store}")
     asyncio.run(create_topics(bootstrap, TopicNames(prefix).inputs, 8))
     processor = {"store": store, "rocksdb": {"memory_mib": budget}}
@@ -59,8 +61,14 @@ def soak(bootstrap: str, store: str, envoys: int, minutes: float, budget: int) -
                 time.sleep(SAMPLE_S)
                 assert worker.proc.poll() is None, worker.log_text()[-3000:]
                 samples.append(rss_bytes(worker.proc.pid))
+                rocksdb = ""
+                if store == "rocksdb":
+                    cache = metric_total(worker.url, ROCKSDB_METRIC, 'part="block_cache"')
+                    memtables = metric_total(worker.url, ROCKSDB_METRIC, 'part="memtables"')
+                    rocksdb = f"  RocksDB {cache / MIB:6.1f} MiB ({memtables / MIB:.1f} memtables)"
+                elapsed = len(samples) * SAMPLE_S
                 print(
-                    f"  {store}: {len(samples) * SAMPLE_S:>4} s  RSS {samples[-1] / MIB:7.1f} MiB",
+                    f"  {store}: {elapsed:>4} s  RSS {samples[-1] / MIB:7.1f} MiB{rocksdb}",
                     flush=True,
                 )
         finally:

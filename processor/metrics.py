@@ -198,6 +198,10 @@ class Metrics:
     def recovery_repaired(self, table: str, keys: int) -> None:
         self.recovery_repairs.labels(table=table).inc(keys)
 
+    def watch_rocksdb(self, usage: Callable[[], tuple[int, int] | None]) -> None:
+        """Export the shared RocksDB budget's use (SPEC 11.5), read at scrape time."""
+        self.registry.register(_RocksDBMemory(usage))
+
     def watch_worker(self, app: Any, fleet_owner: Callable[[], bool]) -> None:
         """Export fleet gauges only where `fleet_owner()` holds, and add a few of Faust's
         own numbers (consumer lag, rebalances, fleet ownership) read at scrape time."""
@@ -242,6 +246,36 @@ class _Threshold:
             return
         self.metrics.fleet_convergence_threshold_ratio.set(self.metrics.threshold / 100)
         yield from self.metrics.fleet_convergence_threshold_ratio.collect()
+
+
+class _RocksDBMemory:
+    """`vigo_rocksdb_memory_bytes`: what the worker's RocksDB databases hold of their one
+    budget (`processor.rocksdb.memory_mib`): the block cache, memtables included (they are
+    charged to it), and the memtables alone. Absent until a RocksDB store is opened."""
+
+    def __init__(self, usage: Callable[[], tuple[int, int] | None]) -> None:
+        self.usage = usage
+
+    def describe(self) -> Iterator[Metric]:
+        yield self._family()
+
+    def collect(self) -> Iterator[Metric]:
+        usage = self.usage()
+        if usage is None:
+            return
+        family = self._family()
+        family.add_metric(["block_cache"], usage[0])
+        family.add_metric(["memtables"], usage[1])
+        yield family
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "vigo_rocksdb_memory_bytes",
+            "Bytes of the shared RocksDB memory budget in use: the block cache (memtables "
+            "charged to it included) and the memtables alone.",
+            labels=["part"],
+        )
 
 
 class _WorkerCollector:

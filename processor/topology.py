@@ -51,6 +51,7 @@ from processor.faust_compat import (
     InputBatches,
     TableWriter,
     audit_recoveries,
+    budget_usage,
     quiet_root_logger,
 )
 from processor.fleet import FleetProjection, group_settings
@@ -91,6 +92,8 @@ def build_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> 
     names = TopicNames(settings.kafka.topic_prefix)
     metrics = Metrics()
     metrics.threshold = settings.threshold
+    if settings.processor.store == "rocksdb":
+        metrics.watch_rocksdb(budget_usage)
     topics = declare_topics(app, names, settings.kafka.partitions)
     # End offsets come from a client of our own, off Faust's consumer thread.
     end_offsets = EndOffsets(settings.kafka.bootstrap_servers, kafka_client_options(settings))

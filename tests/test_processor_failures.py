@@ -23,6 +23,7 @@ from tests.harness import (
     enrollment,
     get_json,
     http_json,
+    metric_total,
     produce,
     read_raw,
     run_event,
@@ -406,6 +407,10 @@ def test_rocksdb_store_keeps_state_across_a_restart(
         assert [e["envoy_id"] for e in listed["envoys"]] == ["rk-1"], listed
         assert worker.proc is not None and worker.proc.poll() is None
         assert "Traceback" not in worker.log_text(), worker.log_text()[-3000:]
+        # Its databases share one budget (SPEC 11.5, default 256 MiB), and say so.
+        cache = metric_total(worker.url, "vigo_rocksdb_memory_bytes", 'part="block_cache"')
+        memtables = metric_total(worker.url, "vigo_rocksdb_memory_bytes", 'part="memtables"')
+        assert 0 < memtables <= cache <= 256 * 2**20, (memtables, cache)
     finally:
         worker.stop()
     # Relapsed (2 consecutive changed runs) only if the first run's state survived; the

@@ -53,7 +53,11 @@ from processor.faust_compat.recovery_audit import (
     ChangelogReader,
     audit_recoveries,
 )
-from processor.faust_compat.rocksdb_budget import MEMORY_MIB_OPTION, BudgetedRocksDBOptions
+from processor.faust_compat.rocksdb_budget import (
+    MEMORY_MIB_OPTION,
+    BudgetedRocksDBOptions,
+    budget_usage,
+)
 from processor.faust_compat.root_logger import quiet_root_logger
 from processor.faust_compat.stores import (
     AuditedRocksDBStore,
@@ -87,6 +91,7 @@ __all__ = [
     "TableWriter",
     "_PartitionDB",  # for the recovery-audit tests
     "audit_recoveries",
+    "budget_usage",
     "committed_offset",
     "partition_items",
     "partition_reader",

@@ -45,6 +45,10 @@ class SharedBudget:
         return int(self.memory_bytes * WRITE_BUFFER_SHARE)
 
 
+#: Every budget the process created (one, unless tests make more): what the metrics read.
+BUDGETS: Final[list[SharedBudget]] = []
+
+
 @cache
 def shared_budget(memory_mib: int) -> SharedBudget:
     """The process's budget of `memory_mib`: created once, then the same objects."""
@@ -57,7 +61,18 @@ def shared_budget(memory_mib: int) -> SharedBudget:
         False,
         block_cache,
     )
-    return SharedBudget(memory, block_cache, manager)
+    budget = SharedBudget(memory, block_cache, manager)
+    BUDGETS.append(budget)
+    return budget
+
+
+def budget_usage() -> tuple[int, int] | None:
+    """Bytes in use of the process's budgets: (the block cache, the memtables charged
+    to it included; the memtables alone); None when no RocksDB store was opened."""
+    if not BUDGETS:
+        return None
+    cache_bytes = sum(int(b.cache.get_usage()) for b in BUDGETS)
+    return cache_bytes, sum(int(b.write_buffers.get_usage()) for b in BUDGETS)
 
 
 class BudgetedRocksDBOptions(RocksDBOptions):
