@@ -302,10 +302,13 @@ def run_event(
     run_id: str | None = None,
     module_errors: Iterable[str] = (),
     config_version: str | None = None,
+    finished_ms: int | None = None,
 ) -> bytes:
     """A run whose resources have `results`; `module:result` puts a resource in a module.
-    `config_version` is left out of the event when None."""
-    now = iso(int(time.time() * 1000))
+    `config_version` is left out of the event when None. It finishes now, or at
+    `finished_ms` after starting a second earlier."""
+    now = iso(int(time.time() * 1000) if finished_ms is None else finished_ms)
+    started = now if finished_ms is None else iso(finished_ms - 1000)
     resources = []
     for i, spec in enumerate(results):
         module, _, result = spec.rpartition(":")
@@ -314,7 +317,7 @@ def run_event(
         "schema": "vigo.run/1",
         "envoy_id": envoy,
         "run_id": run_id or str(uuid.uuid4()),
-        "started_at": now,
+        "started_at": started,
         "finished_at": now,
         "resources": resources,
         "module_errors": [{"module": m, "message": "boom"} for m in module_errors],

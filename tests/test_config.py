@@ -517,3 +517,29 @@ def test_digest_window_is_a_duration_and_digest_over_is_capped(tmp_path: Path) -
         load_settings(environ={env: "soon"})
     with pytest.raises(ConfigError, match=r"^config smtp.events.envoy.stale.digest_over: .* 200"):
         load_settings(environ={"VIGO_SMTP__EVENTS__ENVOY_STALE__DIGEST_OVER": "1000"})
+
+
+def test_checkpoints_and_the_rocksdb_budget_from_the_file_and_the_environment(
+    tmp_path: Path,
+) -> None:
+    """SPEC 11.5: `processor.commit_interval` (1s) and `processor.rocksdb.memory_mib` (256)
+    from their defaults, the file, and the environment over the file; a budget below
+    16 MiB fails at start naming the key."""
+    defaults = load_settings(environ={})
+    assert (defaults.processor.commit_interval, defaults.processor.rocksdb.memory_mib) == (
+        1000,
+        256,
+    )
+    path = tmp_path / "vigo.yaml"
+    path.write_text(
+        yaml.safe_dump({"processor": {"commit_interval": "2s", "rocksdb": {"memory_mib": 64}}})
+    )
+    from_file = load_settings(path, environ={})
+    assert (from_file.processor.commit_interval, from_file.processor.rocksdb.memory_mib) == (
+        2000,
+        64,
+    )
+    both = load_settings(path, environ={"VIGO_PROCESSOR__ROCKSDB__MEMORY_MIB": "512"})
+    assert (both.processor.commit_interval, both.processor.rocksdb.memory_mib) == (2000, 512)
+    with pytest.raises(ConfigError, match=r"^config processor\.rocksdb\.memory_mib: "):
+        load_settings(path, environ={"VIGO_PROCESSOR__ROCKSDB__MEMORY_MIB": "8"})

@@ -35,8 +35,8 @@ from processor.cli.explain import render_explanation
 from processor.web.explain import explanation_doc, newest_version
 from processor.web.openapi import openapi_document
 from projections.explain import INTENTIONAL_RULE, STATUS_RULES, explain
-from tests.eventgen import enrolled, iso
-from tests.harness import REPO, Worker, enrollment, run
+from tests.eventgen import enrolled
+from tests.harness import REPO, Worker, enrollment, run, run_event
 from tests.test_dashboard import CHROMIUM, dump_dom
 from tests.test_dashboard_groups import screenshot
 from tests.test_explain_rules import RULES, fold, steps
@@ -76,23 +76,16 @@ def run_record(
     """A run finished at `finished_ms` (the harness' runs finish now): its id, its JSON, and
     the ids of its changed resources."""
     run_id = f"{envoy}-{uuid.uuid4().hex[:8]}"
-    resources = []
-    for i, spec in enumerate(results):
-        module, _, result = spec.rpartition(":")
-        resources.append({"id": f"res[{i}]", "module": module or f"m{i}", "result": result})
-    event: dict[str, Any] = {
-        "schema": "vigo.run/1",
-        "envoy_id": envoy,
-        "run_id": run_id,
-        "started_at": iso(finished_ms - 1000),
-        "finished_at": iso(finished_ms),
-        "resources": resources,
-        "module_errors": [{"module": m, "message": "boom"} for m in module_errors],
-    }
-    if config_version is not None:
-        event["config_version"] = config_version
-    changed = tuple(r["id"] for r in resources if r["result"] == "changed")
-    return run_id, orjson.dumps(event), changed
+    value = run_event(
+        envoy,
+        *results,
+        run_id=run_id,
+        module_errors=module_errors,
+        config_version=config_version,
+        finished_ms=finished_ms,
+    )
+    changed = tuple(f"res[{i}]" for i, r in enumerate(results) if r.rpartition(":")[2] == "changed")
+    return run_id, value, changed
 
 
 def produce_noting_offsets(
