@@ -7,15 +7,14 @@ Why and how: docs/faust-traps.md#table-writes-in-batches
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import faust
 from faust.types import TP, TableT
 
-from processor.faust_compat.streams import under_partition
+from processor.faust_compat.stores import partition_writer
 
 #: A record as sent: key and value bytes (a value None is a tombstone).
 Record = tuple[bytes | None, bytes | None]
@@ -75,6 +74,10 @@ class TableWriter:
     producer: BatchProducer
     #: How the changelog records are sent; without it, once, and a failure raises.
     deliver: Deliver | None = None
+    _write_partition: Callable[[int, list[tuple[Any, Any]]], None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._write_partition = partition_writer(self.table)
 
     async def write(self, entries: Iterable[tuple[int, Any, Any]]) -> None:
         """Write (partition, key, value) entries; a later entry of a key wins. A value
@@ -86,15 +89,9 @@ class TableWriter:
         for partition, key, value in entries:
             by_partition.setdefault(partition, []).append((key, value))
         records: dict[int, list[Record]] = {}
+        write = self._write_partition
         for partition, pairs in by_partition.items():
-            with under_partition(partition):
-                for key, value in pairs:
-                    if value is not None:
-                        store[key] = value
-                        continue
-                    # Never written, or deleted already: the tombstone goes all the same.
-                    with contextlib.suppress(KeyError):
-                        del store[key]
+            write(partition, pairs)
             records[partition] = self._changelog_records(pairs)
         topic = changelog.get_topic_name()
         last: dict[int, int] = {}

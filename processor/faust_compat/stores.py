@@ -8,17 +8,21 @@ Why and how: docs/faust-traps.md#table-state-lost-around-rebalances
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, MutableMapping
+from functools import partial
 from typing import Any, cast
 
 import faust
+import rocksdict
 from faust.stores import memory, rocksdb
 from faust.types import TP, EventT, StoreT
 from yarl import URL
 
 from processor.faust_compat.recovery_audit import AuditsRecovery
 from processor.faust_compat.rocksdb_budget import MEMORY_MIB_OPTION, budgeted_options
+from processor.faust_compat.streams import under_partition
 
 #: The package's one logger, `processor.faust_compat`.
 log = logging.getLogger(__package__)
@@ -117,6 +121,58 @@ def partition_reader(table: Any) -> Callable[[int, bytes], bytes | None]:
         db_for = store._db_for_partition
         return lambda partition, key: cast(bytes | None, db_for(partition).get(key))
     return lambda partition, key: cast(bytes | None, table.get(key))
+
+
+def partition_writer(table: Any) -> Callable[[int, list[tuple[Any, Any]]], None]:
+    """Writes a partition's (key, value) pairs into its store at once (a value None
+    deletes the key). Faust's `store[key] = value` encodes, sets up an event context and
+    indexes each key on its way to one `put`; raw bytes on our stores go straight in: one
+    RocksDB write batch per partition, or the memory store's dict."""
+    store = getattr(table, "data", None)
+    serializers = (getattr(table, "key_serializer", None), getattr(table, "value_serializer", None))
+    raw = serializers == ("raw", "raw")
+    if raw and isinstance(store, AuditedRocksDBStore):
+        return _RocksDBPartitionWriter(store).write
+    if raw and isinstance(store, ResumableMemoryStore):
+        data: MutableMapping[Any, Any] = store.data
+
+        def write_memory(partition: int, pairs: list[tuple[Any, Any]]) -> None:
+            for key, value in pairs:
+                if value is None:
+                    data.pop(key, None)
+                else:
+                    data[key] = value
+
+        return write_memory
+    return partial(_write_through_table, table)
+
+
+class _RocksDBPartitionWriter:
+    def __init__(self, store: AuditedRocksDBStore) -> None:
+        self._store = store
+
+    def write(self, partition: int, pairs: list[tuple[Any, Any]]) -> None:
+        store = self._store
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for key, value in pairs:
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        store._db_for_partition(partition).write(batch)
+
+
+def _write_through_table(table: Any, partition: int, pairs: list[tuple[Any, Any]]) -> None:
+    """Any other store (the unit tests' mappings too), one key at a time through Faust."""
+    store = getattr(table, "data", table)
+    with under_partition(partition):
+        for key, value in pairs:
+            if value is not None:
+                store[key] = value
+                continue
+            # Never written, or deleted already: the tombstone goes all the same.
+            with contextlib.suppress(KeyError):
+                del store[key]
 
 
 def partition_items(table: Any, partitions: set[int]) -> Iterable[tuple[bytes, bytes]]:
