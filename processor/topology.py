@@ -55,6 +55,7 @@ from processor.faust_compat import (
     quiet_root_logger,
 )
 from processor.fleet import FleetProjection, group_settings
+from processor.heap import freeze_startup_objects
 from processor.lognoise import quiet_kafka_client_logs
 from processor.metrics import Metrics
 from processor.outputs import Outputs
@@ -218,6 +219,8 @@ def add_agents(vigo: Vigo, topics: Topics) -> None:
 
     @app.task
     async def envoy_agent() -> None:
+        frozen = freeze_startup_objects()  # no full collection walks them again
+        log.debug("start-up: %d objects out of the full collections", frozen)
         try:
             async for batch in inputs.batches():
                 envoys.process_batch(batch)
