@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -93,6 +94,13 @@ class Result:
         self.system, self.events, self.total_s = system, events, total_s
         self.first, self.first_n = first, first_n
         self.stopped = False
+        #: CPU seconds (user + system, every thread) the system's process used for the
+        #: whole repetition, start-up included, as the OS counts them; nan if unknown.
+        self.cpu_s = nan
+
+    @property
+    def cpu_us_per_event(self) -> float:
+        return 1e6 * self.cpu_s / self.events if self.events else nan
 
     @property
     def rate(self) -> float:
@@ -107,6 +115,7 @@ class Result:
 async def aiokafka_loop(bootstrap: str, topic: str, total: int, rules: bool) -> Result:
     """One consumer, orjson (decode only) or decode_input + apply_event into a dict."""
     started = time.perf_counter()
+    cpu_started = time.process_time()  # this process: the timed loop and its client
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -151,7 +160,9 @@ async def aiokafka_loop(bootstrap: str, topic: str, total: int, rules: bool) -> 
         await consumer.stop()
     done = time.perf_counter()
     assert first is not None
-    return Result(RULES if rules else CEILING, seen, done - started, first - started, 0)
+    result = Result(RULES if rules else CEILING, seen, done - started, first - started, 0)
+    result.cpu_s = time.process_time() - cpu_started
+    return result
 
 
 def quix_python() -> str:
@@ -210,7 +221,9 @@ def quix_peer(
         f"{total_s:.2f} s)",
         flush=True,
     )
-    return Result(QUIX, total, total_s, own["first"] - started, 1)
+    result = Result(QUIX, total, total_s, own["first"] - started, 1)
+    result.cpu_s = own.get("cpu_s", nan)
+    return result
 
 
 def worker_run(
@@ -279,11 +292,23 @@ def worker_run(
                 result.stopped = True
         finally:
             listing = stop_profile(spy)
+            cpu_s = process_cpu_s(proc.pid)
             worker.stop()
+    result.cpu_s = cpu_s
     # The first record processed: its first commit, or its /metrics count if seen sooner.
     if "first_at" in applied and applied["first_at"] - started < result.first:
         result.first, result.first_n = applied["first_at"] - started, applied["first_n"]
     return result, listing
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a running process, all its threads (/proc/PID/stat,
+    fields 14 and 15, in clock ticks); nan where there is no /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return nan
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def watch_applied(url: str, topic: str, total: int, into: dict[str, float]) -> None:
@@ -552,6 +577,7 @@ def report(
                 f"{median([r.total_s for r in runs]):.1f}",
                 " / ".join(f"{r.rate:,.0f}" for r in runs),
                 f"{medians[system] / ceiling:.3f}",
+                f"{median([r.cpu_us_per_event for r in runs]):,.1f}",
             )
         )
     print()
@@ -566,11 +592,13 @@ def report(
         "s",
         "each repetition",
         "of ceiling",
+        "CPU us/event",
     )
     print(table(rows, header))
     print(
         "steady: from the first record processed to the last offset committed; start-up: "
-        "from the start to that first record"
+        "from the start to that first record; CPU us/event: the process' user + system CPU "
+        "time (all threads, start-up included, as the OS counts it) per event"
     )
     if mails:
         print(f"mails the worker sent to the SMTP sink, each repetition: {mails}")

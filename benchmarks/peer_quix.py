@@ -22,7 +22,8 @@ options), chosen for throughput on a backlog:
 
 Prints one JSON line: events, and perf_counter() readings (CLOCK_MONOTONIC on Linux, so
 comparable with the parent's) at process start, first record processed, last record
-processed, and after `app.run()` returned (the final checkpoint committed).
+processed, and after `app.run()` returned (the final checkpoint committed); and the CPU
+seconds the process used, all threads.
 
 Run: $(bash benchmarks/quix_env.sh) benchmarks/peer_quix.py --bootstrap HOST:PORT \
          --input TOPIC --output TOPIC [--group GROUP] [--total N] [--commit-interval S]
@@ -37,6 +38,7 @@ STARTED = time.perf_counter()
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import resource  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -183,6 +185,8 @@ def main() -> None:
     finally:
         guard.cancel()
     marks["stopped"] = time.perf_counter()
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread (librdkafka's too)
+    marks["cpu_s"] = usage.ru_utime + usage.ru_stime
     shutil.rmtree(state_dir, ignore_errors=True)
     print(json.dumps(marks), flush=True)
     sys.exit(0 if "last" in marks else 1)
