@@ -106,6 +106,20 @@ async def steady(
                     if run_id in sent:
                         arrived[run_id] = m.timestamp
 
+    # Every run is built and serialised before the clock starts: the load generator shares
+    # the machine's two cores with the broker and the worker, so what it does while sending
+    # is kept to the producer's send.
+    planned = int(rate * seconds) + rate
+    payloads: list[tuple[str, bytes, bytes]] = []
+    counts = dict(runs_per_envoy)
+    for i in range(planned):
+        n = i % envoys
+        k = counts.get(n, 0)
+        counts[n] = k + 1
+        run_id = str(uuid.uuid4())
+        envoy = envoy_id(n)
+        payloads.append((run_id, envoy.encode(), orjson.dumps(run_doc(envoy, run_id, k))))
+
     collector = asyncio.create_task(collect())
     await asyncio.sleep(0.5)
     # The load generator's own collector stays off while it sends: it keeps every run it
@@ -118,24 +132,17 @@ async def steady(
     i = 0
     futures = []
     try:
-        while (elapsed := time.monotonic() - started) < seconds:
+        while (elapsed := time.monotonic() - started) < seconds and i < planned:
             due = (elapsed + slice_s) * rate
-            while i < due:
-                n = i % envoys
-                k = runs_per_envoy.get(n, 0)
-                runs_per_envoy[n] = k + 1
-                run_id = str(uuid.uuid4())
-                envoy = envoy_id(n)
-                doc = run_doc(envoy, run_id, k)
+            while i < min(due, planned):
+                run_id, key, value = payloads[i]
                 now_ms = int(time.time() * 1000)
                 sent[run_id] = now_ms
-                futures.append(
-                    await producer.send(
-                        names.runs, orjson.dumps(doc), key=envoy.encode(), timestamp_ms=now_ms
-                    )
-                )
+                futures.append(await producer.send(names.runs, value, key=key, timestamp_ms=now_ms))
                 i += 1
             await asyncio.sleep(max(0.0, started + (i / rate) - time.monotonic()))
+        for j in range(i):  # what was sent: the next phase's runs go on flipping each envoy
+            runs_per_envoy[j % envoys] = runs_per_envoy.get(j % envoys, 0) + 1
         await asyncio.gather(*futures)
         produced_s = time.monotonic() - started
         deadline = time.monotonic() + drain
