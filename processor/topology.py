@@ -21,6 +21,7 @@ Each agent is a short loop over its stream and writes its tables one way
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -219,6 +220,7 @@ def add_agents(vigo: Vigo, topics: Topics) -> None:
 
     @app.task
     async def envoy_agent() -> None:
+        envoys.guard.agent = asyncio.current_task()  # a stall's warning says where it waits
         frozen = freeze_startup_objects()  # no full collection walks them again
         log.debug("start-up: %d objects out of the full collections", frozen)
         try:

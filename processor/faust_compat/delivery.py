@@ -79,6 +79,24 @@ def _forget_faust_gap(app: faust.App, tp: TP, start: int, end: int) -> None:
         gaps.chop(start, end)
 
 
+def where_waiting(task: asyncio.Task[Any]) -> str:
+    """The chain of coroutines a task is suspended in (each one's `cr_await`), outermost
+    first, on one line: file:line function > ..."""
+    if task.done():
+        return "(ended)"
+    frames: list[str] = []
+    awaited: Any = task.get_coro()
+    while awaited is not None and len(frames) < 50:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is None:
+            break
+        code = frame.f_code
+        where = "/".join(code.co_filename.split("/")[-2:])  # package/module.py
+        frames.append(f"{where}:{frame.f_lineno} {code.co_name}")
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return " > ".join(frames) or "(running, or not started)"
+
+
 def _accept_faust_gap(app: faust.App, tp: TP, start: int, end: int) -> None:
     """Let Faust commit past a confirmed hole [start, end). After a seek Faust counts the
     hole from one past the seek offset, so a hole starting there would hold the commit
@@ -112,6 +130,10 @@ class DeliveryGuard:
     offsets: OffsetSource
     #: Called with the topic of every hole found.
     on_gap: Callable[[str], None] = lambda topic: None
+    #: The task of the agent that reads these topics (set by the agent when it starts):
+    #: where it waits is logged with a stall, since a stall that fetching again does not
+    #: end is the agent's own.
+    agent: asyncio.Task[Any] | None = None
     #: The next offset expected per partition.
     _next: dict[TP, int] = field(default_factory=dict)
     #: Holes found since the last `settle`: tp -> (first missing, first delivered after).
@@ -216,6 +238,7 @@ class DeliveryGuard:
         except BROKER_ERRORS as exc:  # tried again in STALL_S
             self.offsets.health.failed("end offsets", exc)
             return
+        stalled = False
         for tp in assigned:
             position = self.position(tp)
             if ends.get(tp, 0) <= position:
@@ -231,7 +254,10 @@ class DeliveryGuard:
                     position,
                     ends[tp],
                 )
+                stalled = True
                 self._progress_at[tp] = now
                 self._found.pop(tp, None)
                 self._pending[tp] = position
                 await self.app.consumer.seek(tp, position)
+        if stalled and self.agent is not None:
+            log.warning("the agent reading them is at: %s", where_waiting(self.agent))
