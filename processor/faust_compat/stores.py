@@ -132,7 +132,18 @@ def partition_writer(table: Any) -> Callable[[int, list[tuple[Any, Any]]], None]
     serializers = (getattr(table, "key_serializer", None), getattr(table, "value_serializer", None))
     raw = serializers == ("raw", "raw")
     if raw and isinstance(store, AuditedRocksDBStore):
-        return _RocksDBPartitionWriter(store).write
+        db_for = store._db_for_partition
+
+        def write_rocksdb(partition: int, pairs: list[tuple[Any, Any]]) -> None:
+            batch = rocksdict.WriteBatch(raw_mode=True)
+            for key, value in pairs:
+                if value is None:
+                    batch.delete(key)
+                else:
+                    batch.put(key, value)
+            db_for(partition).write(batch)
+
+        return write_rocksdb
     if raw and isinstance(store, ResumableMemoryStore):
         data: MutableMapping[Any, Any] = store.data
 
@@ -145,21 +156,6 @@ def partition_writer(table: Any) -> Callable[[int, list[tuple[Any, Any]]], None]
 
         return write_memory
     return partial(_write_through_table, table)
-
-
-class _RocksDBPartitionWriter:
-    def __init__(self, store: AuditedRocksDBStore) -> None:
-        self._store = store
-
-    def write(self, partition: int, pairs: list[tuple[Any, Any]]) -> None:
-        store = self._store
-        batch = rocksdict.WriteBatch(raw_mode=True)
-        for key, value in pairs:
-            if value is None:
-                batch.delete(key)
-            else:
-                batch.put(key, value)
-        store._db_for_partition(partition).write(batch)
 
 
 def _write_through_table(table: Any, partition: int, pairs: list[tuple[Any, Any]]) -> None:
