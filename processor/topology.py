@@ -54,6 +54,7 @@ from processor.faust_compat import (
     audit_recoveries,
     budget_usage,
     quiet_root_logger,
+    seek_uncommitted_to_log_start,
 )
 from processor.fleet import FleetProjection, group_settings
 from processor.heap import freeze_startup_objects
@@ -91,6 +92,7 @@ class Vigo:
 def build_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> Vigo:
     register_codecs()
     app = faust_app(settings)
+    seek_uncommitted_to_log_start(app)  # before the consumer exists: it wraps its seeks
     names = TopicNames(settings.kafka.topic_prefix)
     metrics = Metrics()
     metrics.threshold = settings.threshold

@@ -9,7 +9,9 @@ the pin. The why and the how of each: docs/faust-traps.md.
   the current event. docs/faust-traps.md#the-current-event
 - `delivery`: `DeliveryGuard`, records left out of a stream around recovery and
   rebalances and gaps committed past (upstream #216, #221, #312, #606), and partitions
-  kept assigned but not fetched any more (related: upstream #629).
+  kept assigned but not fetched any more (related: upstream #629);
+  `seek_uncommitted_to_log_start`, partitions with nothing committed, which Faust's seek
+  to the committed offsets leaves where a fetch it dropped left them.
   docs/faust-traps.md#skipped-records, docs/faust-traps.md#unfetched-partitions
 - `batches`: `InputBatches`, Faust's cost per record handed to an agent; the envoy agent's
   topics are drained in the batches they were fetched in, and committed once worked off.
@@ -45,7 +47,13 @@ from __future__ import annotations
 
 from processor.faust_compat.batches import COMMIT_CAUGHT_UP_S, InputBatches
 from processor.faust_compat.codecs import EncodeDecode, register_value_codecs, value_type
-from processor.faust_compat.delivery import STALL_S, DeliveryGuard, OffsetSource, committed_offset
+from processor.faust_compat.delivery import (
+    STALL_S,
+    DeliveryGuard,
+    OffsetSource,
+    committed_offset,
+    seek_uncommitted_to_log_start,
+)
 from processor.faust_compat.producer import BatchProducer, Record, TableWriter
 from processor.faust_compat.recovery_audit import (
     AUDIT_TIMEOUT_S,
@@ -97,6 +105,7 @@ __all__ = [
     "partition_reader",
     "quiet_root_logger",
     "register_value_codecs",
+    "seek_uncommitted_to_log_start",
     "under_partition",
     "value_type",
 ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
@@ -66,10 +67,57 @@ class BrokerHealth:
             self.down_since = None
 
 
+#: Per Faust consumer: the partitions its last seek found nothing committed for, and so
+#: sought to the start of their log (`seek_uncommitted_to_log_start`).
+_FROM_LOG_START: weakref.WeakKeyDictionary[Any, set[TP]] = weakref.WeakKeyDictionary()
+
+
 def committed_offset(app: faust.App, tp: TP) -> int | None:
-    """The offset consumption of `tp` resumed from, as Faust's consumer knows it."""
-    committed = cast(Any, app.consumer)._committed_offset.get(tp)
-    return int(committed) if committed is not None else None
+    """The offset consumption of `tp` resumed from, as Faust's consumer knows it: 0 for
+    a partition it started at the log start since nothing was committed; None when
+    Faust has not sought the partition yet."""
+    consumer = cast(Any, app.consumer)
+    committed = consumer._committed_offset.get(tp)
+    if committed is not None:
+        return int(committed)
+    return 0 if tp in _FROM_LOG_START.get(consumer, ()) else None
+
+
+def seek_uncommitted_to_log_start(app: faust.App) -> None:
+    """Make the consumer Faust creates next start every agent partition that has nothing
+    committed at the start of its log, each time Faust seeks to the committed offsets.
+
+    Faust drops records it fetched around a rebalance (for a partition not active yet, or
+    when the generation changed) and relies on its seek to the committed offsets to read
+    them again; aiokafka's seek leaves a partition with no committed offset (or offset 0)
+    where the fetch left it, so those records were never read: the chaos soak lost the
+    first four outbox records that way. docs/faust-traps.md#skipped-records"""
+    faust_app = cast(Any, app)
+    new_consumer = faust_app._new_consumer
+
+    def consumer_seeking_uncommitted_to_log_start() -> Any:
+        consumer = new_consumer()
+        seek_to_committed = consumer.seek_to_committed
+
+        async def seek() -> Mapping[TP, int]:
+            committed = await seek_to_committed()
+            changelogs = faust_app.tables.changelog_topics
+            acked = faust_app.topics.acks_enabled_for
+            uncommitted = {
+                TP(tp.topic, tp.partition)
+                for tp, offset in committed.items()
+                if not offset and tp.topic not in changelogs and acked(tp.topic)
+            }
+            for tp in uncommitted:
+                # Offset 0, or the log start if retention removed it (auto_offset_reset).
+                await consumer.seek(tp, 0)
+            _FROM_LOG_START[consumer] = uncommitted
+            return cast(Mapping[TP, int], committed)
+
+        consumer.seek_to_committed = seek
+        return consumer
+
+    faust_app._new_consumer = consumer_seeking_uncommitted_to_log_start
 
 
 def _forget_faust_gap(app: faust.App, tp: TP, start: int, end: int) -> None:
@@ -219,9 +267,12 @@ class DeliveryGuard:
 
     def forget(self, tps: Iterable[TP]) -> None:
         """On revocation: the partition may come back after another worker moved it on."""
+        tps = set(tps)
         for tp in tps:
             for state in (self._next, self._found, self._pending, self._progress_at):
                 state.pop(tp, None)
+        # Another owner may commit it meanwhile: Faust's next seek says where it starts.
+        _FROM_LOG_START.get(self.app.consumer, set()).difference_update(tps)
 
     async def watch(self) -> None:
         """Every STALL_S: seek each partition that has records it does not progress on to
