@@ -4,13 +4,23 @@ sweep touches only envoys whose deadline has passed, never the whole table."""
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 
 class Deadlines:
     def __init__(self) -> None:
         self._heap: list[tuple[int, bytes]] = []
         self._scheduled: dict[bytes, int] = {}
+
+    @classmethod
+    def of(cls, deadlines: Iterable[tuple[bytes, int | None]]) -> Deadlines:
+        """A partition's envoys at once (each key once), as if each were scheduled: one
+        heapify rather than a push per envoy, on the event loop after an assignment."""
+        built = cls()
+        built._scheduled = {key: at for key, at in deadlines if at is not None}
+        built._heap = [(at, key) for key, at in built._scheduled.items()]
+        heapq.heapify(built._heap)
+        return built
 
     def __len__(self) -> int:
         return len(self._scheduled)

@@ -6,7 +6,7 @@ only what expired."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -65,7 +65,7 @@ class LivenessSweeps:
     deadlines: dict[int, Deadlines]
     state: HeldTable
     _stored: Callable[..., StoredEnvoy | None]
-    _heads: Callable[[int], dict[bytes, EnvoyHead]]
+    _index_partition: Callable[[int], None]
     _publish: Callable[[bytes, int, StatusChange], None]
     _move: Callable[[int, Status | None, Status | None], None]
     _move_groups: Callable[[int, EnvoyState | None, EnvoyState | None], None]
@@ -89,14 +89,17 @@ class LivenessSweeps:
 
     def _deadlines_for(self, partition: int) -> Deadlines:
         """Built from the table (and the batch's held states) on the first tick after the
-        partition was assigned."""
+        partition was assigned, with the partition's other indexes
+        (`PartitionIndex._index_partition`)."""
         deadlines = self.deadlines.get(partition)
         if deadlines is None:
-            deadlines = Deadlines()
-            for key, head in self._heads(partition).items():
-                deadlines.schedule(key, next_deadline_ms(head.liveness(), self.rules))
-            self.deadlines[partition] = deadlines
+            self._index_partition(partition)
+            deadlines = self.deadlines[partition]
         return deadlines
+
+    def _deadlines_of(self, heads: Mapping[bytes, EnvoyHead]) -> Deadlines:
+        rules = self.rules
+        return Deadlines.of((k, next_deadline_ms(h.liveness(), rules)) for k, h in heads.items())
 
     def _on_tick(self, tick: Message) -> None:
         """Sweep the partition's expired deadlines as of the tick's own record time, so a

@@ -137,11 +137,19 @@ class RolloutTally:
         envoys' (a bound from above), else unknown (None)."""
         tally = cls(tuple(group_by))
         times = iter(seen_ms) if seen_ms is not None else None
+        # Envoys alike (place and group values) are summed first, then added once: a
+        # partition's tally is built on the event loop after every assignment.
+        alike: dict[tuple[Place, tuple[str, ...]], tuple[int, int | None]] = {}
         for status, config_version, labels in envoys:
             at_ms = next(times, None) if times is not None else None
             place = place_of(status, config_version)
-            if place is not None:
-                tally._add(place, labels, 1, at_ms)
+            if place is None:
+                continue
+            where = (place, group_values(labels, tally.group_by) if tally.group_by else ())
+            seen = alike.get(where)
+            alike[where] = (1, at_ms) if seen is None else (seen[0] + 1, earliest(seen[1], at_ms))
+        for (place, values), (count, at_ms) in alike.items():
+            tally._add_values(place, values, count, at_ms)
         return tally
 
     def move_state(self, old: EnvoyLike | None, new: EnvoyLike | None, at_ms: int) -> bool:
@@ -166,8 +174,15 @@ class RolloutTally:
         return True
 
     def _add(self, place: Place, labels: Mapping[str, str], sign: int, at_ms: int | None) -> None:
+        self._add_values(place, group_values(labels, self.group_by), sign, at_ms)
+
+    def _add_values(
+        self, place: Place, in_groups: Sequence[str], sign: int, at_ms: int | None
+    ) -> None:
+        """`sign` envoys (negative: taken away) at `place`, in the groups `in_groups`
+        names (a value per `group_by` key)."""
         _moved(self.fleet, place, sign, at_ms)
-        for key, value in zip(self.group_by, group_values(labels, self.group_by), strict=True):
+        for key, value in zip(self.group_by, in_groups, strict=True):
             values = self.groups[key]
             versions = values.setdefault(value, {})
             _moved(versions, place, sign, at_ms)
