@@ -39,3 +39,19 @@ def kafka_bootstrap() -> Iterator[str]:
 def topic_prefix() -> str:
     """A per-test topic prefix such as `t1a2b3c4d.`, so tests never see each other's data."""
     return f"t{uuid.uuid4().hex[:8]}."
+
+
+@pytest.fixture(autouse=True)
+def no_worker_outlives_its_test() -> Iterator[None]:
+    """Kill the workers a test started and left running: one left behind by a failed
+    assertion keeps fetching, and loads the machine every later test runs on. Workers of
+    wider-scoped fixtures were started before this fixture and are theirs to stop."""
+    harness = sys.modules.get("tests.harness")
+    before = len(harness.STARTED) if harness is not None else 0
+    yield
+    harness = sys.modules.get("tests.harness")
+    if harness is None:
+        return
+    for worker in harness.STARTED[before:]:
+        worker.kill()
+    del harness.STARTED[before:]

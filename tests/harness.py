@@ -48,6 +48,11 @@ def worker_config(
     return config
 
 
+#: Every worker started, in order: conftest's `no_worker_outlives_its_test` kills what a
+#: test started and left running (a failed assertion before its `finally`).
+STARTED: list[Worker] = []
+
+
 @dataclass
 class Worker:
     """One `vigo-processor worker` subprocess with its own data dir, web port and log."""
@@ -89,6 +94,7 @@ class Worker:
             env={**os.environ, **self.env},
             start_new_session=True,
         )
+        STARTED.append(self)
         if wait:
             self.wait_ready(timeout)
         return self

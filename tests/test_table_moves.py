@@ -90,18 +90,10 @@ def test_a_partition_that_moves_away_and_back_keeps_every_envoy(
     # takes a partition, then leaves again and gives it back.
     started = first.log_text().count("Reading Starts At")
     first.start(wait=False)
-    poll(lambda: first.log_text().count("Reading Starts At") > started, bool, timeout=60)
-    second = Worker(config, tmp_path, name="second").start(wait=False)
     try:
-        assert poll(lambda: settled_now([first, second]), bool, timeout=180)
-        # Changed while its partition is away from the first worker (whichever has it).
-        moved = next(e for e in QUIET if envoy_partition(e, PARTITIONS) == 1)
-        produce(kafka_bootstrap, [(names.runs, moved.encode(), run_event(moved, "changed"))])
-        # A clean run leaves no drift history; this one is its first entry.
-        assert poll(lambda: history_length(second, moved), lambda n: n == 1, timeout=60) == 1
-    finally:
-        second.stop()
-    try:
+        poll(lambda: first.log_text().count("Reading Starts At") > started, bool, timeout=60)
+        second = Worker(config, tmp_path, name="second").start(wait=False)
+        moved = changed_while_away(kafka_bootstrap, names, first, second)
         assert poll(lambda: settled_now([first]), bool, timeout=120)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and None in statuses(first).values():
@@ -114,4 +106,19 @@ def test_a_partition_that_moves_away_and_back_keeps_every_envoy(
         assert offline_count(doc) == len(QUIET) and doc["active"] == len(QUIET), doc
         assert "Traceback" not in first.log_text()
     finally:
-        first.stop()
+        first.stop()  # whatever failed: no worker outlives the test
+
+
+def changed_while_away(bootstrap: str, names: TopicNames, first: Worker, second: Worker) -> str:
+    """Both workers settle; an envoy of the partition the second took runs once; the
+    second leaves. Returns that envoy."""
+    try:
+        assert poll(lambda: settled_now([first, second]), bool, timeout=180)
+        # Changed while its partition is away from the first worker (whichever has it).
+        moved = next(e for e in QUIET if envoy_partition(e, PARTITIONS) == 1)
+        produce(bootstrap, [(names.runs, moved.encode(), run_event(moved, "changed"))])
+        # A clean run leaves no drift history; this one is its first entry.
+        assert poll(lambda: history_length(second, moved), lambda n: n == 1, timeout=60) == 1
+    finally:
+        second.stop()
+    return moved

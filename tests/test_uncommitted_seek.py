@@ -28,8 +28,8 @@ CHANGELOG = "audit-changelog"
 
 
 class FaustLikeConsumer:
-    """Faust's consumer as far as the seek goes: `seek_to_committed` and `seek` handed
-    to the aiokafka consumer (Faust does the same through its consumer thread)."""
+    """Faust's consumer as far as the seek goes: `seek_to_committed` and `seek_wait`
+    handed to the aiokafka consumer (Faust does the same in its consumer thread)."""
 
     def __init__(self, consumer: AIOKafkaConsumer) -> None:
         self.consumer = consumer
@@ -39,8 +39,9 @@ class FaustLikeConsumer:
         result: dict[TopicPartition, int | None] = await self.consumer.seek_to_committed()
         return result
 
-    async def seek(self, tp: TP, offset: int) -> None:
-        self.consumer.seek(TopicPartition(tp.topic, tp.partition), offset)
+    async def seek_wait(self, partitions: dict[TP, int]) -> None:
+        for tp, offset in partitions.items():
+            self.consumer.seek(TopicPartition(tp.topic, tp.partition), offset)
 
 
 def app_with(consumer: FaustLikeConsumer, acked: set[str]) -> Any:
@@ -137,8 +138,8 @@ def test_the_guard_holds_a_record_past_the_log_start_of_an_uncommitted_partition
         async def seek_to_committed(self) -> dict[TopicPartition, int | None]:
             return {TopicPartition(tp.topic, tp.partition): None}
 
-        async def seek(self, tp: TP, offset: int) -> None:
-            assert offset == 0
+        async def seek_wait(self, partitions: dict[TP, int]) -> None:
+            assert partitions == {tp: 0}
 
     app = app_with(Sought(), acked={tp.topic})  # type: ignore[arg-type]
     gaps: list[str] = []

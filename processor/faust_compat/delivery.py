@@ -108,9 +108,10 @@ def seek_uncommitted_to_log_start(app: faust.App) -> None:
                 for tp, offset in committed.items()
                 if not offset and tp.topic not in changelogs and acked(tp.topic)
             }
-            for tp in uncommitted:
-                # Offset 0, or the log start if retention removed it (auto_offset_reset).
-                await consumer.seek(tp, 0)
+            if uncommitted:
+                # Offset 0, or the log start if retention removed it (auto_offset_reset);
+                # in the consumer's own thread, as Faust's recovery seeks.
+                await consumer.seek_wait(dict.fromkeys(uncommitted, 0))
             _FROM_LOG_START[consumer] = uncommitted
             return cast(Mapping[TP, int], committed)
 
