@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -29,8 +30,37 @@ REPO = Path(__file__).resolve().parent.parent
 PROCESSOR = Path(sys.executable).parent / "vigo-processor"
 
 
+def _below_ephemeral_ports() -> range:
+    """Ports under the kernel's ephemeral range, where no outgoing connection (a Kafka
+    client's, an HTTP probe's) takes its local port: a port found free inside that range
+    can be taken by one before the worker binds it (seen in CI: "address already in
+    use" on a worker's web port)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(max(1024, low - 12000), low)
+
+
+_PORTS = _below_ephemeral_ports()
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A port free on 127.0.0.1, not handed out before by this process, picked at random
+    below the ephemeral range (so that parallel test processes rarely pick the same)."""
+    for _ in range(200):
+        port = random.choice(_PORTS)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket() as s:  # the range is crowded: any port the kernel gives
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
