@@ -130,12 +130,14 @@ def ready_after(worker: Worker, timeout: float) -> float | None:
 INDEXED = re.compile(r"partition (\d+) indexed: (\d+) envoys in (\d+) ms")
 
 
-def indexing_after_ready(worker: Worker, timeout: float) -> tuple[float, float] | None:
+def indexing_after_ready(worker: Worker, since: int, timeout: float) -> tuple[float, float] | None:
     """(sum, longest) seconds of the partitions' index builds once every partition has
-    logged one; None after `timeout`."""
+    logged one in the log past `since` (its length when this phase started: phases
+    share the log); None after `timeout`."""
     deadline = time.perf_counter() + timeout
     while time.perf_counter() < deadline:
-        found = {int(p): int(ms) for p, _, ms in INDEXED.findall(worker.log_text())}
+        logged = worker.log_text()[since:]
+        found = {int(p): int(ms) for p, _, ms in INDEXED.findall(logged)}
         if len(found) >= PARTITIONS:
             return sum(found.values()) / 1000, max(found.values()) / 1000
         time.sleep(0.5)
@@ -177,11 +179,12 @@ def main() -> None:
             )
             worker = Worker(config, Path(tmp) / data, name="rec")
             print(f"- {label} ...", flush=True)
+            since = len(worker.log_text())
             try:
                 seconds = ready_after(worker, args.timeout)
                 assert worker.proc is not None
                 rss = rss_bytes(worker.proc.pid)
-                indexing = indexing_after_ready(worker, 120) if seconds is not None else None
+                indexed = indexing_after_ready(worker, since, 120) if seconds else None
             finally:
                 worker.stop(timeout=120)
             if seconds is None:
@@ -189,7 +192,7 @@ def main() -> None:
                 return
             rate = f"{replayed / seconds:,.0f}" if replayed else "-"
             per_100k = rss / n * 100_000 / 2**20
-            held = "-" if indexing is None else f"{indexing[0]:.2f} ({indexing[1]:.2f})"
+            held = "-" if indexed is None else f"{indexed[0]:.2f} ({indexed[1]:.2f})"
             rows.append(
                 (label, f"{seconds:.1f}", rate, f"{rss / 2**20:,.0f}", f"{per_100k:,.0f}", held)
             )

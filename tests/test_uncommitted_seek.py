@@ -39,6 +39,9 @@ class FaustLikeConsumer:
         result: dict[TopicPartition, int | None] = await self.consumer.seek_to_committed()
         return result
 
+    async def position(self, tp: TP) -> int:
+        return int(await self.consumer.position(TopicPartition(tp.topic, tp.partition)))
+
     async def seek_wait(self, partitions: dict[TP, int]) -> None:
         for tp, offset in partitions.items():
             self.consumer.seek(TopicPartition(tp.topic, tp.partition), offset)
@@ -88,9 +91,15 @@ def test_a_partition_with_nothing_committed_is_read_again_from_its_log_start(
             aio.assign([never, *runs])
             (committed,) = [tp for tp in runs if (await aio.end_offsets([tp]))[tp] == 4]
             await aio.commit({committed: OffsetAndMetadata(2, "")})
-            # What Faust does before its seek: fetch, and drop what it fetched.
+            for _ in range(100):  # a fresh broker's group coordinator may answer late
+                if await aio.committed(committed) == 2:
+                    break
+                await asyncio.sleep(0.1)
+            # What Faust does before its seek: fetch, and drop what it fetched (the
+            # committed partition from 0 or 2: the fetcher may have started before the
+            # commit).
             assert await offsets_read(aio, never) == [0, 1, 2, 3]
-            assert await offsets_read(aio, committed) == [2, 3]
+            assert (await offsets_read(aio, committed))[-2:] == [2, 3]
 
             # Without the workaround the seek leaves the uncommitted partition at its end:
             # the four records are never read again.
@@ -137,6 +146,9 @@ def test_the_guard_holds_a_record_past_the_log_start_of_an_uncommitted_partition
 
         async def seek_to_committed(self) -> dict[TopicPartition, int | None]:
             return {TopicPartition(tp.topic, tp.partition): None}
+
+        async def position(self, tp: TP) -> int:
+            return 4  # what Faust fetched and dropped
 
         async def seek_wait(self, partitions: dict[TP, int]) -> None:
             assert partitions == {tp: 0}
