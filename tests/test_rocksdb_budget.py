@@ -26,9 +26,13 @@ def test_databases_share_one_cache_and_one_write_buffer_budget(tmp_path: Path) -
                     db.put(f"{round_}-{i}-{k}".encode(), value)
             peak_write_buffers = max(peak_write_buffers, budget.write_buffers.get_usage())
             peak_cache = max(peak_cache, budget.cache.get_usage())
-        for i, db in enumerate(databases):
-            assert db.get(f"11-{i}-499".encode()) == value
-            assert db.get(f"0-{i}-0".encode()) == value
+        # Every write still readable; reading all 96 MB fills the cache with data blocks.
+        for round_ in range(12):
+            for i, db in enumerate(databases):
+                for k in range(500):
+                    assert db.get(f"{round_}-{i}-{k}".encode()) == value
+        cache_after_reads = budget.cache.get_usage()
+        write_buffers_now = budget.write_buffers.get_usage()
         # 16 x 6 MB written; Faust's defaults (three 64 MiB memtables per database) would
         # hold all 96 MB. Hard limit, however late the flushes (a busy machine): each
         # database holds at most its two small memtables (RocksDB stalls that database).
@@ -38,7 +42,16 @@ def test_databases_share_one_cache_and_one_write_buffer_budget(tmp_path: Path) -
         # The manager's share itself is soft (memtables being flushed count until done,
         # and nothing flushes once writes stop), so no bound tighter than the above holds
         # on a busy machine: CI saw 40 MiB at the peak and 19 MiB a minute after.
-        assert peak_cache <= budget_mib * MIB
+        # The cache holds data blocks within its capacity, but the memtables charged to it
+        # cannot be evicted: while they exceed the capacity (late flushes, above) the
+        # cache is over it by them (CI: 34.4 MB in a 32 MiB cache). Reservations are made
+        # in blocks, hence the slack. After reading 96 MB through it, an unbounded cache
+        # (Faust's 2 GiB per database) would hold them all.
+        assert peak_cache <= max(budget_mib * MIB, peak_write_buffers) * 1.25
+        assert cache_after_reads <= max(budget_mib * MIB, write_buffers_now) * 1.25, (
+            cache_after_reads,
+            write_buffers_now,
+        )
     finally:
         for db in databases:
             db.close()
