@@ -39,7 +39,7 @@ def _below_ephemeral_ports() -> range:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         low = 32768
-    return range(max(1024, low - 12000), low)
+    return range(max(1024, low - 6000), low)  # brokers' ports: the 6,000 below (kafkabroker)
 
 
 _PORTS = _below_ephemeral_ports()

@@ -26,6 +26,7 @@ import fcntl
 import hashlib
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -176,11 +177,35 @@ def ensure_jars() -> Path:
 # --------------------------------------------------------------------------- broker
 
 
+def _broker_port_range() -> range:
+    """Where brokers' ports are picked: under the kernel's ephemeral range (where every
+    outgoing connection takes its local port, so a port found free there can be taken
+    before the JVM binds it, or while a broker restarts on it), and apart from the test
+    harness's worker ports (the 6,000 just under it)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(max(1024, low - 12000), max(1024, low - 6000))
+
+
 def _free_ports(n: int) -> list[int]:
-    """n distinct ports free on 127.0.0.1 (held together so they cannot collide)."""
+    """n distinct ports free on 127.0.0.1 (held together so they cannot collide), picked
+    at random in `_broker_port_range`; from the kernel's if that range is crowded."""
     socks: list[socket.socket] = []
     try:
-        for _ in range(n):
+        ports = _broker_port_range()
+        for port in random.sample(ports, min(len(ports), 400)):
+            if len(socks) == n:
+                break
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                s.close()
+                continue
+            socks.append(s)
+        while len(socks) < n:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.bind((HOST, 0))
             socks.append(s)
