@@ -24,6 +24,9 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "deploy" / "kafka"))
+import kafkabroker
+
 from tests.eventgen import iso
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,12 +37,9 @@ def _below_ephemeral_ports() -> range:
     """Ports under the kernel's ephemeral range, where no outgoing connection (a Kafka
     client's, an HTTP probe's) takes its local port: a port found free inside that range
     can be taken by one before the worker binds it (seen in CI: "address already in
-    use" on a worker's web port)."""
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    return range(max(1024, low - 6000), low)  # brokers' ports: the 6,000 below (kafkabroker)
+    use" on a worker's web port). Brokers pick from the 6,000 below these."""
+    low = kafkabroker.ephemeral_port_floor()
+    return range(max(1024, low - 6000), low)
 
 
 _PORTS = _below_ephemeral_ports()

@@ -177,15 +177,21 @@ def ensure_jars() -> Path:
 # --------------------------------------------------------------------------- broker
 
 
-def _broker_port_range() -> range:
-    """Where brokers' ports are picked: under the kernel's ephemeral range (where every
-    outgoing connection takes its local port, so a port found free there can be taken
-    before the JVM binds it, or while a broker restarts on it), and apart from the test
-    harness's worker ports (the 6,000 just under it)."""
+def ephemeral_port_floor() -> int:
+    """The first port of the kernel's ephemeral range, where every outgoing connection
+    takes its local port: a port found free there can be taken before it is bound."""
     try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
-        low = 32768
+        return 32768
+
+
+def _broker_port_range() -> range:
+    """Where brokers' ports are picked: under the ephemeral range (so that a JVM binding
+    after the pick, or a broker restarting on its port, does not lose it to an outgoing
+    connection), and apart from the test harness's worker ports (the 6,000 just under
+    it)."""
+    low = ephemeral_port_floor()
     return range(max(1024, low - 12000), max(1024, low - 6000))
 
 

@@ -67,6 +67,9 @@ class BrokerHealth:
             self.down_since = None
 
 
+#: A log line names at most this many partitions (a worker may own hundreds).
+LOGGED_PARTITIONS_MAX = 20
+
 #: Per Faust consumer: the partitions its last seek found nothing committed for, and so
 #: sought to the start of their log (`seek_uncommitted_to_log_start`).
 _FROM_LOG_START: weakref.WeakKeyDictionary[Any, set[TP]] = weakref.WeakKeyDictionary()
@@ -112,14 +115,17 @@ def seek_uncommitted_to_log_start(app: faust.App) -> None:
             # (and, measured, a second of latency after a worker's start).
             ordered = sorted(uncommitted)
             positions = await asyncio.gather(*(consumer.position(tp) for tp in ordered))
-            moved = [tp for tp, at in zip(ordered, positions, strict=True) if at]
+            moved = {tp: at for tp, at in zip(ordered, positions, strict=True) if at}
             if moved:
                 # Offset 0, or the log start if retention removed it (auto_offset_reset);
                 # in the consumer's own thread, as Faust's recovery seeks.
+                named = [f"{tp.topic}[{tp.partition}]@{at}" for tp, at in moved.items()]
                 log.info(
-                    "nothing committed for %s, read up to %s: reading again from the log start",
-                    ", ".join(f"{tp.topic}[{tp.partition}]" for tp in moved),
-                    ", ".join(str(at) for at in positions if at),
+                    "nothing committed for %s%s: reading again from the log start",
+                    ", ".join(named[:LOGGED_PARTITIONS_MAX]),
+                    f" and {len(named) - LOGGED_PARTITIONS_MAX} more"
+                    if len(named) > LOGGED_PARTITIONS_MAX
+                    else "",
                 )
                 await consumer.seek_wait(dict.fromkeys(moved, 0))
             _FROM_LOG_START[consumer] = uncommitted
