@@ -18,7 +18,6 @@ from processor.records import (
     EnvoyHead,
     StoredEnvoy,
     decode_envoy_head,
-    encode_stored_envoy,
     head_labels,
 )
 from processor.rollouts import PartitionRollouts, envoys_on_version, move_rollouts
@@ -70,11 +69,11 @@ class PartitionIndex:
                 head = decode_envoy_head(data)
                 if head.partition in heads:
                     heads[head.partition][key] = head
-        for key, (held_partition, record) in self.state.held.items():
+        for key, (held_partition, held) in self.state.held.items():
             if held_partition not in heads:
                 continue
-            if type(record) is StoredEnvoy:
-                heads[held_partition][key] = decode_envoy_head(encode_stored_envoy(record))
+            if held is not None:
+                heads[held_partition][key] = decode_envoy_head(held)
             else:
                 heads[held_partition].pop(key, None)
         return heads
@@ -231,9 +230,8 @@ class PartitionIndex:
 
     def _labels_of(self, key: bytes) -> Mapping[str, str]:
         held = self.state.held.get(key)
-        if held is not None and type(held[1]) is StoredEnvoy:
-            return held[1].state.labels
-        return head_labels(decode_envoy_head(self.table[key]))
+        data = held[1] if held is not None and held[1] is not None else self.table[key]
+        return head_labels(decode_envoy_head(data))
 
 
 _NO_LABELS: Mapping[str, str] = {}

@@ -65,6 +65,7 @@ class LivenessSweeps:
     deadlines: dict[int, Deadlines]
     state: HeldTable
     _stored: Callable[..., StoredEnvoy | None]
+    _hold: Callable[[int, bytes, StoredEnvoy | Purged], None]
     _index_partition: Callable[[int], None]
     _publish: Callable[[bytes, int, StatusChange], None]
     _move: Callable[[int, Status | None, Status | None], None]
@@ -119,7 +120,7 @@ class LivenessSweeps:
         for key, old_status, stored, change in swept_records:
             # Outputs first: the change (`to: purged` too) goes out before the state (or
             # the delete) that records it is written (`commit`).
-            self.state.put(partition, key, stored)
+            self._hold(partition, key, stored)
             self._listed(partition, key, stored.state if type(stored) is StoredEnvoy else None)
             if change is not None:
                 self._publish(key, partition, change)

@@ -78,8 +78,11 @@ def encode_envoy_record(record: StoredEnvoy | Purged) -> bytes | None:
 @dataclass
 class EnvoyProcessor(LivenessSweeps, PartitionIndex):
     table: TableT[Any, Any]
-    #: The batch's new states (`StoredEnvoy`, or `Purged`: the envoy is deleted, SPEC
-    #: 10.3, a tombstone in the changelog), written by `commit`; reads see them first.
+    #: The new states since the last checkpoint, held encoded as the store keeps them
+    #: (None: the envoy is purged, SPEC 10.3, a tombstone in the changelog), written by
+    #: `checkpoint`; reads see them first. Encoded, not decoded: a decoded envoy is some
+    #: 4.5 KB of small objects, and thousands of them alive until each checkpoint left
+    #: the interpreter's arenas fragmented (RSS an operator pays, bench_memory.py).
     state: HeldTable
     names: TopicNames
     status_topic: faust.TopicT
@@ -160,10 +163,14 @@ class EnvoyProcessor(LivenessSweeps, PartitionIndex):
         paths), else through the table (the API's lookups by id)."""
         held = self.state.held.get(key)
         if held is not None:
-            record = held[1]
-            return record if type(record) is StoredEnvoy else None
-        data = self.table.get(key) if partition is None else self._read(partition, key)
+            data = held[1]
+        else:
+            data = self.table.get(key) if partition is None else self._read(partition, key)
         return decode_stored_envoy(data) if data is not None else None
+
+    def _hold(self, partition: int, key: bytes, record: StoredEnvoy | Purged) -> None:
+        """The envoy's new state, encoded now and held until the checkpoint writes it."""
+        self.state.put(partition, key, encode_envoy_record(record))
 
     def _newest_ticks(self, messages: Sequence[Message]) -> dict[int, int]:
         """The offset of the newest tick per partition: a lagging worker sweeps once, on
@@ -200,7 +207,7 @@ class EnvoyProcessor(LivenessSweeps, PartitionIndex):
         if new is None or new is state:
             return
         partition = message.partition
-        self.state.put(partition, key, StoredEnvoy(partition, new))
+        self._hold(partition, key, StoredEnvoy(partition, new))
         self._listed(partition, key, new)
         if self.group_by:
             self._move_groups(partition, state, new)

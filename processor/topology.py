@@ -45,7 +45,7 @@ from processor.checkpoint import Checkpoints
 from processor.config import Settings
 from processor.declarations import Topics, declare_table, declare_topics
 from processor.endoffsets import EndOffsets
-from processor.envoys import EnvoyProcessor, encode_envoy_record, envoy_rules
+from processor.envoys import EnvoyProcessor, envoy_rules
 from processor.faust_compat import (
     BatchProducer,
     DeliveryGuard,
@@ -166,7 +166,7 @@ def envoy_processor(
     table = declare_table(app, settings, "envoys", settings.kafka.partitions, bytes, bytes)
     return EnvoyProcessor(
         table=table,
-        state=HeldTable(TableWriter(table, batches, outputs.deliver), encode=encode_envoy_record),
+        state=HeldTable(TableWriter(table, batches, outputs.deliver)),
         names=TopicNames(settings.kafka.topic_prefix),
         status_topic=topics.status_changes,
         deadletter_topic=topics.deadletter,

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from processor import envoy_list_index
 from processor.envoy_list_index import PartitionKeys, SortedKeys
 from processor.envoy_liveness import Purged
-from processor.envoys import EnvoyProcessor, encode_envoy_record
+from processor.envoys import EnvoyProcessor
 from processor.metrics import Metrics
 from processor.outputs import Outputs
 from processor.records import StoredEnvoy, decode_stored_envoy, encode_stored_envoy
@@ -70,7 +70,7 @@ def processor(
     status, deadletter = Topic(NAMES.status_changes), Topic(NAMES.deadletter)
     return EnvoyProcessor(
         table=table,  # type: ignore[arg-type]
-        state=HeldTable(Writer(table), encode=encode_envoy_record),  # type: ignore[arg-type]
+        state=HeldTable(Writer(table)),  # type: ignore[arg-type]
         names=NAMES,
         status_topic=status,  # type: ignore[arg-type]
         deadletter_topic=deadletter,  # type: ignore[arg-type]
@@ -89,8 +89,8 @@ def seen(envoys: EnvoyProcessor, table: dict[bytes, bytes]) -> dict[bytes, Store
     """What reads see: the table overlaid by the batch's held states."""
     view = {key: decode_stored_envoy(data) for key, data in table.items()}
     for key, (_, held) in envoys.state.held.items():
-        if type(held) is StoredEnvoy:
-            view[key] = held
+        if held is not None:
+            view[key] = decode_stored_envoy(held)
         else:
             view.pop(key, None)
     return view
@@ -236,13 +236,13 @@ def apply(envoys: EnvoyProcessor, table: dict[bytes, bytes], op: Any) -> None:
         partition = op.partition if partition is None else partition
         labels = {k: v for k, v in (("env", op.env), ("role", op.role)) if v is not None}
         state = EnvoyState(envoy_id=op.envoy, labels=labels, status=op.status)
-        envoys.state.put(partition, key, StoredEnvoy(partition, state))
+        envoys._hold(partition, key, StoredEnvoy(partition, state))
         envoys._listed(partition, key, state)
     elif isinstance(op, Purge):
         key = op.envoy.encode()
         record = seen(envoys, table).get(key)
         if record is not None:
-            envoys.state.put(record.partition, key, Purged(record.partition))
+            envoys._hold(record.partition, key, Purged(record.partition))
             envoys._listed(record.partition, key, None)
     elif isinstance(op, Flush):
         for _, key, value in envoys.state.take():

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from faust.types import TP
 
-from processor.envoys import EnvoyProcessor, encode_envoy_record
+from processor.envoys import EnvoyProcessor
 from processor.metrics import Metrics
 from processor.outputs import Outputs
 from processor.records import decode_stored_envoy
@@ -145,7 +145,7 @@ RULES = Rules(default_interval_s=INTERVAL_S)
 def processor(status: Topic, table: dict[bytes, bytes], rules: Rules = RULES) -> EnvoyProcessor:
     return EnvoyProcessor(
         table=table,  # type: ignore[arg-type]
-        state=HeldTable(DictWriter(table), encode=encode_envoy_record),  # type: ignore[arg-type]
+        state=HeldTable(DictWriter(table)),  # type: ignore[arg-type]
         names=NAMES,
         status_topic=status,  # type: ignore[arg-type]
         deadletter_topic=Topic(NAMES.deadletter),  # type: ignore[arg-type]
