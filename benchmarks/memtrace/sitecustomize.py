@@ -69,8 +69,37 @@ def _heap(signum: int, frame: FrameType | None) -> None:
         out.write(f"rss_kib {before}\nrss_after_malloc_trim_kib {_rss_kib()}\n")
 
 
+def _watch_peak() -> None:
+    """With VIGO_MEMTRACE_PEAK set: every half second, when the traced memory is 1 MiB
+    above the last peak written, where it was allocated then (by line) goes to
+    $VIGO_MEMTRACE_OUT.peak: what the transient peak that leaves arenas behind is."""
+    import threading
+    import time
+
+    assert _OUT is not None
+    out_path = _OUT + ".peak"
+
+    def watch() -> None:
+        written = 0
+        while True:
+            time.sleep(0.5)
+            current, _ = tracemalloc.get_traced_memory()
+            if current < written + (1 << 20):
+                continue
+            written = current
+            snapshot = tracemalloc.take_snapshot()
+            with open(out_path, "w") as out:
+                out.write(f"traced {current}\n")
+                for stat in snapshot.statistics("lineno")[:30]:
+                    out.write(f"line {stat.size} {stat.count} {stat.traceback[0]}\n")
+
+    threading.Thread(target=watch, name="memtrace-peak", daemon=True).start()
+
+
 if _OUT and os.environ.get("VIGO_MEMTRACE_MODE") == "heap":
     signal.signal(HEAP_SIGNAL, _heap)
 elif _OUT:
     tracemalloc.start(1)
     signal.signal(DUMP_SIGNAL, _dump)
+    if os.environ.get("VIGO_MEMTRACE_PEAK"):
+        _watch_peak()

@@ -18,6 +18,7 @@ from processor.config import (
     load_settings,
     unapplied_warnings,
 )
+from processor.heap import keep_large_buffers_mapped
 
 CONFIG_USAGE = "usage: vigo-processor config [--config PATH]"
 
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     if rest[:1] == ["config"]:
         print_config(settings, rest[1:])
         return
+    keep_large_buffers_mapped()  # before the first fetch buffer (processor.heap)
     run_faust(settings, rest)
 
 
