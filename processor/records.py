@@ -6,8 +6,9 @@ outlive releases, so every record kind carries a format number and decoding tole
 the unnumbered forms of the first release and fields added later.
 
 - table `envoys`: envoy id -> `StoredEnvoy` as raw bytes (the table keeps them encoded,
-  in memory too: about 790 bytes an envoy with a full history), encoded in
-  `processor.records_envoy` and re-exported here; format 3 is msgpack (laid out there);
+  in memory too: about 520 bytes an envoy with a full history), encoded in
+  `processor.records_envoy` and re-exported here; format 4 is msgpack with a tail
+  compressed by zstd and our dictionary (laid out there), format 3 the same with LZ4;
   formats 1 and 2 were JSON objects with the format in `"f"` and still decode (format 2
   added the counts of changed/failed resources and errored modules to each history entry,
   and stores `"iv"` null for an envoy without its own interval, which then follows the

@@ -1,5 +1,6 @@
-"""The `envoys` table's records: envoy id -> `StoredEnvoy` as raw bytes, format 3 (msgpack,
-laid out below); the JSON objects of formats 1 and 2 still decode. `processor.records`
+"""The `envoys` table's records: envoy id -> `StoredEnvoy` as raw bytes, format 4 (msgpack,
+laid out below, its tail compressed with zstd and a dictionary of ours); format 3 (the
+same with LZ4) and the JSON objects of formats 1 and 2 still decode. `processor.records`
 lists every record of ours and re-exports these names.
 """
 
@@ -13,11 +14,12 @@ import lz4.block
 import msgspec
 import orjson
 
+from processor.records_tail import compress_tail, decompress_tail
 from projections.envoy import EnvoyState
 from projections.runs import MAX_IDS_PER_RUN, RunSummary, bound_history_ids
 from topics.statuses import RunOutcome, Status
 
-ENVOY_FORMAT: Final = 3
+ENVOY_FORMAT: Final = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,23 +31,32 @@ class StoredEnvoy:
     state: EnvoyState
 
 
-# -- envoy records, format 3 -----------------------------------------------------------------
+# -- envoy records, format 4 -----------------------------------------------------------------
 #
 # The table keeps every envoy as these bytes (the memory store too) and the agent decodes
 # one per event, so the format is small and quick to read. One msgpack array, fields by
 # position, times as integers, the status and the last outcome as the small codes below:
 #
-#   3, partition, status code, flags (revoked 1, offline 2, stale 4, forgotten 8: a revoked
-#   envoy shrunk after purge_after, SPEC 10.3), own interval or nil,
+#   format (4; 3 reads too), partition, status code, flags (revoked 1, offline 2, stale 4,
+#   forgotten 8: a revoked envoy shrunk after purge_after, SPEC 10.3), own interval or nil,
 #   status since (ms), enrolled at and last seen or nil (both as "status since minus"),
 #   tail
 #
 # The first eight are the head, read alone by `decode_envoy_head`. The tail is the rest, a
-# msgpack array compressed with LZ4 (block format, its size first). What dominates it is
-# text: run ids, timestamps, resource ids that recur from run to run; LZ4 takes a full
-# history's tail from about 1,340 bytes to 760 in 2 us (raw deflate at its fastest level:
-# 580 bytes in 20 us, which would be the worker's largest single cost per event), where
-# front-coding or a string table of our own measured less for a Python step per string:
+# msgpack array, compressed: format 4 with zstd (level 1, one frame, no checksum, no
+# dictionary id) and the dictionary `processor/data/envoy-tail-1.zdict`; format 3 with
+# LZ4 (block format, its size first). What dominates a tail is text: run ids (hex digits,
+# which LZ4 cannot shrink: it finds repeats and has no entropy coding), timestamps,
+# resource ids that recur from run to run. A full history's tail of about 1,360 bytes is
+# about 330 bytes with the dictionary (761 with LZ4) in the same 3-5 us per record to
+# compress and to decompress (`bench_memory.py --codec`); without a dictionary zstd takes
+# twice the time for 580 bytes, since each small frame carries its own entropy tables and
+# the dictionary carries them once. The dictionary was trained by
+# `scripts/envoy_dictionary.py` on a synthetic fleet unlike the benchmarks' and the
+# simulator's; it is part of the format (its SHA-256 is checked below): a new dictionary
+# is a new format number, never the same file retrained.
+#
+# The tail:
 #
 #   envoy id, labels, last seen at, last outcome code or nil, last run finished
 #   ("status since minus") or nil, consecutive changed, stale episodes, version, offsets,
@@ -67,6 +78,19 @@ class StoredEnvoy:
 #
 # The codes are append-only (changelogs hold them). Formats 1 and 2 are JSON objects;
 # their first byte tells them apart.
+
+
+def raw_tail(data: bytes) -> bytes:
+    """A format 3 or 4 record's tail, decompressed."""
+    return decompressed_tail(_UNPACK_HEAD(data))
+
+
+def decompressed_tail(head: EnvoyHead) -> bytes:
+    """The head's tail as msgpack: zstd with the dictionary (format 4), or LZ4 (3)."""
+    if head.format == 4:
+        return decompress_tail(head.tail)
+    return lz4.block.decompress(head.tail)  # type: ignore[no-any-return]
+
 
 _STATUSES: Final = (
     Status.OFFLINE,
@@ -96,7 +120,7 @@ _PACK_INTO: Final = msgspec.msgpack.Encoder().encode_into
 
 
 class _Tail(msgspec.Struct, array_like=True, frozen=True, gc=False):
-    """A format 3 record's tail, decompressed (see above)."""
+    """A format 3 or 4 record's tail, decompressed (see above)."""
 
     envoy_id: str
     labels: dict[str, str]
@@ -120,7 +144,7 @@ _RUN_ID: Final = attrgetter("run_id")
 
 
 class EnvoyHead(msgspec.Struct, array_like=True, frozen=True, gc=False):
-    """A format 3 record without its tail: what the per-partition indexes are built from
+    """A format 3 or 4 record without its tail: what the per-partition indexes are built from
     when a partition is assigned, and what listings filter on, read in under a
     microsecond (msgspec skips the tail) where the whole record takes several."""
 
@@ -175,17 +199,16 @@ _UNPACK_TAIL_LABELS: Final = msgspec.msgpack.Decoder(_TailLabels).decode
 
 def head_labels(head: EnvoyHead) -> dict[str, str]:
     """An envoy's labels from its head's tail, without decoding its history."""
-    return _UNPACK_TAIL_LABELS(lz4.block.decompress(head.tail)).labels
+    return _UNPACK_TAIL_LABELS(decompressed_tail(head)).labels
 
 
-def encode_stored_envoy(record: StoredEnvoy) -> bytes:
-    """Format 3 (see above)."""
-    s = record.state
+def encode_tail(s: EnvoyState) -> bytes:
+    """The tail of the state's record, uncompressed (see above)."""
     t0 = s.status_since_ms
-    last_seen, last_finished = s.last_seen_ms, s.last_run_finished_ms
+    last_finished = s.last_run_finished_ms
     recent, history = s.recent_run_ids, s.history
     inactive_since = s.inactive_since_ms
-    tail = _PACK(
+    return _PACK(
         (
             s.envoy_id,
             s.labels,
@@ -202,6 +225,13 @@ def encode_stored_envoy(record: StoredEnvoy) -> bytes:
             None if inactive_since is None else t0 - inactive_since,
         )
     )
+
+
+def encode_stored_envoy(record: StoredEnvoy) -> bytes:
+    """Format 4 (see above)."""
+    s = record.state
+    t0 = s.status_since_ms
+    last_seen = s.last_seen_ms
     # Into a buffer, then copied: msgspec's `encode` returns its growing buffer as it is,
     # half as large again as the record, and the memory store would keep all of it.
     record_buffer = bytearray()
@@ -215,7 +245,7 @@ def encode_stored_envoy(record: StoredEnvoy) -> bytes:
             t0,
             t0 - s.enrolled_at_ms,
             None if last_seen is None else t0 - last_seen,
-            lz4.block.compress(tail),
+            compress_tail(encode_tail(s)),
         ),
         record_buffer,
     )
@@ -223,12 +253,12 @@ def encode_stored_envoy(record: StoredEnvoy) -> bytes:
 
 
 def decode_stored_envoy(data: bytes) -> StoredEnvoy:
-    """A record of any format: 3, or the JSON objects of formats 1 and 2 that changelogs
-    written by earlier releases hold."""
+    """A record of any format: 4, 3, or the JSON objects of formats 1 and 2 that
+    changelogs written by earlier releases hold."""
     if data[:1] == b"{":
         return _decode_json_envoy(data)
     head = _UNPACK_HEAD(data)
-    tail = _UNPACK_TAIL(lz4.block.decompress(head.tail))
+    tail = _UNPACK_TAIL(decompressed_tail(head))
     t0, flags, last_seen, last_finished = head.t0, head.flags, head.last_seen, tail.last_finished
     recent, history, last_outcome = tail.recent, tail.history, tail.last_outcome
     inactive_since = tail.inactive_since
@@ -266,7 +296,7 @@ def decode_envoy_head(data: bytes) -> EnvoyHead:
     return _UNPACK_HEAD(data)
 
 
-# Field order: format 3 stores `RunSummary` as the array of its fields and builds
+# Field order: formats 3 and 4 store `RunSummary` as the array of its fields and builds
 # `EnvoyState` by position, so a field added to, removed from or moved in either fails
 # here at import, not later in a half-built state or a misread changelog.
 _RUN_FIELDS: Final = (
@@ -310,7 +340,7 @@ _ENVOY_FIELDS: Final = (
     "forgotten",
 )
 if RunSummary.__struct_fields__ != _RUN_FIELDS or EnvoyState.__struct_fields__ != _ENVOY_FIELDS:
-    raise ImportError("records: RunSummary or EnvoyState changed; update format 3")
+    raise ImportError("records: RunSummary or EnvoyState changed; update the format")
 
 
 def _decode_json_envoy(data: bytes) -> StoredEnvoy:

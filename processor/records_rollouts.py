@@ -18,10 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import lz4.block
 import msgspec
 
-from processor.records_envoy import EnvoyHead
+from processor.records_envoy import EnvoyHead, decompressed_tail
 from projections.rollouts import GroupVersions, RolloutMarks, VersionCounts, Versions
 
 FIRST_SEEN_KIND: Final = "rollout-first-seen"
@@ -150,4 +149,4 @@ _UNPACK_TAIL_VERSION: Final = msgspec.msgpack.Decoder(_TailVersion).decode
 def head_version(head: EnvoyHead) -> str | None:
     """An envoy's remembered `config_version` from its head's tail (a tail written before
     the field reads as None)."""
-    return _UNPACK_TAIL_VERSION(lz4.block.decompress(head.tail)).config_version
+    return _UNPACK_TAIL_VERSION(decompressed_tail(head)).config_version
