@@ -37,27 +37,28 @@ def keep_large_buffers_mapped(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
 
     glibc gives an allocation of 128 KiB or more pages of its own and unmaps them when it
     is freed, but each time such a buffer is freed it raises that threshold to the
-    buffer's size (up to 32 MiB). The worker's fetch responses (about 1 MiB each) then
+    buffer's size (up to 32 MiB). The worker's fetch responses (a few hundred KiB each) then
     come from the heap, between the envoy records the memory store keeps, and their
     pages stay with the process after they are freed: RSS per envoy 2,150-2,190 bytes
     against 1,386 with the threshold fixed (benchmarks/bench_memory.py, 7 December 2026).
     Setting it also ends the adapting. True when the C library took it (False on musl
     and macOS, which have no such setting)."""
+    mallopt = _libc_function("mallopt")
+    return mallopt is not None and bool(mallopt(_M_MMAP_THRESHOLD, threshold))
+
+
+def _libc_function(name: str) -> Callable[..., int] | None:
+    """A glibc extension by name, or None where the C library has no such function."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        function: Callable[..., int] = getattr(libc, name)
     except (OSError, AttributeError):
-        return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, threshold))
+        return None
+    return function
 
 
 def _libc_trim() -> Callable[[int], int] | None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim: Callable[[int], int] = libc.malloc_trim
-    except (OSError, AttributeError):
-        return None
-    return trim
+    return _libc_function("malloc_trim")
 
 
 @dataclass

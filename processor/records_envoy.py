@@ -81,11 +81,6 @@ class StoredEnvoy:
 # their first byte tells them apart.
 
 
-def raw_tail(data: bytes) -> bytes:
-    """A format 3 or 4 record's tail, decompressed."""
-    return decompressed_tail(_UNPACK_HEAD(data))
-
-
 def decompressed_tail(head: EnvoyHead) -> bytes:
     """The head's tail as msgpack: zstd with the dictionary (format 4), or LZ4 (3)."""
     if head.format == 4:
