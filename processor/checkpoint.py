@@ -38,10 +38,9 @@ from processor.heap import HeapTrimmer
 log = logging.getLogger(__name__)
 
 #: A checkpoint at the latest when this many envoy states are held: a bound on memory
-#: like Kafka Streams' `cache.max.bytes.buffering` (10 MiB by default). A decoded envoy
-#: with a full history is about 4.5 KB of small objects, so about 9 MiB; more held at
-#: once left the interpreter's arenas fragmented after each checkpoint (RSS an operator
-#: pays, benchmarks/bench_memory.py --heap).
+#: like Kafka Streams' `cache.max.bytes.buffering` (10 MiB by default). States are held
+#: encoded (about 520 bytes with a full history), so about 1 MiB; 16,384 held made no
+#: difference to throughput (docs/performance.md), so the bound stayed.
 MAX_HELD_ENVOYS: Final = 2_048
 #: A fault injection point for tests: the name of the step after which to end at once.
 FAULT: Final = os.environ.get("VIGO_FAULT", "")
