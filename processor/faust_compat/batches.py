@@ -100,12 +100,11 @@ class InputBatches:
                     continue
                 committed = consumer._committed_offset[tp]
                 acked_index = consumer._acked_index[tp]
-                new = [
-                    offset
-                    for offset in offsets
-                    if (committed is None or offset >= committed) and offset not in acked_index
-                ]
-                acked_index.update(new)
+                new: list[int] = []
+                for offset in offsets:
+                    if (committed is None or offset >= committed) and offset not in acked_index:
+                        acked_index.add(offset)
+                        new.append(offset)
                 consumer._acked[tp].extend(new)
                 consumer._n_acked += len(new)
             for message in messages[-1:]:
