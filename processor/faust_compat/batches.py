@@ -126,9 +126,13 @@ class InputBatches:
             await self.app.consumer.commit()
 
     async def _fetched(self, consumer: Any) -> AsyncIterator[tuple[Any, Message]]:
-        """Faust's `Consumer.getmany` (0.15.3), except that each partition's end offset is
-        read and tracked (the lag metric) once per fetch, not once per record."""
+        """Faust's `Consumer.getmany` (0.15.3), except that a partition's end offset is
+        read and tracked (the lag metric) once per fetch, at its first record handed on,
+        not for every record. Which partitions are handed on is decided per record, as
+        there: the active set changes while the records are handed on (recovery resumes
+        the changelogs), and a record left out here is never fetched again."""
         records, active_partitions = await consumer._wait_next_records(1.0)
+        generation_id = self.app.consumer_generation_id
         if records is None or consumer.should_stop:
             return
         if not consumer.flow_active:
@@ -137,22 +141,20 @@ class InputBatches:
             except Exception as exc:
                 log.warning("exception performing seek when flow not active %r", exc)
             return
-        buffered = consumer._buffered_partitions
-        wanted = [
-            tp
-            for tp in records
-            if active_partitions is None or tp in active_partitions or tp in buffered
-        ]
         track_end_offset = self.app.monitor.track_tp_end_offset
-        for tp in wanted:
-            track_end_offset(tp, consumer.highwater(tp))
-        wanted_set = set(wanted)
-        generation_id = self.app.consumer_generation_id
         to_message = consumer._to_message
+        tracked: set[Any] = set()
         for tp, record in consumer.scheduler.iterate(records):
             if not consumer.flow_active or self.app.consumer_generation_id != generation_id:
                 break
-            if tp in wanted_set:
+            if (
+                active_partitions is None
+                or tp in active_partitions
+                or tp in consumer._buffered_partitions
+            ):
+                if tp not in tracked:
+                    tracked.add(tp)
+                    track_end_offset(tp, consumer.highwater(tp))
                 yield tp, to_message(tp, record)
 
     async def _drain(self, consumer: Any, fetcher: Any) -> None:
