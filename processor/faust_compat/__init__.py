@@ -17,10 +17,6 @@ the pin. The why and the how of each: docs/faust-traps.md.
   topics are drained in the batches they were fetched in, and committed once worked off.
   No upstream issue found. docs/faust-traps.md#per-record-overhead,
   docs/faust-traps.md#commit-and-linger-timing
-- `fetching`: `install_fetch_wait`, Faust's 1.5 s fetch wait, which holds back every
-  partition of a broker while one fetch of quiet partitions waits (aiokafka keeps one
-  fetch in flight per broker). No upstream issue found.
-  docs/faust-traps.md#long-polls-that-block-fetches
 - `producer`: `BatchProducer` and `TableWriter`, one changelog record and `FutureMessage`
   per table write; entries written and sent as one producer batch per partition. No
   upstream issue found. docs/faust-traps.md#table-writes-in-batches
@@ -58,7 +54,6 @@ from processor.faust_compat.delivery import (
     committed_offset,
     seek_uncommitted_to_log_start,
 )
-from processor.faust_compat.fetching import FETCH_MAX_WAIT_MS, install_fetch_wait
 from processor.faust_compat.producer import BatchProducer, Record, TableWriter
 from processor.faust_compat.recovery_audit import (
     AUDIT_TIMEOUT_S,
@@ -86,7 +81,6 @@ from processor.faust_compat.table_manager import PromptTableManager
 __all__ = [
     "AUDIT_TIMEOUT_S",
     "COMMIT_CAUGHT_UP_S",
-    "FETCH_MAX_WAIT_MS",
     "MEMORY_MIB_OPTION",
     "STALL_S",
     "AuditedRocksDBStore",
@@ -107,7 +101,6 @@ __all__ = [
     "audit_recoveries",
     "budget_usage",
     "committed_offset",
-    "install_fetch_wait",
     "partition_items",
     "partition_reader",
     "quiet_root_logger",
