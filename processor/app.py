@@ -10,7 +10,7 @@ from typing import Any
 import faust
 
 from processor.config import Settings
-from processor.faust_compat import ChangelogTable, PromptTableManager
+from processor.faust_compat import ChangelogTable, PromptTableManager, install_fetch_wait
 from processor.web.security import security_middleware
 from processor.web.views import ROUTE_PATHS
 from topics.codec import DEADLETTER_MAX_RECORD_BYTES
@@ -20,6 +20,13 @@ BATCH_MAX = 4000
 
 
 def faust_app(settings: Settings) -> faust.App:
+    app = _faust_app(settings)
+    # Faust's 1.5 s fetch wait stalls every partition of a broker behind one quiet one.
+    install_fetch_wait(app)
+    return app
+
+
+def _faust_app(settings: Settings) -> faust.App:
     return faust.App(
         f"{settings.kafka.topic_prefix}compliance",
         broker=[f"kafka://{host.strip()}" for host in settings.kafka.bootstrap_servers.split(",")],

@@ -17,6 +17,10 @@ the pin. The why and the how of each: docs/faust-traps.md.
   topics are drained in the batches they were fetched in, and committed once worked off.
   No upstream issue found. docs/faust-traps.md#per-record-overhead,
   docs/faust-traps.md#commit-and-linger-timing
+- `fetching`: `install_fetch_wait`, Faust's 1.5 s fetch wait, which holds back every
+  partition of a broker while one fetch of quiet partitions waits (aiokafka keeps one
+  fetch in flight per broker). No upstream issue found.
+  docs/faust-traps.md#long-polls-that-block-fetches
 - `producer`: `BatchProducer` and `TableWriter`, one changelog record and `FutureMessage`
   per table write; entries written and sent as one producer batch per partition. No
   upstream issue found. docs/faust-traps.md#table-writes-in-batches
@@ -33,6 +37,9 @@ the pin. The why and the how of each: docs/faust-traps.md.
 - `recovery_audit`: `audit_recoveries`, each recovery of a table of raw bytes (on either
   store) read again and repaired before the streams resume. No upstream issue found.
   docs/faust-traps.md#recovery-audit
+- `recovery_watch`: `RecoveryWatch`, a recovery that waits for ever for a changelog
+  partition whose records never reach it. No upstream issue found.
+  docs/faust-traps.md#stalled-recoveries
 - `table_manager`: `PromptTableManager`, the fixed second Faust's table manager sleeps
   before recovery. No upstream issue found.
   docs/faust-traps.md#a-fixed-second-before-recovery
@@ -54,12 +61,18 @@ from processor.faust_compat.delivery import (
     committed_offset,
     seek_uncommitted_to_log_start,
 )
+from processor.faust_compat.fetching import FETCH_MAX_WAIT_MS, install_fetch_wait
 from processor.faust_compat.producer import BatchProducer, Record, TableWriter
 from processor.faust_compat.recovery_audit import (
     AUDIT_TIMEOUT_S,
     AuditsRecovery,
     ChangelogReader,
     audit_recoveries,
+)
+from processor.faust_compat.recovery_watch import (
+    RECOVERY_STALL_S,
+    RecoveryWatch,
+    stalled_partitions,
 )
 from processor.faust_compat.rocksdb_budget import (
     MEMORY_MIB_OPTION,
@@ -81,7 +94,9 @@ from processor.faust_compat.table_manager import PromptTableManager
 __all__ = [
     "AUDIT_TIMEOUT_S",
     "COMMIT_CAUGHT_UP_S",
+    "FETCH_MAX_WAIT_MS",
     "MEMORY_MIB_OPTION",
+    "RECOVERY_STALL_S",
     "STALL_S",
     "AuditedRocksDBStore",
     "AuditsRecovery",
@@ -95,17 +110,20 @@ __all__ = [
     "OffsetSource",
     "PromptTableManager",
     "Record",
+    "RecoveryWatch",
     "ResumableMemoryStore",
     "TableWriter",
     "_PartitionDB",  # for the recovery-audit tests
     "audit_recoveries",
     "budget_usage",
     "committed_offset",
+    "install_fetch_wait",
     "partition_items",
     "partition_reader",
     "quiet_root_logger",
     "register_value_codecs",
     "seek_uncommitted_to_log_start",
+    "stalled_partitions",
     "under_partition",
     "value_type",
 ]
