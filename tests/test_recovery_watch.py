@@ -12,7 +12,7 @@ from pathlib import Path
 
 from faust.types import TP
 
-from processor.faust_compat import RECOVERY_STALL_S, stalled_partitions
+from processor.faust_compat import RECOVERY_STALL_S, fetched_past, stalled_partitions
 from tests.harness import REPO, Worker, enrollment, http_json, produce, run_event, worker_config
 from tests.test_processor_failures import one_per_partition
 from topics.names import TopicNames
@@ -32,42 +32,76 @@ def test_a_partition_recovery_waits_for_is_stalled_after_the_wait_without_record
     assert stalled_partitions({A: 0, B: 3}, {}, started, started + 60) == [B]
 
 
+def test_only_records_fetched_and_never_received_are_left_to_the_audit() -> None:
+    # Recovery received offset 41 last, so it waits for 42.
+    assert fetched_past(50, 41)  # 42..49 fetched, never received: the audit reads them
+    assert not fetched_past(42, 41)  # nothing fetched past it: fetched again, waited for
+    assert not fetched_past(None, 41)  # no position known: the same
+    assert fetched_past(1, -1) and not fetched_past(0, -1)  # from the log's start
+
+
 def test_a_recovery_starved_of_one_changelog_partition_ends_and_is_repaired(
     kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
 ) -> None:
-    t = TopicNames(topic_prefix)
+    """Records fetched and never handed to recovery: declared read, the audit puts them
+    back."""
+    log = recover_with_fault(
+        kafka_bootstrap, topic_prefix, tmp_path, "VIGO_FAULT_STARVED_CHANGELOG_PARTITION"
+    )
+    assert "declared read, the recovery audit reads it again" in log, log[-4000:]
+    assert "put back from the changelog" in log, log[-4000:]
+
+
+def test_a_changelog_partition_recovery_never_took_is_resumed_and_read(
+    kafka_bootstrap: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """A partition left out when recovery resumed its partitions, so never fetched past:
+    resumed and fetched again, and recovery itself reads it (nothing left to the audit)."""
+    log = recover_with_fault(
+        kafka_bootstrap, topic_prefix, tmp_path, "VIGO_FAULT_UNRESUMED_CHANGELOG_PARTITION"
+    )
+    assert "fetching it again from" in log, log[-4000:]
+    assert "declared read" not in log, log[-4000:]
+    assert "put back from the changelog" not in log, log[-4000:]
+
+
+def recover_with_fault(bootstrap: str, prefix: str, tmp_path: Path, fault: str) -> str:
+    """A worker serves envoys on every partition and stops; a second worker, with `fault`
+    on changelog partition 0 (tests/faults/sitecustomize.py), recovers the tables. It must
+    serve every envoy as the first did, after the fault held its recovery back for at
+    least the watch's wait. Returns the second worker's log."""
+    t = TopicNames(prefix)
     envoys = [e for p in range(3) for e in one_per_partition(f"rw{p}")]
-    config = worker_config(kafka_bootstrap, topic_prefix)
+    config = worker_config(bootstrap, prefix)
     first = Worker(config, tmp_path, name="w1")
-    starved = Worker(
+    faulty = Worker(
         config,
         tmp_path,
         name="w2",
         env={
             "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "faults"), str(REPO)]),
-            "VIGO_FAULT_STARVED_CHANGELOG_PARTITION": "0",
+            fault: "0",
         },
     )
     try:
         first.start()
-        produce(kafka_bootstrap, [(t.enrollments, e.encode(), enrollment(e)) for e in envoys])
-        produce(kafka_bootstrap, [(t.runs, e.encode(), run_event(e, "changed")) for e in envoys])
+        produce(bootstrap, [(t.enrollments, e.encode(), enrollment(e)) for e in envoys])
+        produce(bootstrap, [(t.runs, e.encode(), run_event(e, "changed")) for e in envoys])
         before = wait_served(first.url, envoys, "drifted", timeout=60)
         first.stop()
         started = time.monotonic()
-        starved.start(wait=False)  # not ready before its first recovery has ended
-        # Served at all only once recovery ended: the starved partition's envoys too.
-        after = wait_served(starved.url, envoys, "drifted", timeout=RECOVERY_STALL_S + 60)
+        faulty.start(wait=False)  # not ready before its first recovery has ended
+        # Served at all only once recovery ended: partition 0's envoys too.
+        after = wait_served(faulty.url, envoys, "drifted", timeout=RECOVERY_STALL_S + 60)
         took = time.monotonic() - started
     finally:
         first.stop()
-        starved.stop()
-    log = starved.log_text()
-    assert "declared read, the recovery audit reads it again" in log, log[-4000:]
-    assert "put back from the changelog" in log, log[-4000:]
+        faulty.stop()
+    log = faulty.log_text()
     assert after == before
-    assert took >= RECOVERY_STALL_S  # the fault really held recovery back
+    assert took >= RECOVERY_STALL_S, log[-4000:]  # the fault really held recovery back
     assert "Traceback" not in log, log[-3000:]
+    return log
 
 
 def wait_served(url: str, envoys: list[str], status: str, timeout: float) -> dict[str, object]:

@@ -72,6 +72,7 @@ from processor.faust_compat.recovery_audit import (
 from processor.faust_compat.recovery_watch import (
     RECOVERY_STALL_S,
     RecoveryWatch,
+    fetched_past,
     stalled_partitions,
 )
 from processor.faust_compat.rocksdb_budget import (
@@ -117,6 +118,7 @@ __all__ = [
     "audit_recoveries",
     "budget_usage",
     "committed_offset",
+    "fetched_past",
     "install_fetch_wait",
     "partition_items",
     "partition_reader",

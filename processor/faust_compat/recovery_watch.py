@@ -4,15 +4,18 @@ at its start. When the records of one partition never reach it (seen in the chao
 after a second rebalance within seconds: "No event received for active tp ... since
 recovery start", logged for ever), the worker never resumes its streams and its envoys
 are never served. A partition recovery receives nothing of for `RECOVERY_STALL_S` while
-it still waits for records is declared read and left to the recovery audit
-(`recovery_audit`), which reads it again with a client of our own and puts back what was
-missed before the streams resume; a partition of a table the audit does not cover is
-sought again where recovery stands instead.
+it still waits for records, though the consumer fetched past them, is declared read and
+left to the recovery audit (`recovery_audit`), which reads it again with a client of our
+own and puts back what was missed before the streams resume. A partition the consumer
+did not fetch past (left out of the consumer's active partitions, or on a broker that
+does not answer), or of a table the audit does not cover, is resumed and sought again
+where recovery stands instead, and waited for.
 Why and how: docs/faust-traps.md#stalled-recoveries
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -21,6 +24,7 @@ from typing import Any, cast
 import faust
 from faust.types import TP
 
+from processor.faust_compat.delivery import BROKER_ERRORS
 from processor.faust_compat.recovery_audit import AuditsRecovery
 
 log = logging.getLogger(__package__)
@@ -28,6 +32,16 @@ log = logging.getLogger(__package__)
 #: Recovery receives a busy changelog partition's records every few milliseconds; a
 #: partition it still waits for and has received nothing of for this long is stalled.
 RECOVERY_STALL_S = 10.0
+
+#: The longest the watch waits for the consumer's position or a seek.
+CALL_TIMEOUT_S = 5.0
+
+
+def fetched_past(position: int | None, offset: int) -> bool:
+    """Whether the consumer's next offset to fetch (`position`) is past the next record
+    recovery waits for (`offset` + 1, `offset` the last it received): records of the
+    partition were fetched and never reached recovery."""
+    return position is not None and position > offset + 1
 
 
 def stalled_partitions(
@@ -81,13 +95,34 @@ class RecoveryWatch:
         offset, highwater = recovery.active_offsets[tp], recovery.active_highwaters[tp]
         store = recovery.tp_to_table[tp].data
         audited = isinstance(store, AuditsRecovery) and store.reader is not None
-        where = (
-            f"{tp.topic}[{tp.partition}]: recovery received nothing for {idle_s:.0f} s "
-            f"at offset {offset} of {highwater}"
-        )
-        if audited:
-            log.warning("%s; declared read, the recovery audit reads it again", where)
-            recovery.active_offsets[tp] = highwater
-            return
-        log.warning("%s; fetching it again from offset %d", where, offset + 1)
-        await self.app.consumer.seek_wait({tp: offset + 1})
+        where = f"{tp.topic}[{tp.partition}]: recovery received nothing for {idle_s:.0f} s"
+        try:
+            position = await asyncio.wait_for(self.app.consumer.position(tp), CALL_TIMEOUT_S)
+            if audited and position is not None and fetched_past(position, offset):
+                log.warning(
+                    "%s at offset %d of %d, though the consumer fetched up to %d; declared "
+                    "read, the recovery audit reads it again",
+                    where,
+                    offset,
+                    highwater,
+                    position - 1,
+                )
+                recovery.active_offsets[tp] = highwater
+                return
+            log.warning(
+                "%s at offset %d of %d (the consumer at %s); fetching it again from %d",
+                where,
+                offset,
+                highwater,
+                position,
+                offset + 1,
+            )
+            # Recovery resumed its partitions when it started; a partition left out of
+            # the consumer's active set is fetched and never handed on.
+            # (Faust's own TP: recovery's keys may be aiokafka's TopicPartitions, which
+            # the consumer's active set refuses.)
+            own = TP(tp.topic, tp.partition)
+            self.app.consumer.resume_partitions({own})
+            await asyncio.wait_for(self.app.consumer.seek_wait({own: offset + 1}), CALL_TIMEOUT_S)
+        except BROKER_ERRORS as exc:  # tried again after another RECOVERY_STALL_S
+            log.warning("%s; the broker did not answer (%r), looking again later", where, exc)

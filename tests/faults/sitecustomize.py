@@ -1,8 +1,13 @@
-"""A fault for the recovery watch's test (`tests/test_recovery_watch.py`), loaded by a
-worker started with this directory on PYTHONPATH: until the first recovery that had
-records of it to read has ended, no changelog record of the partition numbered
-`VIGO_FAULT_STARVED_CHANGELOG_PARTITION` reaches Faust's recovery, as in the chaos
-soak's stalled recovery. Never installed elsewhere."""
+"""Faults for the recovery watch's tests (`tests/test_recovery_watch.py`), loaded by a
+worker started with this directory on PYTHONPATH. Never installed elsewhere.
+
+- `VIGO_FAULT_STARVED_CHANGELOG_PARTITION=N`: until the first recovery that had records
+  of it to read has ended, no changelog record of partition N reaches Faust's recovery
+  once fetched, as in the chaos soak's stalled recovery.
+- `VIGO_FAULT_UNRESUMED_CHANGELOG_PARTITION=N`: the first time Faust resumes partitions
+  (recovery's start), the changelog partitions numbered N are left out, so they are not
+  handed on and their records are never taken from the fetcher.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,27 @@ import os
 from typing import Any, cast
 
 _PARTITION = os.environ.get("VIGO_FAULT_STARVED_CHANGELOG_PARTITION")
+_UNRESUMED = os.environ.get("VIGO_FAULT_UNRESUMED_CHANGELOG_PARTITION")
+
+if _UNRESUMED is not None:
+    from faust.transport.consumer import Consumer
+
+    _left_out = int(_UNRESUMED)
+    _resume = Consumer.resume_partitions
+    _calls: list[int] = []
+
+    def _resume_but_once(self: Any, tps: Any) -> None:
+        tps = set(tps)
+        if not _calls and any(tp.topic.endswith("-changelog") for tp in tps):
+            _calls.append(1)
+            tps = {
+                tp
+                for tp in tps
+                if not (tp.topic.endswith("-changelog") and tp.partition == _left_out)
+            }
+        _resume(self, tps)
+
+    Consumer.resume_partitions = _resume_but_once  # type: ignore[method-assign]
 
 if _PARTITION is not None:
     from faust.tables import manager
