@@ -67,8 +67,6 @@ class RecoveryWatch:
     def __init__(self, app: faust.App, stall_s: float = RECOVERY_STALL_S) -> None:
         self.app = app
         self.stall_s = stall_s
-        #: Partitions declared read or sought again, since start.
-        self.unstalled = 0
         #: When each stalled partition was last acted on, so that a partition sought
         #: again gets `stall_s` to show progress before the next action.
         self._acted_at: dict[TP, float] = {}
@@ -88,7 +86,6 @@ class RecoveryWatch:
         )
         for tp in stalled:
             self._acted_at[tp] = now
-            self.unstalled += 1
             await self._unstall(recovery, tp, now - max(received.get(tp, started_at), started_at))
 
     async def _unstall(self, recovery: Any, tp: TP, idle_s: float) -> None:
