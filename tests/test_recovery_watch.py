@@ -94,6 +94,9 @@ def recover_with_fault(bootstrap: str, prefix: str, tmp_path: Path, fault: str) 
         # Served at all only once recovery ended: partition 0's envoys too.
         after = wait_served(faulty.url, envoys, "drifted", timeout=RECOVERY_STALL_S + 60)
         took = time.monotonic() - started
+        # The API serves the tables once recovery has read them; the audit and the
+        # streams come after. Stopped only once ready, not in the middle of the audit.
+        faulty.wait_ready(timeout=60)
     finally:
         first.stop()
         faulty.stop()
