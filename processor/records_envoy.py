@@ -6,7 +6,6 @@ lists every record of ours and re-exports these names.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any, Final
 
@@ -22,8 +21,7 @@ from topics.statuses import RunOutcome, Status
 ENVOY_FORMAT: Final = 4
 
 
-@dataclass(frozen=True, slots=True)
-class StoredEnvoy:
+class StoredEnvoy(msgspec.Struct, frozen=True, gc=False):
     """An envoy's state and the input partition it lives in, so that per-partition
     indexes (liveness deadlines) can be rebuilt after a rebalance without rehashing."""
 

@@ -131,8 +131,7 @@ class EnvoyState(msgspec.Struct, frozen=True, gc=False):
         return self.interval_s if self.interval_s is not None else rules.default_interval_s
 
 
-@dataclass(frozen=True, slots=True)
-class StatusChange:
+class StatusChange(msgspec.Struct, frozen=True, gc=False):
     envoy_id: str
     from_status: Status | None
     to_status: Status
@@ -144,8 +143,7 @@ class StatusChange:
     labels: Mapping[str, str]
 
 
-@dataclass(frozen=True, slots=True)
-class Applied:
+class Applied(msgspec.Struct, frozen=True, gc=False):
     """The result of applying one event; `state` is None only for a refused first event."""
 
     state: EnvoyState | None
@@ -155,8 +153,7 @@ class Applied:
     run_outcome: RunOutcome | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Swept:
+class Swept(msgspec.Struct, frozen=True, gc=False):
     state: EnvoyState
     change: StatusChange | None
     #: True on the transition into stale: the `envoy.stale` alert condition.
@@ -166,8 +163,7 @@ class Swept:
     purged: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Position:
+class Position(msgspec.Struct, frozen=True, gc=False):
     """Where an event sits in its input topic: `topic_index` into (enrollments,
     check-ins, runs), and the record offset within the envoy's partition."""
 

@@ -3,8 +3,7 @@ the whole history, replays and duplicates change nothing, counts add up."""
 
 from __future__ import annotations
 
-import dataclasses
-
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -369,4 +368,4 @@ def test_incremental_status_equals_recomputation_with_the_lifecycle_in_play(
 
 
 def replace_run_id(event: Run, run_id: str) -> Run:
-    return dataclasses.replace(event, run_id=run_id)
+    return msgspec.structs.replace(event, run_id=run_id)

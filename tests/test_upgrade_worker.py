@@ -4,7 +4,6 @@ its memory store as they are, goes on from them, and writes format 3 back."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +55,9 @@ def test_a_changelog_of_json_records_is_restored_and_continued(
         # labels of its own, to tell it from the record before it).
         last = newest(kafka_bootstrap, changelog)
         stored = decode_stored_envoy(last.value)
-        old = format2(replace(stored, state=replace_struct(stored.state, labels={"tier": "json"})))
+        old = format2(
+            replace_struct(stored, state=replace_struct(stored.state, labels={"tier": "json"}))
+        )
         send_to(kafka_bootstrap, changelog, last.partition, ENVOY.encode(), old)
         assert newest(kafka_bootstrap, changelog).value == old
         worker.start()

@@ -3,9 +3,13 @@
 Times are kept twice: the envoy's own text (for display) and epoch milliseconds (for
 ordering), so the hot path never parses a timestamp twice.
 
-`Resource` and `ModuleError` are msgspec Structs rather than dataclasses: a run holds
-dozens of them, and msgspec builds them while it parses the JSON (the fast path of
-`topics.decode`), where building dataclasses afterwards cost more than parsing.
+The events are msgspec Structs rather than dataclasses: a run holds dozens of
+`Resource`s, which msgspec builds while it parses the JSON (the fast path of
+`topics.decode`), where building dataclasses afterwards cost more than parsing; and every
+record builds its `RecordMeta` and its event, which a frozen dataclass makes cost ten
+times what a frozen Struct does (its `__init__` sets each field through
+`object.__setattr__`: 0.66 against 0.07 us for four fields). gc=False throughout: they
+hold strings, numbers, tuples of such Structs and label dicts, never a cycle.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Final, Literal
 
 from msgspec import Meta, Struct
+from msgspec import field as msgspec_field
 
 from topics.limits import MAX_NAME_BYTES
 
@@ -30,8 +35,7 @@ FAST_NAME_CHARS: Final = MAX_NAME_BYTES // 4
 Name = Annotated[str, Meta(min_length=1, max_length=FAST_NAME_CHARS)]
 
 
-@dataclass(frozen=True, slots=True)
-class RecordMeta:
+class RecordMeta(Struct, frozen=True, gc=False):
     """Where a record came from; the Kafka timestamp drives liveness, not the envoy's clock."""
 
     topic: str
@@ -40,17 +44,15 @@ class RecordMeta:
     timestamp_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class Enrollment:
+class Enrollment(Struct, frozen=True, gc=False):
     envoy_id: str
     action: EnrollmentAction
     at: str
-    labels: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = msgspec_field(default_factory=dict)
     checkin_interval_s: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Checkin:
+class Checkin(Struct, frozen=True, gc=False):
     envoy_id: str
     at: str
 
@@ -73,8 +75,7 @@ class ModuleError(Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     message: str
 
 
-@dataclass(frozen=True, slots=True)
-class Run:
+class Run(Struct, frozen=True, gc=False):
     envoy_id: str
     run_id: str
     started_at: str
@@ -99,8 +100,7 @@ DeadLetterReason = Literal[
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
+class DeadLetter(Struct, frozen=True, gc=False):
     """An input record that could not be applied, with the raw bytes kept for replay."""
 
     meta: RecordMeta
