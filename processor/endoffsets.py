@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 from faust.types import TP
 
+from processor.faust_compat import ClientClosed
 from processor.faust_compat.delivery import BROKER_ERRORS, BrokerHealth
 
 #: How long the broker is given to return the first record after an offset.
@@ -44,6 +45,7 @@ class EndOffsets:
         self._options = dict(options)
         self._client: AIOKafkaConsumer | None = None
         self._lock = asyncio.Lock()
+        self._closed = False
         #: Whether the broker answered: marked by every call, read by `/readyz`.
         self.health = BrokerHealth()
 
@@ -51,6 +53,8 @@ class EndOffsets:
         """One call to the broker under a deadline (a hung call must not stall a timer);
         on an error the health is marked and the client dropped (it may have been cut
         short half-way), so the next call starts a fresh one."""
+        if self._closed:
+            raise ClientClosed(f"{what}: the worker is stopping")
         try:
             client = await self._started()
             return await asyncio.wait_for(call(client), CALL_TIMEOUT_S)
@@ -150,7 +154,22 @@ class EndOffsets:
         return True
 
     async def close(self) -> None:
-        await self._drop()
+        """No call starts after this one (`ClientClosed`), and the client is stopped
+        once the call in flight returns (a read raises between its fetches, each at
+        most `PROBE_TIMEOUT_MS`): a client stopped under a read, or started again by a read
+        after it, was left to the event loop's close, which logged aiokafka's "Unclosed
+        AIOKafkaConnection" and a traceback on every stop in the middle of a recovery
+        audit."""
+        self._closed = True
+        try:
+            await asyncio.wait_for(self._lock.acquire(), CALL_TIMEOUT_S)
+        except TimeoutError:  # a call that outlives its own deadline: stop it under it
+            await self._drop()
+            return
+        try:
+            await self._drop()
+        finally:
+            self._lock.release()
 
 
 async def _returned(client: AIOKafkaConsumer) -> AIOKafkaConsumer:

@@ -10,18 +10,22 @@ leaves: keys missing, one deleted key still there."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import faust
+import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from faust.types import TP
 
-from processor.endoffsets import EndOffsets
+from processor.endoffsets import CALL_TIMEOUT_S, EndOffsets
 from processor.faust_compat import (
     AuditedRocksDBStore,
     ChangelogTable,
+    ClientClosed,
     ResumableMemoryStore,
     _PartitionDB,
 )
@@ -174,3 +178,40 @@ def test_a_rocksdb_store_is_audited_too(kafka_bootstrap: str, tmp_path: Path) ->
 
     assert [db.get(k) for k in (b"k1", b"k2", b"k3")] == [None, b"v2", b"v3"]
     assert store.repaired == 2 and store.persisted_offset(tp) == 3
+
+
+def test_closing_under_a_read_ends_it_and_stops_the_client(
+    kafka_bootstrap: str, caplog: Any
+) -> None:
+    """A worker stopped during a recovery audit: the close waits for the read (which
+    notices between fetches), stops the client, and starts no other. Before, the read
+    started a new client after the close and the loop's end logged aiokafka's "Unclosed
+    AIOKafkaConnection" and a traceback."""
+    changelog = f"close-{uuid.uuid4().hex[:8]}"
+    create_topic(kafka_bootstrap, changelog, 1)
+    produce(kafka_bootstrap, [(changelog, b"k1", b"v1"), (changelog, b"k2", b"v2")])
+    tp = TP(changelog, 0)
+
+    async def go() -> None:
+        reader = EndOffsets(kafka_bootstrap, {})
+        read: list[Any] = []
+        # Up to offset 100 of a log of 2: the read waits on fetches until its deadline.
+        reading = asyncio.ensure_future(reader.read(tp, 0, 100, 120, read.extend))
+        for _ in range(200):
+            if read:
+                break
+            await asyncio.sleep(0.05)
+        assert [key for _, key, _ in read] == [b"k1", b"k2"]
+        started = time.monotonic()
+        await reader.close()
+        assert reader._client is None  # stopped, not left to the loop's close
+        with pytest.raises(ClientClosed):  # the audit leaves the range, saying why
+            await asyncio.wait_for(reading, CALL_TIMEOUT_S)
+        assert time.monotonic() - started < CALL_TIMEOUT_S
+        with pytest.raises(ClientClosed):  # no client starts after the close
+            await reader([tp])
+        assert reader._client is None and reader.health.reachable  # not an outage
+
+    with caplog.at_level(logging.DEBUG):
+        asyncio.run(go())
+    assert "Unclosed" not in caplog.text and "Traceback" not in caplog.text

@@ -56,6 +56,7 @@ from processor.faust_compat.batches import COMMIT_CAUGHT_UP_S, InputBatches
 from processor.faust_compat.codecs import EncodeDecode, register_value_codecs, value_type
 from processor.faust_compat.delivery import (
     STALL_S,
+    ClientClosed,
     DeliveryGuard,
     OffsetSource,
     committed_offset,
@@ -105,6 +106,7 @@ __all__ = [
     "BudgetedRocksDBOptions",
     "ChangelogReader",
     "ChangelogTable",
+    "ClientClosed",
     "DeliveryGuard",
     "EncodeDecode",
     "InputBatches",

@@ -36,6 +36,12 @@ BROKER_ERRORS = (KafkaError, OSError, asyncio.TimeoutError, ProducerSendError)
 ATTEMPT_DEADLINE_S = 30.0
 
 
+class ClientClosed(KafkaError):  # type: ignore[misc]  # aiokafka is untyped
+    """A call to a client of ours after its `close`: the worker is stopping. A
+    KafkaError, so every caller treats it as a call that did not get through (the
+    recovery audit leaves its range for the next recovery), but not as an outage."""
+
+
 class BrokerHealth:
     """Whether the broker answered the last call made to it from a timer or a guard
     (SPEC 11.4 "Broker outages"): `/readyz` answers 503 while it did not. One warning
@@ -49,7 +55,7 @@ class BrokerHealth:
         return self.down_since is None
 
     def failed(self, what: str, exc: BaseException) -> None:
-        if self.down_since is None:
+        if self.down_since is None and not isinstance(exc, ClientClosed):
             self.down_since = time.monotonic()
             log.warning("broker unreachable (%s: %r); retrying until it answers", what, exc)
 
