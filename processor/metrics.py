@@ -9,6 +9,7 @@ from typing import Any, get_args
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from processor.faust_compat import StallAction
 from projections.fleet import FleetCounts
 from projections.groups import Groups
 from topics.events import DeadLetterReason
@@ -144,13 +145,7 @@ class Metrics:
             ["topic"],
             registry=r,
         )
-        self.recovery_repairs = Counter(
-            "vigo_recovery_repairs",
-            "Keys a memory-store recovery left missing or stale, put back from the changelog "
-            "by the recovery audit (a faust-streaming recovery gap; 0 is the normal).",
-            ["table"],
-            registry=r,
-        )
+        self.recovery_repairs, self.recovery_stalls = _recovery_counters(r)
         self.sweep_lag = Gauge(
             "vigo_sweep_lag_seconds",
             "How far behind the clock the newest liveness sweep ran (its tick's record time).",
@@ -198,6 +193,9 @@ class Metrics:
     def recovery_repaired(self, table: str, keys: int) -> None:
         self.recovery_repairs.labels(table=table).inc(keys)
 
+    def recovery_stalled(self, action: StallAction) -> None:
+        self.recovery_stalls.labels(action=action).inc()
+
     def watch_rocksdb(self, usage: Callable[[], tuple[int, int] | None]) -> None:
         """Export the shared RocksDB budget's use (SPEC 11.5), read at scrape time."""
         self.registry.register(_RocksDBMemory(usage))
@@ -207,6 +205,30 @@ class Metrics:
         own numbers (consumer lag, rebalances, fleet ownership) read at scrape time."""
         self.fleet_owner = fleet_owner
         self.registry.register(_WorkerCollector(app, fleet_owner))
+
+
+def _recovery_counters(r: CollectorRegistry) -> tuple[Counter, Counter]:
+    """What the recovery audit put back and what the recovery watch did: each is a
+    faust-streaming recovery gap ended (docs/faust-traps.md), and 0 the normal."""
+    repairs = Counter(
+        "vigo_recovery_repairs",
+        "Keys a memory-store recovery left missing or stale, put back from the changelog "
+        "by the recovery audit (a faust-streaming recovery gap; 0 is the normal).",
+        ["table"],
+        registry=r,
+    )
+    stalls = Counter(
+        "vigo_recovery_stalls",
+        "Changelog partitions a recovery waited on with nothing received for 10 s, by "
+        "what the recovery watch did: declared_read (fetched past what recovery got; "
+        "the recovery audit reads it again) or fetched_again. Each is a "
+        "faust-streaming recovery gap; 0 is the normal.",
+        ["action"],
+        registry=r,
+    )
+    for action in get_args(StallAction):  # exported at 0 from the start
+        stalls.labels(action=action)
+    return repairs, stalls
 
 
 class _FleetGauges:

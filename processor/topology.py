@@ -54,6 +54,7 @@ from processor.faust_compat import (
     audit_recoveries,
     budget_usage,
     quiet_root_logger,
+    report_recovery_stalls,
     seek_uncommitted_to_log_start,
 )
 from processor.fleet import FleetProjection, group_settings
@@ -143,11 +144,7 @@ def build_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> 
     add_timers(vigo, topics)
     add_signals(vigo)
     add_web(vigo)
-    audit_recoveries(app, end_offsets, metrics.recovery_repaired)
-
-    @app.on_before_shutdown.connect  # type: ignore[arg-type]
-    async def close_end_offsets(sender: Any, **_: Any) -> None:
-        await end_offsets.close()
+    watch_recoveries(app, end_offsets, metrics)
 
     @app.task
     async def quiet_logging() -> None:
@@ -155,6 +152,17 @@ def build_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> 
         quiet_kafka_client_logs()
 
     return vigo
+
+
+def watch_recoveries(app: faust.App, end_offsets: EndOffsets, metrics: Metrics) -> None:
+    """Recoveries audited with our own client (the audit's repairs and the recovery
+    watch's actions counted), and that client closed before the worker stops."""
+    audit_recoveries(app, end_offsets, metrics.recovery_repaired)
+    report_recovery_stalls(app, metrics.recovery_stalled)
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def close_end_offsets(sender: Any, **_: Any) -> None:
+        await end_offsets.close()
 
 
 def envoy_processor(

@@ -13,7 +13,16 @@ from pathlib import Path
 from faust.types import TP
 
 from processor.faust_compat import RECOVERY_STALL_S, fetched_past, stalled_partitions
-from tests.harness import REPO, Worker, enrollment, http_json, produce, run_event, worker_config
+from tests.harness import (
+    REPO,
+    Worker,
+    enrollment,
+    http_json,
+    metric_total,
+    produce,
+    run_event,
+    worker_config,
+)
 from tests.test_processor_failures import one_per_partition
 from topics.names import TopicNames
 
@@ -45,10 +54,11 @@ def test_a_recovery_starved_of_one_changelog_partition_ends_and_is_repaired(
 ) -> None:
     """Records fetched and never handed to recovery: declared read, the audit puts them
     back."""
-    log = recover_with_fault(
+    log, stalls = recover_with_fault(
         kafka_bootstrap, topic_prefix, tmp_path, "VIGO_FAULT_STARVED_CHANGELOG_PARTITION"
     )
     assert "declared read, the recovery audit reads it again" in log, log[-4000:]
+    assert stalls["declared_read"] >= 1 and stalls["fetched_again"] == 0, stalls
     assert "put back from the changelog" in log, log[-4000:]
 
 
@@ -57,19 +67,23 @@ def test_a_changelog_partition_recovery_never_took_is_resumed_and_read(
 ) -> None:
     """A partition left out when recovery resumed its partitions, so never fetched past:
     resumed and fetched again, and recovery itself reads it (nothing left to the audit)."""
-    log = recover_with_fault(
+    log, stalls = recover_with_fault(
         kafka_bootstrap, topic_prefix, tmp_path, "VIGO_FAULT_UNRESUMED_CHANGELOG_PARTITION"
     )
     assert "fetching it again from" in log, log[-4000:]
+    assert stalls["fetched_again"] >= 1 and stalls["declared_read"] == 0, stalls
     assert "declared read" not in log, log[-4000:]
     assert "put back from the changelog" not in log, log[-4000:]
 
 
-def recover_with_fault(bootstrap: str, prefix: str, tmp_path: Path, fault: str) -> str:
+def recover_with_fault(
+    bootstrap: str, prefix: str, tmp_path: Path, fault: str
+) -> tuple[str, dict[str, float]]:
     """A worker serves envoys on every partition and stops; a second worker, with `fault`
     on changelog partition 0 (tests/faults/sitecustomize.py), recovers the tables. It must
     serve every envoy as the first did, after the fault held its recovery back for at
-    least the watch's wait. Returns the second worker's log."""
+    least the watch's wait. Returns the second worker's log and its
+    `vigo_recovery_stalls_total` by action."""
     t = TopicNames(prefix)
     envoys = [e for p in range(3) for e in one_per_partition(f"rw{p}")]
     config = worker_config(bootstrap, prefix)
@@ -97,6 +111,10 @@ def recover_with_fault(bootstrap: str, prefix: str, tmp_path: Path, fault: str) 
         # The API serves the tables once recovery has read them; the audit and the
         # streams come after. Stopped only once ready, not in the middle of the audit.
         faulty.wait_ready(timeout=60)
+        stalls = {
+            action: metric_total(faulty.url, "vigo_recovery_stalls_total", f'action="{action}"')
+            for action in ("declared_read", "fetched_again")
+        }
     finally:
         first.stop()
         faulty.stop()
@@ -104,7 +122,7 @@ def recover_with_fault(bootstrap: str, prefix: str, tmp_path: Path, fault: str) 
     assert after == before
     assert took >= RECOVERY_STALL_S, log[-4000:]  # the fault really held recovery back
     assert "Traceback" not in log, log[-3000:]
-    return log
+    return log, stalls
 
 
 def wait_served(url: str, envoys: list[str], status: str, timeout: float) -> dict[str, object]:

@@ -73,6 +73,7 @@ from processor.faust_compat.recovery_audit import (
 from processor.faust_compat.recovery_watch import (
     RECOVERY_STALL_S,
     RecoveryWatch,
+    StallAction,
     fetched_past,
     stalled_partitions,
 )
@@ -91,7 +92,7 @@ from processor.faust_compat.stores import (
     partition_reader,
 )
 from processor.faust_compat.streams import under_partition
-from processor.faust_compat.table_manager import PromptTableManager
+from processor.faust_compat.table_manager import PromptTableManager, report_recovery_stalls
 
 __all__ = [
     "AUDIT_TIMEOUT_S",
@@ -115,6 +116,7 @@ __all__ = [
     "Record",
     "RecoveryWatch",
     "ResumableMemoryStore",
+    "StallAction",
     "TableWriter",
     "_PartitionDB",  # for the recovery-audit tests
     "audit_recoveries",
@@ -126,6 +128,7 @@ __all__ = [
     "partition_reader",
     "quiet_root_logger",
     "register_value_codecs",
+    "report_recovery_stalls",
     "seek_uncommitted_to_log_start",
     "stalled_partitions",
     "under_partition",

@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
-from typing import Any, cast
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, cast
 
 import faust
 from faust.types import TP
@@ -35,6 +35,9 @@ RECOVERY_STALL_S = 10.0
 
 #: The longest the watch waits for the consumer's position or a seek.
 CALL_TIMEOUT_S = 5.0
+
+#: What the watch did with a stalled partition (`vigo_recovery_stalls_total`).
+StallAction = Literal["declared_read", "fetched_again"]
 
 
 def fetched_past(position: int | None, offset: int) -> bool:
@@ -64,8 +67,15 @@ class RecoveryWatch:
     """`watch` is called every second by our table manager (`PromptTableManager`); it
     acts only while the worker recovers. See the module's doc."""
 
-    def __init__(self, app: faust.App, stall_s: float = RECOVERY_STALL_S) -> None:
+    def __init__(
+        self,
+        app: faust.App,
+        on_stall: Callable[[StallAction], None],
+        stall_s: float = RECOVERY_STALL_S,
+    ) -> None:
         self.app = app
+        #: Told of each action (the `vigo_recovery_stalls_total` counter).
+        self.on_stall = on_stall
         self.stall_s = stall_s
         #: When each stalled partition was last acted on, so that a partition sought
         #: again gets `stall_s` to show progress before the next action.
@@ -105,6 +115,7 @@ class RecoveryWatch:
                     position - 1,
                 )
                 recovery.active_offsets[tp] = highwater
+                self.on_stall("declared_read")
                 return
             log.warning(
                 "%s at offset %d of %d (the consumer at %s); fetching it again from %d",
@@ -121,5 +132,6 @@ class RecoveryWatch:
             own = TP(tp.topic, tp.partition)
             self.app.consumer.resume_partitions({own})
             await asyncio.wait_for(self.app.consumer.seek_wait({own: offset + 1}), CALL_TIMEOUT_S)
+            self.on_stall("fetched_again")
         except BROKER_ERRORS as exc:  # tried again after another RECOVERY_STALL_S
             log.warning("%s; the broker did not answer (%r), looking again later", where, exc)
