@@ -8,9 +8,7 @@ Run: .venv/bin/python benchmarks/bench_recovery.py [--envoys 1000000] [--quick]
 
 The tables are loaded by writing their changelog topics directly, as the worker writes
 them: `<prefix>compliance-envoys-changelog` (key: envoy id, value: `encode_stored_envoy`
-of an envoy with a full 10-run history, in the envoy's input partition, in the record
-format the store's worker writes: `ENVOY_FORMAT_BY_STORE`, so one set of topics per
-store), the only
+of an envoy with a full 10-run history, in the envoy's input partition), the only
 per-envoy table (the fleet counts are rebuilt from it). Working N envoys through a worker
 would take far longer than the measurement. The input topics are empty, so ready means
 recovered.
@@ -51,7 +49,6 @@ from benchcommon import (
 from msgspec.structs import replace
 
 from processor.records import (
-    ENVOY_FORMAT_BY_STORE,
     StoredEnvoy,
     encode_stored_envoy,
 )
@@ -104,37 +101,12 @@ def partition_of(key: bytes) -> int:
     return int(murmur2(key) & 0x7FFFFFFF) % PARTITIONS
 
 
-def changelog_records(
-    envoys: int, base: EnvoyState, envoy_format: int
-) -> Iterator[tuple[bytes, bytes, int]]:
+def changelog_records(envoys: int, base: EnvoyState) -> Iterator[tuple[bytes, bytes, int]]:
     for i in range(envoys):
         name = envoy_id(i)
         key = name.encode()
         p = partition_of(key)
-        record = StoredEnvoy(p, replace(base, envoy_id=name))
-        yield key, encode_stored_envoy(record, envoy_format), p
-
-
-def load_tables(bootstrap: str, store: str, envoys: int) -> str:
-    """New topics, their envoys changelog written as `store`'s worker writes it; the
-    topic prefix."""
-    prefix = new_prefix("rec")
-    names = TopicNames(prefix)
-    asyncio.run(create_topics(bootstrap, [*names.inputs, names.ticks], PARTITIONS))
-    envoys_cl = f"{prefix}compliance-envoys-changelog"
-    compact = {"cleanup.policy": "compact"}
-    asyncio.run(create_topics(bootstrap, [envoys_cl], PARTITIONS, compact))
-    base = template()
-    envoy_format = ENVOY_FORMAT_BY_STORE[store]
-    size = len(encode_stored_envoy(StoredEnvoy(0, base), envoy_format))
-    started = time.perf_counter()
-    asyncio.run(preload(bootstrap, envoys_cl, changelog_records(envoys, base, envoy_format)))
-    print(
-        f"wrote {envoys:,} envoy records for the {store} store (format {envoy_format}, "
-        f"{size:,} bytes each, {envoys * size / 2**20:,.0f} MiB) "
-        f"in {time.perf_counter() - started:.1f} s"
-    )
-    return prefix
+        yield key, encode_stored_envoy(StoredEnvoy(p, replace(base, envoy_id=name))), p
 
 
 def ready_after(worker: Worker, timeout: float) -> float | None:
@@ -186,8 +158,22 @@ def main() -> None:
     n = args.envoys
     rows: list[tuple[str, ...]] = []
     with broker() as bootstrap, tempfile.TemporaryDirectory() as tmp:
+        prefix = new_prefix("rec")
+        names = TopicNames(prefix)
+        asyncio.run(create_topics(bootstrap, [*names.inputs, names.ticks], PARTITIONS))
+        envoys_cl = f"{prefix}compliance-envoys-changelog"
+        compact = {"cleanup.policy": "compact"}
+        asyncio.run(create_topics(bootstrap, [envoys_cl], PARTITIONS, compact))
+        base = template()
+        size = len(encode_stored_envoy(StoredEnvoy(0, base)))
+        started = time.perf_counter()
+        asyncio.run(preload(bootstrap, envoys_cl, changelog_records(n, base)))
+        print(
+            f"wrote {n:,} envoy records ({size:,} bytes each, {n * size / 2**20:,.0f} MiB) "
+            f"in {time.perf_counter() - started:.1f} s"
+        )
 
-        def phase(label: str, prefix: str, store: str, data: str, replayed: int | None) -> None:
+        def phase(label: str, store: str, data: str, replayed: int | None) -> None:
             config = worker_config(
                 bootstrap, prefix, partitions=PARTITIONS, interval="5m", processor={"store": store}
             )
@@ -212,12 +198,10 @@ def main() -> None:
             )
 
         if "rocksdb" in stores:
-            prefix = load_tables(bootstrap, "rocksdb", n)
-            phase("fresh node, rocksdb store (changelog replay)", prefix, "rocksdb", "rocks", n)
-            phase("restart, rocksdb store, local state kept", prefix, "rocksdb", "rocks", None)
+            phase("fresh node, rocksdb store (changelog replay)", "rocksdb", "rocks", n)
+            phase("restart, rocksdb store, local state kept", "rocksdb", "rocks", None)
         if "memory" in stores:
-            prefix = load_tables(bootstrap, "memory", n)
-            phase("fresh node, memory store (changelog replay)", prefix, "memory", "mem", n)
+            phase("fresh node, memory store (changelog replay)", "memory", "mem", n)
 
     print()
     print(f"{n:,} envoys in the table (envoys changelog: {n:,} records)")

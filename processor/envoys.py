@@ -34,7 +34,6 @@ from processor.metrics import Metrics
 from processor.outputs import Outputs
 from processor.progress import CatchUp
 from processor.records import (
-    ENVOY_FORMAT,
     StoredEnvoy,
     decode_stored_envoy,
     encode_stored_envoy,
@@ -70,12 +69,10 @@ def envoy_rules(settings: Settings) -> Rules:
     )
 
 
-def encode_envoy_record(
-    record: StoredEnvoy | Purged, envoy_format: int = ENVOY_FORMAT
-) -> bytes | None:
+def encode_envoy_record(record: StoredEnvoy | Purged) -> bytes | None:
     """What the envoys table is given for a held record: the encoded envoy, or None (a
     delete: the key leaves the store and gets a tombstone)."""
-    return encode_stored_envoy(record, envoy_format) if type(record) is StoredEnvoy else None
+    return encode_stored_envoy(record) if type(record) is StoredEnvoy else None
 
 
 @dataclass
@@ -113,8 +110,6 @@ class EnvoyProcessor(LivenessSweeps, PartitionIndex):
     rollouts: dict[int, PartitionRollouts] = field(default_factory=dict)
     #: SPEC 11.3: told of every applied run; its summaries are written before the states.
     resources: ResourceCounter | None = None
-    #: The record format this worker writes: `records.ENVOY_FORMAT_BY_STORE`.
-    envoy_format: int = ENVOY_FORMAT
     _events: Counter[tuple[str, str]] = field(default_factory=Counter)
     _transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
     _runs: Counter[str] = field(default_factory=Counter)
@@ -175,7 +170,7 @@ class EnvoyProcessor(LivenessSweeps, PartitionIndex):
 
     def _hold(self, partition: int, key: bytes, record: StoredEnvoy | Purged) -> None:
         """The envoy's new state, encoded now and held until the checkpoint writes it."""
-        self.state.put(partition, key, encode_envoy_record(record, self.envoy_format))
+        self.state.put(partition, key, encode_envoy_record(record))
 
     def _newest_ticks(self, messages: Sequence[Message]) -> dict[int, int]:
         """The offset of the newest tick per partition: a lagging worker sweeps once, on

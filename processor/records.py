@@ -46,7 +46,6 @@ from alerts.journal import Entry
 from alerts.window import Member, Progress, Window
 from processor.faust_compat.codecs import EncodeDecode, register_value_codecs, value_type
 from processor.records_envoy import ENVOY_FORMAT as ENVOY_FORMAT
-from processor.records_envoy import ENVOY_FORMAT_BY_STORE as ENVOY_FORMAT_BY_STORE
 from processor.records_envoy import EnvoyHead as EnvoyHead
 from processor.records_envoy import StoredEnvoy as StoredEnvoy
 from processor.records_envoy import decode_envoy_head as decode_envoy_head

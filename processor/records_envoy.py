@@ -19,14 +19,6 @@ from projections.runs import MAX_IDS_PER_RUN, RunSummary, bound_history_ids
 from topics.statuses import RunOutcome, Status
 
 ENVOY_FORMAT: Final = 4
-#: What each store writes (both read every format). The memory store keeps format 4, the
-#: smaller (its tail about two thirds of format 3's, what an operator pays in RAM per
-#: envoy); a RocksDB store keeps format 3, the quicker: with LZ4 a record's tail is
-#: compressed and decompressed in 2.8 us against zstd's 8.5 (a full history, 1,675 bytes
-#: of msgpack, 1,040 bytes with LZ4, 696 with zstd), some 8% of the worker's main thread
-#: per event, while on disk RocksDB's own budget and compaction bound what it costs
-#: (`bench_throughput.py`, docs/performance.md).
-ENVOY_FORMAT_BY_STORE: Final = {"memory": 4, "rocksdb": 3}
 
 
 class StoredEnvoy(msgspec.Struct, frozen=True, gc=False):
@@ -229,8 +221,8 @@ def encode_tail(s: EnvoyState) -> bytes:
     )
 
 
-def encode_stored_envoy(record: StoredEnvoy, envoy_format: int = ENVOY_FORMAT) -> bytes:
-    """Format 4 (see above), or 3: the same with the tail compressed by LZ4."""
+def encode_stored_envoy(record: StoredEnvoy) -> bytes:
+    """Format 4 (see above)."""
     s = record.state
     t0 = s.status_since_ms
     last_seen = s.last_seen_ms
@@ -239,7 +231,7 @@ def encode_stored_envoy(record: StoredEnvoy, envoy_format: int = ENVOY_FORMAT) -
     record_buffer = bytearray()
     _PACK_INTO(
         (
-            envoy_format,
+            ENVOY_FORMAT,
             record.partition,
             _STATUS_CODE[s.status],
             s.revoked | s.offline << 1 | s.stale << 2 | s.forgotten << 3,
@@ -247,15 +239,11 @@ def encode_stored_envoy(record: StoredEnvoy, envoy_format: int = ENVOY_FORMAT) -
             t0,
             t0 - s.enrolled_at_ms,
             None if last_seen is None else t0 - last_seen,
-            _COMPRESS_TAIL[envoy_format](encode_tail(s)),
+            compress_tail(encode_tail(s)),
         ),
         record_buffer,
     )
     return bytes(record_buffer)
-
-
-#: A tail's compression by the format written (`decompressed_tail` reads them back).
-_COMPRESS_TAIL: Final = {4: compress_tail, 3: lz4.block.compress}
 
 
 def decode_stored_envoy(data: bytes) -> StoredEnvoy:

@@ -63,13 +63,7 @@ from processor.lognoise import quiet_kafka_client_logs
 from processor.metrics import Metrics
 from processor.outputs import Outputs
 from processor.progress import CatchUp
-from processor.records import (
-    ENVOY_FORMAT_BY_STORE,
-    AlertSentType,
-    FleetPartsType,
-    FleetStateType,
-    register_codecs,
-)
+from processor.records import AlertSentType, FleetPartsType, FleetStateType, register_codecs
 from processor.resources_fleet import install_resources
 from processor.rollouts_fleet import install_rollouts
 from processor.state import HeldTable
@@ -192,7 +186,6 @@ def envoy_processor(
         clock=clock,
         max_event_bytes=settings.processor.max_event_bytes,
         group_by=tuple(settings.fleet.group_by),
-        envoy_format=ENVOY_FORMAT_BY_STORE[settings.processor.store],
     )
 
 

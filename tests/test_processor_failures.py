@@ -14,7 +14,6 @@ from typing import Any
 
 from aiokafka.partitioner import murmur2
 
-from processor.records import ENVOY_FORMAT_BY_STORE, decode_envoy_head
 from projections.envoy import EnvoyState, Rules, apply_event
 from projections.fleet import FleetCounts
 from tests.harness import (
@@ -420,7 +419,3 @@ def test_rocksdb_store_keeps_state_across_a_restart(
     assert mine[-1][0] == "relapsed"
     assert [v for _, v in mine] == list(range(1, len(mine) + 1))
     assert out[-1]["labels"] == {"tier": "gold"}
-    # A RocksDB store writes its envoys in its own (quicker) format, restored above.
-    changelog = read_raw(kafka_bootstrap, f"{topic_prefix}compliance-envoys-changelog")
-    written = [decode_envoy_head(r.value).format for r in changelog if r.key == b"rk-1"]
-    assert written and set(written) == {ENVOY_FORMAT_BY_STORE["rocksdb"]}, written

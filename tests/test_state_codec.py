@@ -18,7 +18,6 @@ from msgspec.structs import replace
 from processor.records import (
     ALERT_SENT_FORMAT,
     ENVOY_FORMAT,
-    ENVOY_FORMAT_BY_STORE,
     FLEET_PARTS_FORMAT,
     FLEET_STATE_FORMAT,
     FleetPart,
@@ -170,33 +169,19 @@ def envoy_states(draw: st.DrawFn) -> EnvoyState:
 LIFECYCLE = Rules(default_interval_s=60, deactivate_after_ms=86_400_000, purge_after_ms=10_000)
 
 
-@given(envoy_states(), st.integers(0, 1023), st.sampled_from(sorted(ENVOY_FORMAT_BY_STORE)))
-def test_each_store_s_format_round_trips_any_state_and_its_head_agrees(
-    state: EnvoyState, partition: int, store: str
+@given(envoy_states(), st.integers(0, 1023))
+def test_format_4_round_trips_any_state_and_its_head_agrees(
+    state: EnvoyState, partition: int
 ) -> None:
-    envoy_format = ENVOY_FORMAT_BY_STORE[store]
-    data = encode_stored_envoy(StoredEnvoy(partition, state), envoy_format)
+    data = encode_stored_envoy(StoredEnvoy(partition, state))
     assert decode_stored_envoy(data) == StoredEnvoy(partition, state)
     head = decode_envoy_head(data)
-    assert (head.format, head.partition, head.status) == (envoy_format, partition, state.status)
+    assert (head.format, head.partition, head.status) == (ENVOY_FORMAT, partition, state.status)
     # The labels read from the head alone, for the group indexes (SPEC 10.2).
     assert head_labels(head) == state.labels
     # The head alone schedules the envoy exactly as its whole state does.
     for rules in (RULES, Rules(default_interval_s=900), LIFECYCLE):
         assert next_deadline_ms(head.liveness(), rules) == next_deadline_ms(state, rules)
-
-
-@given(envoy_states(), st.integers(0, 1023))
-def test_a_rocksdb_store_writes_format_3_as_the_last_release_wrote_it(
-    state: EnvoyState, partition: int
-) -> None:
-    """The RocksDB store's format is format 3 exactly (the release before reads it back),
-    the memory store's format 4; both the same envoy."""
-    stored = StoredEnvoy(partition, state)
-    assert ENVOY_FORMAT_BY_STORE == {"memory": ENVOY_FORMAT, "rocksdb": 3}
-    compact = encode_stored_envoy(stored)
-    assert encode_stored_envoy(stored, 3) == as_format_3(compact)
-    assert decode_envoy_head(compact).format == 4
 
 
 def as_format_3(data: bytes) -> bytes:
