@@ -138,10 +138,21 @@ def dashboard(kafka_bootstrap: str) -> Iterator[Worker]:
             (t.enrollments, e.encode(), enrollment(e, interval_s=3600, role=role))
             for e, role in FLEET
         ]
-        base_ms = int(time.time() * 1000)
-        for round_no in range(4):
-            records += [(t.runs, e.encode(), run_doc(e, round_no, base_ms)) for e, _ in FLEET]
         produce(kafka_bootstrap, records)
+        # Topics are not ordered against each other: a run read before its envoy's
+        # enrollment enrolls it without labels, and is rightly not counted for role=db.
+        enrolled = poll(
+            lambda: [http_get(f"{worker.url}/api/envoys/{e}").status for e, _ in FLEET],
+            lambda codes: all(code == 200 for code in codes),
+        )
+        assert all(code == 200 for code in enrolled), enrolled
+        base_ms = int(time.time() * 1000)
+        runs = [
+            (t.runs, e.encode(), run_doc(e, round_no, base_ms))
+            for round_no in range(4)
+            for e, _ in FLEET
+        ]
+        produce(kafka_bootstrap, runs)
         rows = poll(lambda: api_rows(worker), lambda r: bool(r) and r[0][2] == "36")
         assert rows[0][:3] == ["file[/etc/ntp.conf]", "files", "36"], rows
         poll(lambda: api_rows(worker), lambda r: len(r) == 4 and r[3][2] == "4")
