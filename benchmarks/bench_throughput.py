@@ -50,11 +50,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer
 from benchcommon import (
     REPO,
     CommitWatch,
     Incomplete,
+    backlog_consumer,
     broker,
     build_runs,
     create_offsets_topic,
@@ -64,6 +64,8 @@ from benchcommon import (
     preload,
     table,
 )
+from floor import floor_costs
+from lean import LEAN, lean_loop
 
 from processor.config import Settings
 from processor.topics_admin import topic_plan
@@ -80,6 +82,11 @@ QUIX_VERSION = "3.28.1"  # benchmarks/quix_env.sh pins it
 
 CEILING = "aiokafka + orjson, decode only (ceiling)"
 RULES = "baseline: aiokafka + decode_input + apply_event into a dict"
+FLOOR = {
+    "decode": "floor: decode_input alone, in-process, no Kafka",
+    "rules": "floor: + apply_event into a dict (no Kafka)",
+    "worker work": "floor: + stored record read and written, changes encoded (no Kafka)",
+}
 QUIX = f"Quix Streams {QUIX_VERSION} (RocksDB + changelog, fair stop)"
 WORKER = "vigo-processor worker (rocksdb store, mail on)"
 
@@ -116,16 +123,7 @@ async def aiokafka_loop(bootstrap: str, topic: str, total: int, rules: bool) -> 
     """One consumer, orjson (decode only) or decode_input + apply_event into a dict."""
     started = time.perf_counter()
     cpu_started = time.process_time()  # this process: the timed loop and its client
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        group_id=f"bench-{'rules' if rules else 'ceiling'}-{uuid.uuid4().hex[:6]}",
-        enable_auto_commit=False,
-        max_poll_records=5000,
-        fetch_max_bytes=64 * 1024 * 1024,
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-    )
+    consumer = backlog_consumer(bootstrap, topic, "rules" if rules else "ceiling")
     await consumer.start()
     states: dict[bytes, EnvoyState | None] = {}
     decoded: dict[bytes, object] = {}
@@ -443,7 +441,8 @@ def prepare(bootstrap: str, partitions: int, records: list[tuple[bytes, bytes]])
     async def create() -> None:
         for name, (count, configs) in plan.items():
             await create_topics(bootstrap, [name], count, configs)
-        await create_topics(bootstrap, [peer_output(names)], partitions)
+        outputs = [peer_output(names), lean_changelog(names), lean_changes(names)]
+        await create_topics(bootstrap, outputs, partitions)
 
     asyncio.run(create())
     t0 = time.perf_counter()
@@ -458,6 +457,14 @@ def prepare(bootstrap: str, partitions: int, records: list[tuple[bytes, bytes]])
 
 def peer_output(names: TopicNames) -> str:
     return f"{names.prefix}quix.status-changes"
+
+
+def lean_changelog(names: TopicNames) -> str:
+    return f"{names.prefix}lean.envoys-changelog"
+
+
+def lean_changes(names: TopicNames) -> str:
+    return f"{names.prefix}lean.status-changes"
 
 
 def median(values: list[float]) -> float:
@@ -506,6 +513,18 @@ def main() -> None:
                 result = asyncio.run(aiokafka_loop(bootstrap, names.runs, total, rules))
                 results.setdefault(result.system, []).append(result)
                 print(f"    {result.system}: {result.rate:,.0f} events/s", flush=True)
+            lean = asyncio.run(
+                lean_loop(bootstrap, names.runs, lean_changelog(names), lean_changes(names), total)
+            )
+            result = Result(LEAN, lean[0], lean[1], lean[2], 0)
+            result.cpu_s = lean[3]
+            results.setdefault(LEAN, []).append(result)
+            print(f"    {LEAN}: {result.rate:,.0f} events/s", flush=True)
+            for name, us in floor_costs(records).items():
+                result = Result(FLOOR[name], total, us * total / 1e6, 0, 0)
+                result.cpu_s = result.total_s
+                results.setdefault(result.system, []).append(result)
+            print(f"    floor, CPU us/event: {result.cpu_us_per_event:.1f}", flush=True)
 
         def peer(names: TopicNames, rep: int) -> None:
             output = peer_output(names)
@@ -550,7 +569,6 @@ def main() -> None:
             for label, run in order:
                 print(f"  - {label} ...", flush=True)
                 run(names, rep)
-    del records
     elapsed = time.perf_counter() - clock
     report(results, total, args, repeats, mails)
     print(f"whole benchmark: {elapsed / 60:.1f} min")

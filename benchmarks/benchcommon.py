@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.structs import TopicPartition
@@ -174,6 +174,21 @@ def build_runs(runs: int, envoys: int, seed: int = 11) -> list[tuple[bytes, byte
         doc = run_doc(envoy, finished_ms, rng.choice(kinds), rng)
         out.append((envoy.encode(), orjson.dumps(doc)))
     return out
+
+
+def backlog_consumer(bootstrap: str, topic: str, kind: str) -> AIOKafkaConsumer:
+    """The in-process readers' consumer: a new group from the beginning, large fetches
+    (8 MiB a partition, 64 MiB a request, as the Quix peer's), commits by hand."""
+    return AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=f"bench-{kind}-{uuid.uuid4().hex[:6]}",
+        enable_auto_commit=False,
+        max_poll_records=5000,
+        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+    )
 
 
 async def preload(

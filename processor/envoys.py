@@ -256,20 +256,25 @@ class EnvoyProcessor(LivenessSweeps, PartitionIndex):
     def _publish(self, key: bytes, partition: int, change: StatusChange) -> None:
         """Status changes go to the same partition number as their envoy, so the fleet
         projection's table is co-partitioned with the envoy table."""
-        value = encode_status_change(
-            envoy_id=change.envoy_id,
-            from_status=change.from_status.value if change.from_status else None,
-            to_status=change.to_status.value,
-            at=iso_from_ms(change.at_ms),
-            version=change.version,
-            cause=change.cause.value,
-            run_id=change.run_id,
-            consecutive_changed_runs=change.consecutive_changed_runs,
-            labels=change.labels,
-        )
+        value = status_change_value(change)
         self.outputs.send(self.status_topic, key=key, value=value, partition=partition)
         from_status = change.from_status.value if change.from_status else "none"
         self._transitions[(from_status, change.to_status.value)] += 1
+
+
+def status_change_value(change: StatusChange) -> bytes:
+    """The status-change record's value (SPEC section 3) for a change of the rules."""
+    return encode_status_change(
+        envoy_id=change.envoy_id,
+        from_status=change.from_status.value if change.from_status else None,
+        to_status=change.to_status.value,
+        at=iso_from_ms(change.at_ms),
+        version=change.version,
+        cause=change.cause.value,
+        run_id=change.run_id,
+        consecutive_changed_runs=change.consecutive_changed_runs,
+        labels=change.labels,
+    )
 
 
 _REFUSALS = {
