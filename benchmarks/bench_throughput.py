@@ -65,7 +65,7 @@ from benchcommon import (
     table,
 )
 from floor import floor_costs
-from lean import LEAN, lean_loop
+from lean import LEAN, LEAN_DECODED, lean_loop
 
 from processor.config import Settings
 from processor.topics_admin import topic_plan
@@ -441,7 +441,9 @@ def prepare(bootstrap: str, partitions: int, records: list[tuple[bytes, bytes]])
     async def create() -> None:
         for name, (count, configs) in plan.items():
             await create_topics(bootstrap, [name], count, configs)
-        outputs = [peer_output(names), lean_changelog(names), lean_changes(names)]
+        outputs = [peer_output(names)]
+        for variant in (LEAN, LEAN_DECODED):
+            outputs += [lean_changelog(names, variant), lean_changes(names, variant)]
         await create_topics(bootstrap, outputs, partitions)
 
     asyncio.run(create())
@@ -459,12 +461,12 @@ def peer_output(names: TopicNames) -> str:
     return f"{names.prefix}quix.status-changes"
 
 
-def lean_changelog(names: TopicNames) -> str:
-    return f"{names.prefix}lean.envoys-changelog"
+def lean_changelog(names: TopicNames, variant: str) -> str:
+    return f"{names.prefix}lean{'-decoded' if variant == LEAN_DECODED else ''}.envoys-changelog"
 
 
-def lean_changes(names: TopicNames) -> str:
-    return f"{names.prefix}lean.status-changes"
+def lean_changes(names: TopicNames, variant: str) -> str:
+    return f"{names.prefix}lean{'-decoded' if variant == LEAN_DECODED else ''}.status-changes"
 
 
 def median(values: list[float]) -> float:
@@ -513,13 +515,21 @@ def main() -> None:
                 result = asyncio.run(aiokafka_loop(bootstrap, names.runs, total, rules))
                 results.setdefault(result.system, []).append(result)
                 print(f"    {result.system}: {result.rate:,.0f} events/s", flush=True)
-            lean = asyncio.run(
-                lean_loop(bootstrap, names.runs, lean_changelog(names), lean_changes(names), total)
-            )
-            result = Result(LEAN, lean[0], lean[1], lean[2], 0)
-            result.cpu_s = lean[3]
-            results.setdefault(LEAN, []).append(result)
-            print(f"    {LEAN}: {result.rate:,.0f} events/s", flush=True)
+            for variant in (LEAN, LEAN_DECODED):
+                lean = asyncio.run(
+                    lean_loop(
+                        bootstrap,
+                        names.runs,
+                        lean_changelog(names, variant),
+                        lean_changes(names, variant),
+                        total,
+                        variant,
+                    )
+                )
+                result = Result(variant, lean[0], lean[1], lean[2], 0)
+                result.cpu_s = lean[3]
+                results.setdefault(variant, []).append(result)
+                print(f"    {variant}: {result.rate:,.0f} events/s", flush=True)
             for name, us in floor_costs(records).items():
                 result = Result(FLOOR[name], total, us * total / 1e6, 0, 0)
                 result.cpu_s = result.total_s

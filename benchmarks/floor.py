@@ -62,32 +62,65 @@ def _rules(records: Sequence[tuple[bytes, bytes]], rules: Rules) -> int:
 
 class WorkerWork:
     """The worker's own work for one record (see the module's docstring), on stored
-    records kept in `stored`: returns the new record to write (None: nothing changed)
-    and the status change to publish (None: none)."""
+    records kept in `stored`. `apply` encodes each new state at once, as the worker does
+    (its held states stay encoded: the memory goal); `hold` keeps it decoded until
+    `flush`, as a design with a decoded cache per checkpoint would, so an envoy that comes
+    again before the flush is neither decoded nor encoded again."""
 
     def __init__(self, rules: Rules) -> None:
         self.rules = rules
         self.stored: dict[bytes, bytes] = {}
+        self.held: dict[bytes, StoredEnvoy] = {}
 
     def apply(
         self, key: bytes, value: bytes, partition: int, offset: int, record_ms: int
     ) -> tuple[bytes | None, bytes | None]:
+        """The new record to write (None: nothing changed) and the status change to
+        publish (None: none)."""
+        new, change = self._step(key, value, partition, offset, record_ms)
+        if new is None:
+            return None, None
+        record = self.stored[key] = encode_stored_envoy(StoredEnvoy(partition, new))
+        return record, change
+
+    def hold(
+        self, key: bytes, value: bytes, partition: int, offset: int, record_ms: int
+    ) -> bytes | None:
+        """The status change to publish (None: none); the new state held decoded."""
+        new, change = self._step(key, value, partition, offset, record_ms)
+        if new is not None:
+            self.held[key] = StoredEnvoy(partition, new)
+        return change
+
+    def flush(self) -> list[tuple[int, bytes, bytes]]:
+        """The held states encoded and stored: (partition, key, record) each."""
+        out = []
+        for key, held in self.held.items():
+            record = self.stored[key] = encode_stored_envoy(held)
+            out.append((held.partition, key, record))
+        self.held.clear()
+        return out
+
+    def _step(
+        self, key: bytes, value: bytes, partition: int, offset: int, record_ms: int
+    ) -> tuple[EnvoyState | None, bytes | None]:
         meta = RecordMeta(TOPIC, partition, offset, record_ms)
         event = decode_input(key, value, meta, now_ms=NOW_MS)
         if isinstance(event, DeadLetter):
             return None, None
-        data = self.stored.get(key)
-        state = decode_stored_envoy(data).state if data is not None else None
+        held = self.held.get(key)
+        if held is not None:
+            state: EnvoyState | None = held.state
+        else:
+            data = self.stored.get(key)
+            state = decode_stored_envoy(data).state if data is not None else None
         position = Position(RUNS_INDEX, offset)
         applied = apply_event(state, event, record_ms, self.rules, position)
         new = applied.state
         if new is None or new is state:
             return None, None
-        record = self.stored[key] = encode_stored_envoy(StoredEnvoy(partition, new))
         change = applied.change
-        if change is None:
-            return record, None
-        return record, status_change_value(change)
+        return new, None if change is None else status_change_value(change)
 
 
 def _worker_work(records: Sequence[tuple[bytes, bytes]], rules: Rules) -> None:
