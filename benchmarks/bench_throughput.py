@@ -65,7 +65,7 @@ from benchcommon import (
     table,
 )
 from floor import floor_costs
-from lean import LEAN, LEAN_DECODED, lean_loop
+from lean import VARIANTS, lean_loop
 
 from processor.config import Settings
 from processor.topics_admin import topic_plan
@@ -442,7 +442,7 @@ def prepare(bootstrap: str, partitions: int, records: list[tuple[bytes, bytes]])
         for name, (count, configs) in plan.items():
             await create_topics(bootstrap, [name], count, configs)
         outputs = [peer_output(names)]
-        for variant in (LEAN, LEAN_DECODED):
+        for variant in VARIANTS:
             outputs += [lean_changelog(names, variant), lean_changes(names, variant)]
         await create_topics(bootstrap, outputs, partitions)
 
@@ -462,11 +462,11 @@ def peer_output(names: TopicNames) -> str:
 
 
 def lean_changelog(names: TopicNames, variant: str) -> str:
-    return f"{names.prefix}lean{'-decoded' if variant == LEAN_DECODED else ''}.envoys-changelog"
+    return f"{names.prefix}lean-{VARIANTS.index(variant)}.envoys-changelog"
 
 
 def lean_changes(names: TopicNames, variant: str) -> str:
-    return f"{names.prefix}lean{'-decoded' if variant == LEAN_DECODED else ''}.status-changes"
+    return f"{names.prefix}lean-{VARIANTS.index(variant)}.status-changes"
 
 
 def median(values: list[float]) -> float:
@@ -515,7 +515,7 @@ def main() -> None:
                 result = asyncio.run(aiokafka_loop(bootstrap, names.runs, total, rules))
                 results.setdefault(result.system, []).append(result)
                 print(f"    {result.system}: {result.rate:,.0f} events/s", flush=True)
-            for variant in (LEAN, LEAN_DECODED):
+            for variant in VARIANTS:
                 lean = asyncio.run(
                     lean_loop(
                         bootstrap,

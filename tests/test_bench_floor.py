@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import pytest
 from benchcommon import build_runs, create_topics, preload
 from floor import NOW_MS, RECORD_MS, WorkerWork, floor_costs
-from lean import LEAN, LEAN_DECODED, lean_loop
+from lean import VARIANTS, lean_loop
 
 from processor.records import decode_stored_envoy
 from projections.envoy import EnvoyState, Position, Rules, apply_event
@@ -83,7 +83,7 @@ async def read_all(bootstrap: str, topic: str, n: int) -> list[tuple[bytes, byte
     return out
 
 
-@pytest.mark.parametrize("variant", [LEAN, LEAN_DECODED])
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_the_lean_design_publishes_every_change_and_checkpoints_every_state(
     kafka_bootstrap: str, variant: str
 ) -> None:
