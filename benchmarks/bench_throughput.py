@@ -15,7 +15,10 @@ and so does every topic the worker would create (its plan, `processor/topics_adm
 the Quix peer's output among them, with the input's partition count. The order of the
 three systems rotates from one repetition to the next, so each goes first once in three.
 
-- baseline: aiokafka, commit once at the end; timed in-process.
+- baseline: aiokafka, commit once at the end; timed in-process. With it, the lean designs
+  (`lean.py`: the worker's per-event work on bare aiokafka with its changelog and status
+  changes, no store; three ways of holding state) and the floor (`floor.py`: that work
+  in-process, no Kafka, as CPU time): what the worker's own work costs without Faust.
 - Quix peer (benchmarks/peer_quix.py, its own virtualenv): stops itself fairly, once it
   has processed every record (`on_message_processed` counting to the topic's size, then
   `app.stop()`, which forces its final commit) instead of being waited for until its next
@@ -647,6 +650,10 @@ def report(
                 f"worker / Quix peer: {worker / quix:.2f} start-up included, "
                 f"{steady:.2f} steady ({'ahead' if worker > quix else 'behind'})"
             )
+    if quix is not None:
+        for variant in VARIANTS:
+            if variant in medians:
+                print(f"{variant} / Quix peer: {medians[variant] / quix:.2f}")
 
 
 if __name__ == "__main__":
