@@ -8,9 +8,12 @@ changelog-backed table and calls these functions for every outbox record it read
   epoch before any closed), so a late record from a worker with a skewed clock joins the
   current window rather than one that has gone out already.
 - A window closes when the sender reads any outbox record (an alert, or a tick its timer
-  writes while a window is open) whose time is at or after the window's end. Closing is
-  driven by record times only, so a replay of the outbox closes exactly as the first
-  reading did.
+  writes while a window is open) whose time is at or after the window's end and whose
+  offset is after the record that opened the window. Closing is driven by record times
+  and offsets only, so a replay of the outbox closes exactly as the first reading did: a
+  record read again after a crash, older in the outbox than a window the table already
+  holds, did not see that window the first time and does not close it now (a late alert,
+  written behind a tick of a later time, opens a window that tick cannot close).
 - A closed window with more than `digest_over` alerts is one mail,
   `envoy.stale.digest/<window start ms>`, listing the `LIST_MAX` envoys seen longest ago
   and the exact count; otherwise each alert is its own mail, with its own id.
@@ -74,6 +77,9 @@ class Window:
     count: int
     #: At most `LIST_MAX`, oldest last-seen first.
     members: tuple[Member, ...]
+    #: The outbox offset of the record that opened the window; only later records close
+    #: it. -1: unknown (a window written by an earlier release), any record closes it.
+    opened: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,21 +186,27 @@ def window_start(record_ms: int, closed_end_ms: int, width_ms: int) -> int:
     return closed_end_ms + (record_ms - closed_end_ms) // width_ms * width_ms
 
 
-def add(window: Window | None, start_ms: int, width_ms: int, member: Member) -> Window:
-    """`window` (or a new one at `start_ms`) with `member` counted and, if among the
-    `LIST_MAX` seen longest ago, listed. An alert already listed is not counted again (a
-    duplicate write of the outbox)."""
+def add(
+    window: Window | None, start_ms: int, width_ms: int, member: Member, offset: int = -1
+) -> Window:
+    """`window` (or a new one at `start_ms`, opened by the record at `offset`) with
+    `member` counted and, if among the `LIST_MAX` seen longest ago, listed. An alert
+    already listed is not counted again (a duplicate write of the outbox)."""
     if window is None:
-        window = Window(start_ms, start_ms + width_ms, 0, ())
+        window = Window(start_ms, start_ms + width_ms, 0, (), offset)
     if any(m.alert_id == member.alert_id for m in window.members):
         return window
     members = sorted((*window.members, member), key=lambda m: m.order)[:LIST_MAX]
-    return Window(window.start_ms, window.end_ms, window.count + 1, tuple(members))
+    return Window(window.start_ms, window.end_ms, window.count + 1, tuple(members), window.opened)
 
 
-def due(windows: Iterable[Window], record_ms: int) -> list[Window]:
-    """The open windows a record at `record_ms` closes, oldest first."""
-    return sorted((w for w in windows if w.end_ms <= record_ms), key=lambda w: w.start_ms)
+def due(windows: Iterable[Window], record_ms: int, offset: int | None = None) -> list[Window]:
+    """The open windows a record at `record_ms` (and `offset`, if given: after the record
+    that opened each) closes, oldest first."""
+    return sorted(
+        (w for w in windows if w.end_ms <= record_ms and (offset is None or offset > w.opened)),
+        key=lambda w: w.start_ms,
+    )
 
 
 def closed(progress: Progress, window: Window) -> Progress:
@@ -240,9 +252,9 @@ def step(
         member = None  # a duplicate write of an alert an open window holds already
     if member is not None and offset >= progress.through:
         start = window_start(record_ms, progress.closed_end_ms, width_ms)
-        added = add(windows.get(start), start, width_ms, member)
+        added = add(windows.get(start), start, width_ms, member, offset)
         progress = Progress(progress.closed_end_ms, offset + 1)
     current = dict(windows)
     if added is not None:
         current[added.start_ms] = added
-    return Step(added, progress, due(current.values(), record_ms))
+    return Step(added, progress, due(current.values(), record_ms, offset))

@@ -275,13 +275,17 @@ def encode_window(window: Window) -> bytes:
         for m in window.members
     ]
     return orjson.dumps(
-        [ALERT_WINDOW_FORMAT, window.start_ms, window.end_ms, window.count, members]
+        [ALERT_WINDOW_FORMAT, window.start_ms, window.end_ms, window.count, members, window.opened]
     )
 
 
 def decode_window(data: bytes) -> Window:
-    _, start, end, count, members = orjson.loads(data)
+    """A window; one written before it kept the offset that opened it (five fields) has
+    `opened` -1, and any record closes it, as then."""
+    raw = orjson.loads(data)
+    _, start, end, count, members = raw[:5]
     return Window(
+        opened=int(raw[5]) if len(raw) > 5 else -1,
         start_ms=int(start),
         end_ms=int(end),
         count=int(count),
