@@ -164,10 +164,13 @@ def test_duplicate_run_changes_nothing(
 ) -> None:
     t = TopicNames(topic_prefix)
     same = run_event("dup-1", "changed", run_id="run-dup-1")
+    # The runs only once the enrollment is applied: topics are not ordered against each
+    # other, and a run read first enrolls the envoy implicitly (a newcomer's run saw it).
+    produce(kafka_bootstrap, [(t.enrollments, b"dup-1", enrollment("dup-1", interval_s=3600))])
+    wait_changes(kafka_bootstrap, topic_prefix, lambda rs: last_to(rs, "dup-1") is not None)
     produce(
         kafka_bootstrap,
         [
-            (t.enrollments, b"dup-1", enrollment("dup-1", interval_s=3600)),
             (t.runs, b"dup-1", same),
             (t.runs, b"dup-1", same),
             (t.runs, b"dup-1", same),
